@@ -1,0 +1,381 @@
+//! The safe Rust API: one-call and phased functions of GHM-C and GHM-R.
+//!
+//! Every function validates everything (configuration, caller state, shapes, and the inputs
+//! in the first pass) before it writes anything, so an `Err` leaves every output, the EMA,
+//! the histogram and the statistics exactly as they were.
+
+use core::ops::Range;
+
+use crate::backend::Backend;
+use crate::bins::Bins;
+use crate::config::{GhmC, GhmR, Layout, Plan};
+use crate::error::Error;
+use crate::kernel::{self, Outputs, Tables};
+use crate::model::{AnyModel, Model};
+use crate::scalar;
+use crate::source::Batch;
+use crate::state::{self, Ema, Hist, Stats, Weights};
+
+/// Dense inputs: one prediction, one target and optionally one label weight per element.
+#[derive(Clone, Copy, Debug)]
+pub struct Dense<'a> {
+    /// Logits (or probabilities, for [`Input::Probs`](crate::Input::Probs)); GHM-R:
+    /// predictions.
+    pub pred: &'a [f32],
+    /// Targets: in `[0, 1]` for GHM-C (hard or soft), any finite value for GHM-R.
+    pub target: &'a [f32],
+    /// Label weights (a mask: `> 0` is valid); `None` means all ones.
+    pub label_weight: Option<&'a [f32]>,
+}
+
+impl<'a> Dense<'a> {
+    /// Predictions and targets, all label weights 1.
+    pub fn new(pred: &'a [f32], target: &'a [f32]) -> Self {
+        Dense {
+            pred,
+            target,
+            label_weight: None,
+        }
+    }
+
+    /// With label weights.
+    pub fn label_weight(mut self, w: &'a [f32]) -> Self {
+        self.label_weight = Some(w);
+        self
+    }
+
+    fn batch(&self) -> Batch<'a> {
+        Batch::Dense {
+            pred: self.pred,
+            target: self.target,
+            weight: self.label_weight,
+        }
+    }
+}
+
+/// GHM-C inputs with class-index labels: `[N x C]` logits in either layout and one label per
+/// anchor (`0 <= label < C` is a class, anything else background), without one-hot targets.
+#[derive(Clone, Debug)]
+pub struct Labels<'a> {
+    /// All `N * C` logits (or probabilities), in `layout` order.
+    pub pred: &'a [f32],
+    /// One label per anchor (`N` of them).
+    pub labels: &'a [i32],
+    /// One weight per anchor, applied to its `C` elements; `None` means all ones.
+    pub anchor_weight: Option<&'a [f32]>,
+    /// `C`.
+    pub num_classes: usize,
+    /// Memory order of `pred` (and of the gradient and per-element loss buffers).
+    pub layout: Layout,
+    /// The anchors this call covers: all of them for a whole batch, a chunk's range for the
+    /// phased API. Output buffers are always the full `N * C` elements; only this range's
+    /// elements are written.
+    pub anchors: Range<usize>,
+}
+
+impl<'a> Labels<'a> {
+    /// All `labels.len()` anchors, all weights 1.
+    pub fn new(pred: &'a [f32], labels: &'a [i32], num_classes: usize, layout: Layout) -> Self {
+        Labels {
+            pred,
+            labels,
+            anchor_weight: None,
+            num_classes,
+            layout,
+            anchors: 0..labels.len(),
+        }
+    }
+
+    /// With per-anchor weights.
+    pub fn anchor_weight(mut self, w: &'a [f32]) -> Self {
+        self.anchor_weight = Some(w);
+        self
+    }
+
+    /// Only anchors `range` (a chunk, for the phased API).
+    pub fn anchors(mut self, range: Range<usize>) -> Self {
+        self.anchors = range;
+        self
+    }
+
+    fn batch(&self) -> Batch<'a> {
+        Batch::Labels {
+            pred: self.pred,
+            labels: self.labels,
+            weight: self.anchor_weight,
+            classes: self.num_classes,
+            layout: self.layout,
+            anchors: self.anchors.clone(),
+        }
+    }
+}
+
+/// Optional outputs of a one-call function; each `None` is not computed.
+#[derive(Debug, Default)]
+pub struct Out<'a> {
+    /// `grad_scale * dL/dx` (written, or added with `accumulate`); as long as `pred`.
+    pub grad: Option<&'a mut [f32]>,
+    /// `loss_weight * w_i * l_i`; as long as `pred`.
+    pub loss_elems: Option<&'a mut [f32]>,
+    /// What the call did.
+    pub stats: Option<&'a mut Stats>,
+}
+
+impl<'a> Out<'a> {
+    /// Only the gradient.
+    pub fn grad(grad: &'a mut [f32]) -> Self {
+        Out {
+            grad: Some(grad),
+            ..Out::default()
+        }
+    }
+}
+
+/// Runs `$body` with `$m` bound to the concrete model of `$plan`.
+macro_rules! with_model {
+    ($plan:expr, |$m:ident| $body:expr) => {
+        match AnyModel::of($plan.loss) {
+            AnyModel::CLogits($m) => $body,
+            AnyModel::CProbs($m) => $body,
+            AnyModel::R($m) => $body,
+        }
+    };
+}
+
+/// Pass 1 on the plan's backend.
+fn pass1<M: Model>(plan: &Plan, model: M, bins: &Bins, batch: &Batch<'_>) -> Result<Hist, Error> {
+    let weight_sum = plan.tot_is_weight_sum();
+    match plan.backend {
+        Backend::Scalar => scalar::accumulate(model, bins, batch, plan.skip_bad, weight_sum),
+        _ => kernel::accumulate::<wide::f32x8, M>(model, bins, batch, plan.skip_bad, weight_sum),
+    }
+}
+
+/// Input check alone, on the plan's backend.
+fn check<M: Model>(plan: &Plan, model: M, batch: &Batch<'_>) -> Result<(), Error> {
+    match plan.backend {
+        Backend::Scalar => scalar::check(model, batch),
+        _ => kernel::check::<wide::f32x8, M>(model, batch),
+    }
+}
+
+/// Pass 2 on the plan's backend.
+fn pass2<M: Model>(
+    plan: &Plan,
+    model: M,
+    bins: &Bins,
+    w: &Weights,
+    batch: &Batch<'_>,
+    out: Outputs<'_>,
+) -> Result<(), Error> {
+    match plan.backend {
+        Backend::Scalar => scalar::apply(model, bins, w, plan.loss_weight, batch, out),
+        _ => {
+            let tables = Tables::new(w, plan.loss_weight);
+            kernel::apply::<wide::f32x8, M>(model, bins, &tables, batch, out, plan.skip_bad)
+        }
+    }
+}
+
+/// [`Error::Shape`] unless every present output has `n` elements.
+fn check_outputs(n: usize, grad: Option<&[f32]>, loss_elems: Option<&[f32]>) -> Result<(), Error> {
+    let fits = |b: Option<&[f32]>| b.is_none_or(|b| b.len() == n);
+    if fits(grad) && fits(loss_elems) {
+        Ok(())
+    } else {
+        Err(Error::Shape)
+    }
+}
+
+/// [`Error::State`] if the EMA is needed (`momentum > 0`) but missing or made for other bins.
+fn check_ema(plan: &Plan, ema: Option<&Ema>) -> Result<(), Error> {
+    if plan.momentum > 0.0 && ema.is_none_or(|e| e.bins as usize != plan.bins) {
+        return Err(Error::State);
+    }
+    Ok(())
+}
+
+/// Both passes and the step between them; the one-call functions.
+fn loss_grad(
+    plan: Plan,
+    ema: Option<&mut Ema>,
+    batch: Batch<'_>,
+    out: Out<'_>,
+) -> Result<f32, Error> {
+    check_ema(&plan, ema.as_deref())?;
+    batch.check()?;
+    check_outputs(
+        batch.pred().len(),
+        out.grad.as_deref(),
+        out.loss_elems.as_deref(),
+    )?;
+    if batch.elements() == 0 {
+        return Ok(0.0);
+    }
+    let bins = Bins::new(plan.bins, plan.last_edge());
+    with_model!(plan, |model| {
+        let hist = pass1(&plan, model, &bins, &batch)?;
+        let (weights, new_ema) = state::finalize(&plan, ema.as_deref(), &hist)?;
+        // Nothing can fail from here on: commit.
+        if let (Some(ema), Some(new)) = (ema, new_ema) {
+            *ema = new;
+        }
+        let outputs = Outputs {
+            grad: out.grad,
+            loss_elems: out.loss_elems,
+            accumulate: plan.accumulate,
+        };
+        if outputs.grad.is_some() || outputs.loss_elems.is_some() {
+            pass2(&plan, model, &bins, &weights, &batch, outputs)?;
+        }
+        if let Some(stats) = out.stats {
+            *stats = Stats::of(&hist, &weights);
+        }
+        Ok(weights.loss as f32)
+    })
+}
+
+/// Pass 1 of a chunk, merged into `hist`.
+fn accumulate(plan: Plan, batch: Batch<'_>, hist: &mut Hist) -> Result<(), Error> {
+    batch.check()?;
+    if hist.bins as usize != plan.bins {
+        return Err(Error::State);
+    }
+    if batch.elements() == 0 {
+        return Ok(());
+    }
+    let bins = Bins::new(plan.bins, plan.last_edge());
+    let chunk = with_model!(plan, |model| pass1(&plan, model, &bins, &batch))?;
+    hist.merge(&chunk)
+}
+
+/// The per-batch step, committing the EMA.
+fn finalize(plan: Plan, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
+    let (weights, new_ema) = state::finalize(&plan, ema.as_deref(), hist)?;
+    if let (Some(ema), Some(new)) = (ema, new_ema) {
+        *ema = new;
+    }
+    Ok(weights)
+}
+
+/// Pass 2 of a chunk, after checking its inputs.
+fn apply(
+    plan: Plan,
+    weights: &Weights,
+    batch: Batch<'_>,
+    grad: Option<&mut [f32]>,
+    loss_elems: Option<&mut [f32]>,
+) -> Result<(), Error> {
+    weights.check(plan.bins)?;
+    batch.check()?;
+    check_outputs(batch.pred().len(), grad.as_deref(), loss_elems.as_deref())?;
+    if batch.elements() == 0 || (grad.is_none() && loss_elems.is_none()) {
+        return Ok(());
+    }
+    let bins = Bins::new(plan.bins, plan.last_edge());
+    with_model!(plan, |model| {
+        if !plan.skip_bad {
+            check(&plan, model, &batch)?;
+        }
+        let out = Outputs {
+            grad,
+            loss_elems,
+            accumulate: plan.accumulate,
+        };
+        pass2(&plan, model, &bins, weights, &batch, out)
+    })
+}
+
+impl GhmC {
+    /// GHM-C loss and gradient of a batch with dense targets, in one call. Returns the loss.
+    ///
+    /// `ema` is required when `momentum > 0` (and updated), ignored otherwise.
+    pub fn loss_grad(
+        &self,
+        ema: Option<&mut Ema>,
+        input: &Dense<'_>,
+        out: Out<'_>,
+    ) -> Result<f32, Error> {
+        loss_grad(self.plan()?, ema, input.batch(), out)
+    }
+
+    /// GHM-C loss and gradient of a batch with class-index labels, in one call.
+    pub fn loss_grad_labels(
+        &self,
+        ema: Option<&mut Ema>,
+        input: &Labels<'_>,
+        out: Out<'_>,
+    ) -> Result<f32, Error> {
+        loss_grad(self.plan()?, ema, input.batch(), out)
+    }
+
+    /// Phase 1: adds a chunk of a batch (dense targets) to `hist`.
+    pub fn accumulate(&self, input: &Dense<'_>, hist: &mut Hist) -> Result<(), Error> {
+        accumulate(self.plan()?, input.batch(), hist)
+    }
+
+    /// Phase 1 for a chunk of anchors with class-index labels.
+    pub fn accumulate_labels(&self, input: &Labels<'_>, hist: &mut Hist) -> Result<(), Error> {
+        accumulate(self.plan()?, input.batch(), hist)
+    }
+
+    /// Phase 2, once per batch: EMA update, weights and the batch's loss.
+    pub fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
+        finalize(self.plan()?, ema, hist)
+    }
+
+    /// Phase 3: gradients (and per-element losses) of a chunk (dense targets).
+    pub fn apply(
+        &self,
+        weights: &Weights,
+        input: &Dense<'_>,
+        grad: Option<&mut [f32]>,
+        loss_elems: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        apply(self.plan()?, weights, input.batch(), grad, loss_elems)
+    }
+
+    /// Phase 3 for a chunk of anchors with class-index labels (outputs are full-size).
+    pub fn apply_labels(
+        &self,
+        weights: &Weights,
+        input: &Labels<'_>,
+        grad: Option<&mut [f32]>,
+        loss_elems: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        apply(self.plan()?, weights, input.batch(), grad, loss_elems)
+    }
+}
+
+impl GhmR {
+    /// GHM-R loss and gradient of a batch, in one call. Returns the loss.
+    pub fn loss_grad(
+        &self,
+        ema: Option<&mut Ema>,
+        input: &Dense<'_>,
+        out: Out<'_>,
+    ) -> Result<f32, Error> {
+        loss_grad(self.plan()?, ema, input.batch(), out)
+    }
+
+    /// Phase 1: adds a chunk of a batch to `hist`.
+    pub fn accumulate(&self, input: &Dense<'_>, hist: &mut Hist) -> Result<(), Error> {
+        accumulate(self.plan()?, input.batch(), hist)
+    }
+
+    /// Phase 2, once per batch: EMA update, weights and the batch's loss.
+    pub fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
+        finalize(self.plan()?, ema, hist)
+    }
+
+    /// Phase 3: gradients (and per-element losses) of a chunk.
+    pub fn apply(
+        &self,
+        weights: &Weights,
+        input: &Dense<'_>,
+        grad: Option<&mut [f32]>,
+        loss_elems: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        apply(self.plan()?, weights, input.batch(), grad, loss_elems)
+    }
+}

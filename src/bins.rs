@@ -1,0 +1,72 @@
+//! The bin of a gradient norm: exact with respect to mmdet's f32 edges.
+
+use crate::config::MAX_BINS;
+use crate::simd::Vector;
+
+/// The bin edges of one configuration and the tables the vector rule looks up.
+#[derive(Clone, Debug)]
+pub(crate) struct Bins {
+    /// Number of bins `M`.
+    pub m: usize,
+    /// `e[k] = (float)k / (float)M` for `k < M`, `e[M]` = the last edge.
+    pub edges: [f32; MAX_BINS + 1],
+    /// `upper[j] = e[j + 1]`: the upper edge of bin `j`, padded to a 256-entry table.
+    upper: [f32; 256],
+}
+
+/// Subtracted from `g * M` before truncation, so that the truncated value is the bin or the
+/// bin below it, never the bin above (see [`Bins::vector`]).
+const BIAS: f32 = 1.0 / 256.0;
+
+impl Bins {
+    /// The edges of `m` bins (`1..=MAX_BINS`) with the given last edge.
+    pub(crate) fn new(m: usize, last_edge: f32) -> Bins {
+        let mut edges = [0.0; MAX_BINS + 1];
+        for (k, e) in edges.iter_mut().enumerate().take(m) {
+            *e = k as f32 / m as f32;
+        }
+        edges[m] = last_edge;
+        let mut upper = [f32::INFINITY; 256];
+        upper[..m].copy_from_slice(&edges[1..=m]);
+        Bins { m, edges, upper }
+    }
+
+    /// The bin `k` with `e[k] <= g < e[k + 1]`, or `None` when `g` is in no bin (NaN, or at
+    /// or beyond the last edge). The scalar path's rule, read straight off the definition
+    /// (starting from the estimate `floor(g * M)` and stepping to the exact bin).
+    pub(crate) fn scalar(&self, g: f32) -> Option<usize> {
+        let e = &self.edges[..=self.m];
+        if !(g >= 0.0 && g < e[self.m]) {
+            return None;
+        }
+        let mut k = ((g * self.m as f32) as usize).min(self.m - 1);
+        while g < e[k] {
+            k -= 1;
+        }
+        while g >= e[k + 1] {
+            k += 1;
+        }
+        Some(k)
+    }
+
+    /// The bins of a vector of gradient norms, without a branch: lanes not in `valid` get
+    /// the trash bin `M`.
+    ///
+    /// `k0 = trunc(g * M - 1/256)` is the bin or the bin below it: with `M <= 128` and
+    /// `g <= 1 + 2^-23`, `g * M` and the subtraction are each within `2^-17` of exact, and every
+    /// edge `e[k]` is within `M * 2^-25 <= 2^-18` of `k / M` after scaling by `M`, so the
+    /// `1/256` bias can neither lift `k0` above the bin nor drop it two below. One comparison
+    /// with the exact upper edge `e[k0 + 1]` (a table lookup) then settles it. The
+    /// `exact_bin_rule` test checks this against [`Bins::scalar`] for every f32 in `[0, 1]`
+    /// near an edge, for every `M`.
+    #[inline(always)]
+    pub(crate) fn vector<V: Vector>(&self, g: V, valid: V::M) -> V::I {
+        let q = g.mul(V::splat(self.m as f32)).sub(V::splat(BIAS));
+        let top = V::i_splat(self.m as i32 - 1);
+        // Unsigned min: negative or garbage (NaN lanes) indices become M - 1.
+        let k0 = V::i_min_u(q.trunc_i(), top);
+        let hi = V::lut(&self.upper, k0);
+        let k = V::i_inc(k0, g.ge(hi));
+        V::i_select(valid, k, V::i_splat(self.m as i32))
+    }
+}

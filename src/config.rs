@@ -1,0 +1,250 @@
+//! Configuration of GHM-C and GHM-R: the Rust mirror of `ghm_c_config` / `ghm_r_config`.
+
+use crate::backend::Backend;
+use crate::error::Error;
+
+/// Largest supported number of bins (`GHM_MAX_BINS`); the state structs have this size.
+pub const MAX_BINS: usize = 128;
+
+/// How per-element weighted losses are reduced to the returned loss (SPEC section 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Reduction {
+    /// `loss = lw * sum(w * l) / (tot + FLT_EPSILON)` (mmdet's default).
+    #[default]
+    Mean = 0,
+    /// `loss = lw * sum(w * l)`.
+    Sum = 1,
+    /// The loss is still returned as `sum(lw * w * l)`; use `loss_elems` for the elements.
+    None = 2,
+}
+
+/// What the GHM-C prediction buffer holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Input {
+    /// Logits `x`; the loss is BCE with logits.
+    #[default]
+    Logits = 0,
+    /// Probabilities `p = sigmoid(x)` (Darknet hands these over); gradients are still with
+    /// respect to the logit: `p - t`.
+    Probs = 1,
+}
+
+/// Memory order of `[anchors x classes]` logits with class-index labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Layout {
+    /// `[N][C]`: the C logits of an anchor are adjacent (mmdet).
+    #[default]
+    AnchorMajor = 0,
+    /// `[C][N]`: one plane of N anchors per class (Darknet-style maps).
+    ClassMajor = 1,
+}
+
+macro_rules! enum_from_u32 {
+    ($ty:ident { $($v:ident),+ }) => {
+        impl TryFrom<u32> for $ty {
+            type Error = Error;
+            /// The C value, or [`Error::Config`] for an unknown one.
+            fn try_from(value: u32) -> Result<Self, Error> {
+                $(if value == $ty::$v as u32 { return Ok($ty::$v); })+
+                Err(Error::Config)
+            }
+        }
+    };
+}
+enum_from_u32!(Reduction { Mean, Sum, None });
+enum_from_u32!(Input { Logits, Probs });
+enum_from_u32!(Layout {
+    AnchorMajor,
+    ClassMajor
+});
+
+/// GHM-C (classification) configuration. `GhmC::default()` is mmdet's `GHMC()`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GhmC {
+    /// Number of gradient-norm bins, `1..=MAX_BINS` (default 10).
+    pub bins: u32,
+    /// EMA momentum in `[0, 1)`; 0 disables the EMA (default 0).
+    pub momentum: f32,
+    /// Multiplies the loss, its elements and the gradient (default 1).
+    pub loss_weight: f32,
+    /// Loss reduction (default [`Reduction::Mean`]).
+    pub reduction: Reduction,
+    /// The gradient written is `grad_scale * dL/dx` (default 1; -1 gives Darknet's delta).
+    pub grad_scale: f32,
+    /// Add into the gradient buffer instead of overwriting it (default false).
+    pub accumulate: bool,
+    /// Exclude bad elements (counted in `Stats::skipped`) instead of failing (default false).
+    pub skip_bad: bool,
+    /// Logits or probabilities (default [`Input::Logits`]).
+    pub input: Input,
+    /// Force a kernel backend; `None` picks the best one available (default).
+    pub backend: Option<Backend>,
+}
+
+impl Default for GhmC {
+    fn default() -> Self {
+        GhmC {
+            bins: 10,
+            momentum: 0.0,
+            loss_weight: 1.0,
+            reduction: Reduction::Mean,
+            grad_scale: 1.0,
+            accumulate: false,
+            skip_bad: false,
+            input: Input::Logits,
+            backend: None,
+        }
+    }
+}
+
+/// GHM-R (regression, Authentic Smooth L1) configuration. `GhmR::default()` is mmdet's
+/// `GHMR()`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GhmR {
+    /// Number of gradient-norm bins, `1..=MAX_BINS` (default 10).
+    pub bins: u32,
+    /// EMA momentum in `[0, 1)`; 0 disables the EMA (default 0).
+    pub momentum: f32,
+    /// The ASL1 parameter `mu`, positive and finite (default 0.02).
+    pub mu: f32,
+    /// Multiplies the loss, its elements and the gradient (default 1).
+    pub loss_weight: f32,
+    /// Loss reduction (default [`Reduction::Mean`]).
+    pub reduction: Reduction,
+    /// The gradient written is `grad_scale * dL/dx` (default 1).
+    pub grad_scale: f32,
+    /// Add into the gradient buffer instead of overwriting it (default false).
+    pub accumulate: bool,
+    /// Exclude bad elements instead of failing (default false).
+    pub skip_bad: bool,
+    /// Force a kernel backend; `None` picks the best one available (default).
+    pub backend: Option<Backend>,
+}
+
+impl Default for GhmR {
+    fn default() -> Self {
+        GhmR {
+            bins: 10,
+            momentum: 0.0,
+            mu: 0.02,
+            loss_weight: 1.0,
+            reduction: Reduction::Mean,
+            grad_scale: 1.0,
+            accumulate: false,
+            skip_bad: false,
+            backend: None,
+        }
+    }
+}
+
+/// Which loss, with its per-element parameters: what the kernels need to know beyond the
+/// shared settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Loss {
+    /// GHM-C on logits.
+    CLogits,
+    /// GHM-C on probabilities.
+    CProbs,
+    /// GHM-R with its `mu`.
+    R { mu: f32 },
+}
+
+/// A validated configuration, common to GHM-C and GHM-R: what every phase works from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    pub loss: Loss,
+    pub bins: usize,
+    pub momentum: f32,
+    pub loss_weight: f32,
+    pub reduction: Reduction,
+    pub grad_scale: f32,
+    pub accumulate: bool,
+    pub skip_bad: bool,
+    pub backend: Backend,
+}
+
+impl Plan {
+    /// Checks the fields shared by GHM-C and GHM-R and resolves the backend.
+    fn validated(mut self, backend: Option<Backend>) -> Result<Plan, Error> {
+        let bins_ok = self.bins >= 1 && self.bins <= MAX_BINS;
+        // `(0.0..1.0).contains` is false for NaN, as it must be.
+        let momentum_ok = (0.0..1.0).contains(&self.momentum);
+        if !bins_ok || !momentum_ok || !self.loss_weight.is_finite() || !self.grad_scale.is_finite()
+        {
+            return Err(Error::Config);
+        }
+        self.backend = match backend {
+            None => Backend::active(),
+            Some(b) if b.is_available() => b,
+            Some(_) => return Err(Error::Config),
+        };
+        Ok(self)
+    }
+
+    /// The upper edge of the last bin: `1 + 1e-6` for GHM-C, `1000` for GHM-R (mmdet).
+    pub fn last_edge(&self) -> f32 {
+        match self.loss {
+            Loss::CLogits | Loss::CProbs => 1.0 + 1e-6,
+            Loss::R { .. } => 1000.0,
+        }
+    }
+
+    /// Whether `tot` is the sum of label weights (GHM-R) rather than the valid count (GHM-C).
+    pub fn tot_is_weight_sum(&self) -> bool {
+        matches!(self.loss, Loss::R { .. })
+    }
+}
+
+impl GhmC {
+    /// Checks every field; the error is [`Error::Config`].
+    pub fn validate(&self) -> Result<(), Error> {
+        self.plan().map(|_| ())
+    }
+
+    pub(crate) fn plan(&self) -> Result<Plan, Error> {
+        let loss = match self.input {
+            Input::Logits => Loss::CLogits,
+            Input::Probs => Loss::CProbs,
+        };
+        Plan {
+            loss,
+            bins: self.bins as usize,
+            momentum: self.momentum,
+            loss_weight: self.loss_weight,
+            reduction: self.reduction,
+            grad_scale: self.grad_scale,
+            accumulate: self.accumulate,
+            skip_bad: self.skip_bad,
+            backend: Backend::Scalar,
+        }
+        .validated(self.backend)
+    }
+}
+
+impl GhmR {
+    /// Checks every field; the error is [`Error::Config`].
+    pub fn validate(&self) -> Result<(), Error> {
+        self.plan().map(|_| ())
+    }
+
+    pub(crate) fn plan(&self) -> Result<Plan, Error> {
+        if !(self.mu > 0.0 && self.mu.is_finite()) {
+            return Err(Error::Config);
+        }
+        Plan {
+            loss: Loss::R { mu: self.mu },
+            bins: self.bins as usize,
+            momentum: self.momentum,
+            loss_weight: self.loss_weight,
+            reduction: self.reduction,
+            grad_scale: self.grad_scale,
+            accumulate: self.accumulate,
+            skip_bad: self.skip_bad,
+            backend: Backend::Scalar,
+        }
+        .validated(self.backend)
+    }
+}

@@ -1,0 +1,155 @@
+//! Gradient Harmonized Mechanism (GHM-C and GHM-R, Li et al., AAAI 2019, arXiv 1811.05181)
+//! as branch-free SIMD kernels: `no_std`, allocation-free, exact to mmdetection's `GHMC` and
+//! `GHMR`, with the loss and its gradient produced by the same call.
+//!
+//! GHM re-weights every element of a loss by the inverse density of its gradient norm `g`:
+//! elements are put in `bins` equal-width bins of `g`, and each gets the weight
+//! `tot / count[bin] / nonempty_bins` (optionally with the counts smoothed by an exponential
+//! moving average across batches), so the flood of easy examples and the few outliers stop
+//! dominating training.
+//!
+//! # Use
+//!
+//! ```
+//! use ghm::{Dense, GhmC, Out};
+//!
+//! let logits = [2.0f32, -1.5, 0.3, -4.0];
+//! let targets = [1.0f32, 0.0, 1.0, 0.0];
+//! let mut grad = [0.0f32; 4];
+//! let ghm = GhmC { bins: 10, ..GhmC::default() };
+//! let loss = ghm.loss_grad(None, &Dense::new(&logits, &targets), Out::grad(&mut grad))?;
+//! assert!(loss > 0.0 && grad[1] > 0.0 && grad[2] < 0.0);
+//! # Ok::<(), ghm::Error>(())
+//! ```
+//!
+//! With an EMA (`momentum > 0`) the caller owns the state ([`Ema`]) and passes it to every
+//! call. A batch split across threads, processes or machines goes through the phased API:
+//! [`GhmC::accumulate`] per chunk into a [`Hist`], [`Hist::merge`], one [`GhmC::finalize`],
+//! then [`GhmC::apply`] per chunk; the gradients are bit-identical to the one-call function.
+//!
+//! # Semantics
+//!
+//! Exactly those of the project's `SPEC.md`, section 1 (mmdet 3.3 `ghm_loss.py` with
+//! `weight_reduce_loss`), with these choices where mmdet is silent:
+//!
+//! - **Bins** are exact with respect to mmdet's f32 edges `k / M` (last edge `1 + 1e-6` for
+//!   GHM-C, `1000` for GHM-R). The gradient norm `g` is computed by the same sequence of
+//!   correctly rounded f32 operations on every backend, so the bin of an element never
+//!   depends on the machine.
+//! - **Bad input** (non-finite prediction, target or label weight, negative label weight,
+//!   GHM-C target or probability outside `[0, 1]`): [`Error::Input`] and nothing written, or
+//!   with `skip_bad` weight 0, gradient 0, counted in `skipped`. With class-index labels a bad
+//!   anchor weight makes all `C` elements of the anchor bad.
+//! - **`n == 0`**: returns loss 0 and writes nothing (not even the statistics).
+//! - **Reductions**: MEAN divides by `tot + FLT_EPSILON` like mmdet 3.3; SUM and NONE (which
+//!   mmdet 3.3 rejects for GHM) return `sum(lw * w * l)` and the gradient of that sum.
+//! - **Invalid elements** (label weight 0) get gradient +0 and loss element 0.
+//! - **Saturation**: GHM-C is finite for every finite logit (`exp` only ever sees `-|x|`).
+//!   GHM-R's gradient is finite for every finite input; its loss is `+inf` only where the
+//!   true value (about `|x - t|`) exceeds `f32::MAX`.
+//! - **Accuracy**: per-element math in f32 (losses and gradients within a few ulp), sums of
+//!   losses and of label weights in f64, the per-batch step in f64: the loss is within `1e-5`
+//!   relative, and each gradient within `1e-6` of the largest, of an f64 evaluation of the
+//!   formulas with the same bins.
+//! - **EMA**: updated once per batch, only for non-empty bins, in f64 rounded to f32.
+//!
+//! # Layout of the crate
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `api` | the public functions: one call, and the phased accumulate / finalize / apply |
+//! | `config`, `error`, `state` | configuration, errors, and the plain-data state shared with C, with the per-batch step |
+//! | `model` | the per-element formulas (`g`, `dl/dx`, `l`) of GHM-C and GHM-R |
+//! | `bins` | the exact bin rule |
+//! | `source` | input layouts: dense, class-index labels anchor-major and class-major |
+//! | `kernel` | the two passes, written once over the vector trait |
+//! | `scalar` | the same passes one element at a time (the reference path) |
+//! | `simd`, `vmath` | the vector trait with its backends, and vector `exp` / `ln` |
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod api;
+mod backend;
+mod bins;
+mod config;
+mod error;
+mod kernel;
+mod model;
+mod scalar;
+mod simd;
+mod source;
+mod state;
+mod vmath;
+
+pub use api::{Dense, Labels, Out};
+pub use backend::Backend;
+pub use config::{GhmC, GhmR, Input, Layout, Reduction, MAX_BINS};
+pub use error::Error;
+pub use state::{Ema, Hist, Stats, Weights};
+
+/// Crate version as `major << 16 | minor << 8 | patch` (what `ghm_version()` returns).
+pub const VERSION: u32 = {
+    const fn parse(s: &str) -> u32 {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let mut v = 0;
+        while i < b.len() {
+            v = v * 10 + (b[i] - b'0') as u32;
+            i += 1;
+        }
+        v
+    }
+    (parse(env!("CARGO_PKG_VERSION_MAJOR")) << 16)
+        | (parse(env!("CARGO_PKG_VERSION_MINOR")) << 8)
+        | parse(env!("CARGO_PKG_VERSION_PATCH"))
+};
+
+#[doc(hidden)]
+/// Internals exposed for the crate's own tests and benchmarks; not a stable API.
+pub mod __private {
+    /// `exp(-a)` and the vector `ln` on the one-lane and baseline vectors, for error
+    /// measurement.
+    pub fn exp_neg_f32(a: f32) -> f32 {
+        crate::vmath::exp_neg(a)
+    }
+    /// Vector `exp(-a)` on the baseline backend, lane by lane.
+    pub fn exp_neg_x8(a: [f32; 8]) -> [f32; 8] {
+        crate::vmath::exp_neg(wide::f32x8::new(a)).to_array()
+    }
+    /// Vector `ln` on the baseline backend.
+    pub fn ln_x8(a: [f32; 8]) -> [f32; 8] {
+        crate::vmath::ln(wide::f32x8::new(a)).to_array()
+    }
+    /// Vector `log1p(e)` on the baseline backend (`r = 1/(1+e)` computed here).
+    pub fn ln_1p_x8(e: [f32; 8]) -> [f32; 8] {
+        let e = wide::f32x8::new(e);
+        let r = wide::f32x8::splat(1.0) / (wide::f32x8::splat(1.0) + e);
+        crate::vmath::ln_1p(e, r).to_array()
+    }
+    /// The bin of `g` by the scalar rule and by the vector rule (every lane `g`).
+    pub fn bin_both(bins: usize, last_edge: f32, g: f32) -> (Option<usize>, usize) {
+        use crate::simd::Vector;
+        let b = crate::bins::Bins::new(bins, last_edge);
+        let valid = <wide::f32x8 as Vector>::first_lanes(8);
+        let v = b.vector(wide::f32x8::splat(g), valid);
+        (
+            b.scalar(g),
+            <wide::f32x8 as Vector>::i_to_array(v)[0] as usize,
+        )
+    }
+    /// `(g, dl/dx)` of one GHM-C logits element, as every backend computes it.
+    pub fn ghmc_g(x: f32, t: f32) -> (f32, f32) {
+        use crate::model::Model;
+        let e = crate::model::CLogits.eval::<f32, false>(x, t);
+        (e.g, e.grad)
+    }
+    /// `(g, dl/dx)` of one GHM-R element, as every backend computes it.
+    pub fn ghmr_g(x: f32, t: f32, mu: f32) -> (f32, f32) {
+        use crate::model::Model;
+        let e = crate::model::R::new(mu).eval::<f32, false>(x, t);
+        (e.g, e.grad)
+    }
+}

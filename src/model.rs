@@ -1,0 +1,210 @@
+//! The per-element formulas of SPEC section 1, written once over [`Vector`].
+//!
+//! A model maps a prediction `x` and a target `t` to the gradient norm `g`, the raw gradient
+//! `dl/dx` and the unweighted loss `l`. The vector kernels and the scalar path both call
+//! [`Model::eval`] for `g` and `dl/dx` (the scalar path with the one-lane `f32` vector), so the
+//! bin of an element never depends on the backend. The scalar path takes the loss from
+//! [`Model::loss_scalar`], a direct `libm` transcription of the formula.
+
+use crate::config::Loss;
+use crate::simd::Vector;
+use crate::vmath;
+
+/// What one element (or one vector of elements) contributes.
+#[derive(Clone, Copy)]
+pub(crate) struct Elem<V> {
+    /// Gradient norm, in `[0, 1]` for acceptable inputs.
+    pub g: V,
+    /// `dl/dx`, in `[-1, 1]`.
+    pub grad: V,
+    /// Unweighted loss `l >= 0`; only computed when asked for.
+    pub loss: V,
+}
+
+/// One of the three per-element formulas.
+pub(crate) trait Model: Copy {
+    /// Lanes whose prediction and target are acceptable (finite, and in `[0, 1]` where the
+    /// formula needs it).
+    fn ok<V: Vector>(&self, x: V, t: V) -> V::M;
+    /// `g`, `dl/dx` and, if `LOSS`, `l` (otherwise `loss` is unspecified).
+    fn eval<V: Vector, const LOSS: bool>(&self, x: V, t: V) -> Elem<V>;
+    /// `l` for one element, straight from the formula with `libm`.
+    fn loss_scalar(&self, x: f32, t: f32) -> f32;
+}
+
+/// GHM-C on logits: BCE with logits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CLogits;
+
+impl Model for CLogits {
+    #[inline(always)]
+    fn ok<V: Vector>(&self, x: V, t: V) -> V::M {
+        V::m_and(x.is_finite(), t.in_range(0.0, 1.0))
+    }
+
+    /// `e = exp(-|x|)` never overflows; `sigmoid(x) = 1/(1+e)` for `x >= 0` and `e/(1+e)`
+    /// otherwise, so tiny probabilities keep their relative precision. The loss is
+    /// `x (1 - t)` for `x > 0` and `-x t` otherwise (the two cases of `max(x,0) - x t`,
+    /// without its cancellation), plus `log1p(e)`.
+    #[inline(always)]
+    fn eval<V: Vector, const LOSS: bool>(&self, x: V, t: V) -> Elem<V> {
+        let e = vmath::exp_neg(x.abs());
+        let r = V::splat(1.0).div(V::splat(1.0).add(e));
+        let pos = x.ge(V::splat(0.0));
+        let s = V::select(pos, r, e.mul(r));
+        let grad = s.sub(t);
+        let loss = if LOSS {
+            let one_minus_t = V::splat(1.0).sub(t);
+            let minus_t = V::splat(0.0).sub(t);
+            let lin = x.mul(V::select(x.gt(V::splat(0.0)), one_minus_t, minus_t));
+            lin.add(vmath::ln_1p(e, r))
+        } else {
+            grad
+        };
+        Elem {
+            g: grad.abs(),
+            grad,
+            loss,
+        }
+    }
+
+    fn loss_scalar(&self, x: f32, t: f32) -> f32 {
+        let lin = if x > 0.0 { x * (1.0 - t) } else { -x * t };
+        lin + libm::log1pf(libm::expf(-libm::fabsf(x)))
+    }
+}
+
+/// GHM-C on probabilities `p`: binary cross-entropy with `p` clamped inside the logarithms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CProbs;
+
+/// Clamp of `p` inside the logarithms: `[1e-7, 1 - 1e-7]` (SPEC section 1).
+const P_MIN: f32 = 1e-7;
+const P_MAX: f32 = 1.0 - 1e-7;
+
+impl Model for CProbs {
+    #[inline(always)]
+    fn ok<V: Vector>(&self, p: V, t: V) -> V::M {
+        V::m_and(p.in_range(0.0, 1.0), t.in_range(0.0, 1.0))
+    }
+
+    #[inline(always)]
+    fn eval<V: Vector, const LOSS: bool>(&self, p: V, t: V) -> Elem<V> {
+        let grad = p.sub(t);
+        let loss = if LOSS {
+            let pc = p.max(V::splat(P_MIN)).min(V::splat(P_MAX));
+            let one = V::splat(1.0);
+            let ll = t.mul(vmath::ln(pc));
+            let ll = one.sub(t).mul_add(vmath::ln(one.sub(pc)), ll);
+            V::splat(0.0).sub(ll)
+        } else {
+            grad
+        };
+        Elem {
+            g: grad.abs(),
+            grad,
+            loss,
+        }
+    }
+
+    fn loss_scalar(&self, p: f32, t: f32) -> f32 {
+        let pc = p.clamp(P_MIN, P_MAX);
+        -(t * libm::logf(pc) + (1.0 - t) * libm::logf(1.0 - pc))
+    }
+}
+
+/// GHM-R: Authentic Smooth L1, `l = sqrt(d^2 + mu^2) - mu` with `d = x - t`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct R {
+    mu: f32,
+    /// `mu * mu`, rounded once from f64 (as mmdet's Python `mu * mu` reaches f32).
+    mu2: f32,
+    /// `mu` and `mu^2` scaled by `2^-70`, for the lanes evaluated scaled.
+    mu_s: f32,
+    mu2_s: f32,
+}
+
+/// Beyond `|d| = 2^50` (or `mu = 2^50`) `d^2` would be near overflow: such lanes are evaluated
+/// with everything scaled by `2^-70`; `g` and `dl/dx` are scale-free and the loss is scaled
+/// back.
+const BIG: f32 = 1_125_899_906_842_624.0; // 2^50
+const SCALE_DOWN: f32 = 8.470_329_5e-22; // 2^-70
+const SCALE_UP: f32 = 1.180_591_6e21; // 2^70
+
+impl R {
+    pub(crate) fn new(mu: f32) -> R {
+        let mu_s = mu * SCALE_DOWN;
+        R {
+            mu,
+            mu2: (mu as f64 * mu as f64) as f32,
+            mu_s,
+            mu2_s: (mu_s as f64 * mu_s as f64) as f32,
+        }
+    }
+}
+
+impl Model for R {
+    #[inline(always)]
+    fn ok<V: Vector>(&self, x: V, t: V) -> V::M {
+        V::m_and(x.is_finite(), t.is_finite())
+    }
+
+    /// `g = |d| / sqrt(d^2 + mu^2)` and `dl/dx = d / sqrt(d^2 + mu^2)` exactly as mmdet
+    /// computes them in f32 (for `|d| <= 2^50`), and the loss in the cancellation-free form
+    /// `d^2 / (sqrt(d^2 + mu^2) + mu)`. Gradients are finite for every finite input; the loss
+    /// is `+inf` only where its true value exceeds `f32::MAX`.
+    #[inline(always)]
+    fn eval<V: Vector, const LOSS: bool>(&self, x: V, t: V) -> Elem<V> {
+        let d0 = x.sub(t);
+        let big = if self.mu > BIG {
+            V::splat(0.0).le(V::splat(0.0)) // all lanes
+        } else {
+            // Also catches d0 = inf (x - t overflowed).
+            d0.abs().gt(V::splat(BIG))
+        };
+        let sc = V::select(big, V::splat(SCALE_DOWN), V::splat(1.0));
+        let d = V::select(big, x.mul(sc).sub(t.mul(sc)), d0);
+        let mu2 = V::select(big, V::splat(self.mu2_s), V::splat(self.mu2));
+        let d2 = d.mul(d);
+        let root = d2.add(mu2).sqrt();
+        let grad = d.div(root);
+        let loss = if LOSS {
+            let mu = V::select(big, V::splat(self.mu_s), V::splat(self.mu));
+            let l = d2.div(root.add(mu));
+            V::select(big, l.mul(V::splat(SCALE_UP)), l)
+        } else {
+            grad
+        };
+        Elem {
+            g: d.abs().div(root),
+            grad,
+            loss,
+        }
+    }
+
+    fn loss_scalar(&self, x: f32, t: f32) -> f32 {
+        // The same formula in f64, rounded once: accurate, and finite whenever it fits f32.
+        let d = x as f64 - t as f64;
+        let mu = self.mu as f64;
+        let root = libm::sqrt(d * d + mu * mu);
+        (d * d / (root + mu)) as f32
+    }
+}
+
+/// The model of a configuration, as a value the kernels can be instantiated with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum AnyModel {
+    CLogits(CLogits),
+    CProbs(CProbs),
+    R(R),
+}
+
+impl AnyModel {
+    pub(crate) fn of(loss: Loss) -> AnyModel {
+        match loss {
+            Loss::CLogits => AnyModel::CLogits(CLogits),
+            Loss::CProbs => AnyModel::CProbs(CProbs),
+            Loss::R { mu } => AnyModel::R(R::new(mu)),
+        }
+    }
+}

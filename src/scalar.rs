@@ -1,0 +1,178 @@
+//! The scalar path: one element at a time, written to read like SPEC section 1.
+//!
+//! It is the fallback where no vector backend applies, the backend to force when in doubt,
+//! and the oracle the vector kernels are tested against. It shares with them only the input
+//! layouts, the bin edges and the function that computes the gradient norm (so that both put
+//! every element in the same bin); its losses come from `libm` and its bins from
+//! [`Bins::scalar`].
+
+use core::ops::Range;
+
+use crate::bins::Bins;
+use crate::config::MAX_BINS;
+use crate::error::Error;
+use crate::kernel::Outputs;
+use crate::model::Model;
+use crate::source::{Batch, Targets, Visitor};
+use crate::state::{Hist, Weights};
+
+/// One element as the passes see it.
+struct Element {
+    x: f32,
+    t: f32,
+    w: f32,
+    bad: bool,
+}
+
+fn elements<'p, T: Targets<f32> + 'p, M: Model>(
+    model: &'p M,
+    pred: &'p [f32],
+    mut targets: T,
+) -> impl Iterator<Item = Element> + 'p {
+    pred.iter().map(move |&x| {
+        let (t, w, bad_w) = targets.next(1);
+        let bad = bad_w || !model.ok(x, t);
+        Element { x, t, w, bad }
+    })
+}
+
+struct Accumulate<'a, M> {
+    model: M,
+    bins: &'a Bins,
+    pred: &'a [f32],
+    skip_bad: bool,
+    hist: Hist,
+}
+
+impl<M: Model> Visitor<f32> for Accumulate<'_, M> {
+    fn segment<T: Targets<f32>>(&mut self, range: Range<usize>, targets: T) -> Result<(), Error> {
+        let h = &mut self.hist;
+        for el in elements(&self.model, &self.pred[range], targets) {
+            if el.bad {
+                if !self.skip_bad {
+                    return Err(Error::Input);
+                }
+                h.skipped += 1;
+                continue;
+            }
+            if el.w > 0.0 {
+                let g = self.model.eval::<f32, false>(el.x, el.t).g;
+                if let Some(k) = self.bins.scalar(g) {
+                    h.counts[k] += 1;
+                    h.loss_sums[k] += self.model.loss_scalar(el.x, el.t) as f64;
+                }
+            }
+            h.tot += el.w as f64; // GHM-R's tot; GHM-C's is recomputed below
+        }
+        Ok(())
+    }
+}
+
+/// Pass 1, one element at a time (see [`crate::kernel::accumulate`]).
+pub(crate) fn accumulate<M: Model>(
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    skip_bad: bool,
+    tot_is_weight_sum: bool,
+) -> Result<Hist, Error> {
+    let mut acc = Accumulate {
+        model,
+        bins,
+        pred: batch.pred(),
+        skip_bad,
+        hist: Hist::new(bins.m as u32)?,
+    };
+    batch.visit::<f32, _>(&mut acc)?;
+    let mut hist = acc.hist;
+    if !tot_is_weight_sum {
+        hist.tot = hist.counts[..bins.m.min(MAX_BINS)].iter().sum::<u64>() as f64;
+    }
+    Ok(hist)
+}
+
+struct Check<'a, M> {
+    model: M,
+    pred: &'a [f32],
+}
+
+impl<M: Model> Visitor<f32> for Check<'_, M> {
+    fn segment<T: Targets<f32>>(&mut self, range: Range<usize>, targets: T) -> Result<(), Error> {
+        match elements(&self.model, &self.pred[range], targets).any(|el| el.bad) {
+            true => Err(Error::Input),
+            false => Ok(()),
+        }
+    }
+}
+
+/// [`Error::Input`] if any element of `batch` is bad.
+pub(crate) fn check<M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
+    batch.visit::<f32, _>(&mut Check {
+        model,
+        pred: batch.pred(),
+    })
+}
+
+struct Apply<'a, M> {
+    model: M,
+    bins: &'a Bins,
+    weights: &'a Weights,
+    loss_weight: f32,
+    pred: &'a [f32],
+    out: Outputs<'a>,
+}
+
+impl<M: Model> Visitor<f32> for Apply<'_, M> {
+    fn segment<T: Targets<f32>>(&mut self, range: Range<usize>, targets: T) -> Result<(), Error> {
+        let start = range.start;
+        let els = elements(&self.model, &self.pred[range], targets);
+        for (i, el) in (start..).zip(els) {
+            // Bad elements only reach this pass with skip_bad: they get weight 0.
+            let bin = if el.w > 0.0 && !el.bad {
+                self.bins
+                    .scalar(self.model.eval::<f32, false>(el.x, el.t).g)
+            } else {
+                None
+            };
+            if let Some(grad) = self.out.grad.as_deref_mut() {
+                let g = match bin {
+                    Some(k) => {
+                        self.weights.scale[k] * self.model.eval::<f32, false>(el.x, el.t).grad
+                    }
+                    None => 0.0,
+                };
+                grad[i] = if self.out.accumulate { grad[i] + g } else { g };
+            }
+            if let Some(le) = self.out.loss_elems.as_deref_mut() {
+                le[i] = match bin {
+                    Some(k) => {
+                        self.loss_weight
+                            * self.weights.weight[k]
+                            * self.model.loss_scalar(el.x, el.t)
+                    }
+                    None => 0.0,
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pass 2, one element at a time (see [`crate::kernel::apply`]).
+pub(crate) fn apply<M: Model>(
+    model: M,
+    bins: &Bins,
+    weights: &Weights,
+    loss_weight: f32,
+    batch: &Batch<'_>,
+    out: Outputs<'_>,
+) -> Result<(), Error> {
+    batch.visit::<f32, _>(&mut Apply {
+        model,
+        bins,
+        weights,
+        loss_weight,
+        pred: batch.pred(),
+        out,
+    })
+}

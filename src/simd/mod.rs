@@ -1,0 +1,196 @@
+//! The small vector trait the kernels are written over, and its implementations.
+//!
+//! The kernels ([`crate::kernel`]), the per-element models ([`crate::model`]), the input
+//! layouts ([`crate::source`]) and the vector math ([`crate::vmath`]) are written once, generic
+//! over [`Vector`]. A backend only supplies these primitives, in the manner of `memchr`'s
+//! per-architecture modules:
+//!
+//! - [`portable`]: `wide::f32x8`, i.e. whatever vector instructions the build's target
+//!   features give `wide` (SSE2 pairs on a baseline x86_64 build, NEON pairs on aarch64).
+//! - `f32` itself is a one-lane `Vector` ([`one`]). The scalar path uses it for the gradient
+//!   norm, so that the scalar path and every vector backend compute `g` with the very same
+//!   operations and therefore put every element in the same bin.
+//!
+//! Contract for implementors: `add`, `sub`, `mul`, `div` and `sqrt` are IEEE-754 binary32
+//! operations with round-to-nearest-even, comparisons are ordered (false when either side is
+//! NaN), integer operations wrap, and `mul_add` may or may not be fused. Nothing else in the
+//! crate relies on more.
+
+pub(crate) mod one;
+pub(crate) mod portable;
+
+/// The widest vector any backend uses; sizes the stack buffers used for tails and scatter.
+pub(crate) const MAX_LANES: usize = 16;
+
+/// A vector of `LANES` f32 lanes, with its mask type `M` and its i32 vector `I`.
+pub(crate) trait Vector: Copy {
+    /// Number of f32 lanes (at most [`MAX_LANES`]).
+    const LANES: usize;
+    /// One boolean per lane.
+    type M: Copy;
+    /// One i32 per lane.
+    type I: Copy;
+
+    // ---- moving data ----
+
+    /// Every lane `x`.
+    fn splat(x: f32) -> Self;
+    /// Lanes `0..LANES` from `a` (the rest of `a` is ignored).
+    fn from_array(a: &[f32; MAX_LANES]) -> Self;
+    /// The lanes, followed by zeros.
+    fn to_array(self) -> [f32; MAX_LANES];
+    /// The first `LANES` values of `s`, which must hold at least that many.
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        let mut a = [0.0; MAX_LANES];
+        a[..Self::LANES].copy_from_slice(&s[..Self::LANES]);
+        Self::from_array(&a)
+    }
+    /// `s` (shorter than `LANES`) followed by zero lanes.
+    #[inline(always)]
+    fn load_partial(s: &[f32]) -> Self {
+        let mut a = [0.0; MAX_LANES];
+        let n = s.len().min(Self::LANES);
+        a[..n].copy_from_slice(&s[..n]);
+        Self::from_array(&a)
+    }
+    /// Writes the lanes to the first `LANES` slots of `out`.
+    #[inline(always)]
+    fn store(self, out: &mut [f32]) {
+        out[..Self::LANES].copy_from_slice(&self.to_array()[..Self::LANES]);
+    }
+    /// Writes the first `out.len()` (< `LANES`) lanes.
+    #[inline(always)]
+    fn store_partial(self, out: &mut [f32]) {
+        let n = out.len().min(Self::LANES);
+        out[..n].copy_from_slice(&self.to_array()[..n]);
+    }
+
+    // ---- f32 arithmetic (correctly rounded) ----
+
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+    fn sqrt(self) -> Self;
+    /// `self * a + b`, fused where the hardware can. Never used on the path that computes the
+    /// gradient norm, whose result must not depend on the backend.
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    /// Clears the sign bit.
+    fn abs(self) -> Self;
+    /// Lane-wise minimum; only used where neither side is NaN.
+    fn min(self, o: Self) -> Self;
+    /// Lane-wise maximum; only used where neither side is NaN.
+    fn max(self, o: Self) -> Self;
+
+    // ---- comparisons and masks ----
+
+    fn lt(self, o: Self) -> Self::M;
+    fn le(self, o: Self) -> Self::M;
+    fn gt(self, o: Self) -> Self::M;
+    fn ge(self, o: Self) -> Self::M;
+    /// `if m { a } else { b }` per lane.
+    fn select(m: Self::M, a: Self, b: Self) -> Self;
+    fn m_and(a: Self::M, b: Self::M) -> Self::M;
+    fn m_or(a: Self::M, b: Self::M) -> Self::M;
+    /// `a & !b`.
+    fn m_andnot(a: Self::M, b: Self::M) -> Self::M;
+    /// Whether any lane is set.
+    fn m_any(m: Self::M) -> bool;
+    /// Number of lanes set.
+    fn m_count(m: Self::M) -> u32;
+
+    // ---- i32 lanes ----
+
+    fn i_splat(x: i32) -> Self::I;
+    /// `0, 1, 2, ..., LANES - 1`.
+    fn i_iota() -> Self::I;
+    /// The first `LANES` values of `s`.
+    fn i_load(s: &[i32]) -> Self::I;
+    /// `s` (shorter than `LANES`) followed by zero lanes.
+    fn i_load_partial(s: &[i32]) -> Self::I;
+    /// The lanes, followed by zeros.
+    fn i_to_array(i: Self::I) -> [i32; MAX_LANES];
+    fn i_add(a: Self::I, b: Self::I) -> Self::I;
+    fn i_sub(a: Self::I, b: Self::I) -> Self::I;
+    /// `a + 1` in the lanes where `m` is set.
+    fn i_inc(a: Self::I, m: Self::M) -> Self::I;
+    fn i_eq(a: Self::I, b: Self::I) -> Self::M;
+    /// Signed `a < b`.
+    fn i_lt(a: Self::I, b: Self::I) -> Self::M;
+    /// Unsigned minimum (so negative values become `b`).
+    fn i_min_u(a: Self::I, b: Self::I) -> Self::I;
+    fn i_select(m: Self::M, a: Self::I, b: Self::I) -> Self::I;
+    /// Logical left shift by a constant.
+    fn i_shl<const S: i32>(a: Self::I) -> Self::I;
+    /// Arithmetic right shift by a constant.
+    fn i_sra<const S: i32>(a: Self::I) -> Self::I;
+    /// Reinterprets f32 bits as i32.
+    fn to_bits(self) -> Self::I;
+    /// Reinterprets i32 bits as f32.
+    fn from_bits(i: Self::I) -> Self;
+    /// Truncates toward zero; lanes out of i32 range (or NaN) give an unspecified value.
+    fn trunc_i(self) -> Self::I;
+
+    // ---- table lookups ----
+
+    /// `table[idx & 255]` per lane.
+    #[inline(always)]
+    fn lut(table: &[f32; 256], idx: Self::I) -> Self {
+        let idx = Self::i_to_array(idx);
+        let mut a = [0.0; MAX_LANES];
+        for j in 0..Self::LANES {
+            a[j] = table[(idx[j] & 255) as usize];
+        }
+        Self::from_array(&a)
+    }
+    /// `s[idx]` per lane; `idx` must be within `s` (lanes outside read 0).
+    #[inline(always)]
+    fn gather(s: &[f32], idx: Self::I) -> Self {
+        let idx = Self::i_to_array(idx);
+        let mut a = [0.0; MAX_LANES];
+        for j in 0..Self::LANES {
+            a[j] = s.get(idx[j] as u32 as usize).copied().unwrap_or(0.0);
+        }
+        Self::from_array(&a)
+    }
+    /// `s[idx]` per lane for i32 data; `idx` must be within `s` (lanes outside read 0).
+    #[inline(always)]
+    fn i_gather(s: &[i32], idx: Self::I) -> Self::I {
+        let idx = Self::i_to_array(idx);
+        let mut a = [0; MAX_LANES];
+        for j in 0..Self::LANES {
+            a[j] = s.get(idx[j] as u32 as usize).copied().unwrap_or(0);
+        }
+        Self::i_load(&a)
+    }
+
+    // ---- reductions ----
+
+    /// Adds each lane, widened to f64, to `acc[lane]`.
+    #[inline(always)]
+    fn add_to_f64(self, acc: &mut [f64; MAX_LANES]) {
+        let a = self.to_array();
+        for j in 0..Self::LANES {
+            acc[j] += a[j] as f64;
+        }
+    }
+
+    // ---- derived helpers (not for implementors) ----
+
+    /// Lanes `0..n` set.
+    #[inline(always)]
+    fn first_lanes(n: usize) -> Self::M {
+        Self::i_lt(Self::i_iota(), Self::i_splat(n as i32))
+    }
+    /// `|x| <= f32::MAX`: false for infinities and NaN.
+    #[inline(always)]
+    fn is_finite(self) -> Self::M {
+        self.abs().le(Self::splat(f32::MAX))
+    }
+    /// `lo <= x <= hi`: false for NaN.
+    #[inline(always)]
+    fn in_range(self, lo: f32, hi: f32) -> Self::M {
+        Self::m_and(self.ge(Self::splat(lo)), self.le(Self::splat(hi)))
+    }
+}

@@ -1,0 +1,294 @@
+//! Input layouts: where each element's prediction, target and label weight come from.
+//!
+//! A batch is walked as *segments*: runs of elements that are contiguous in the prediction
+//! (and so in the gradient and per-element loss buffers), each with a [`Targets`] provider that
+//! yields the matching targets and label weights lane-vector by lane-vector. Dense targets are
+//! one segment; class-index labels in anchor-major order are one segment per piece of
+//! anchors, with targets made on the fly from `labels[a] == c`; in class-major order every
+//! class plane is a segment whose targets are `labels[a] == c` for that plane's `c`. No one-hot
+//! target is ever materialised.
+
+use core::ops::Range;
+
+use crate::config::Layout;
+use crate::error::Error;
+use crate::simd::{Vector, MAX_LANES};
+
+/// Yields the targets and label weights of one segment, in order.
+pub(crate) trait Targets<V: Vector> {
+    /// Targets, label weights and the lanes whose weight is bad (non-finite or negative) for
+    /// the next `len` (`1..=V::LANES`) elements. Lanes at and beyond `len` are unspecified.
+    fn next(&mut self, len: usize) -> (V, V, V::M);
+}
+
+/// Label weights: present (checked per element) or absent (all ones).
+#[inline(always)]
+fn weights<V: Vector>(w: Option<&[f32]>, pos: usize, len: usize) -> (V, V::M) {
+    match w {
+        Some(w) => {
+            let v = if len == V::LANES {
+                V::load(&w[pos..])
+            } else {
+                V::load_partial(&w[pos..pos + len])
+            };
+            let ok = v.in_range(0.0, f32::MAX);
+            (v, V::m_andnot(V::first_lanes(V::LANES), ok))
+        }
+        None => (V::splat(1.0), V::first_lanes(0)),
+    }
+}
+
+/// Dense targets, one per element.
+pub(crate) struct DenseTargets<'a> {
+    target: &'a [f32],
+    weight: Option<&'a [f32]>,
+    pos: usize,
+}
+
+impl<V: Vector> Targets<V> for DenseTargets<'_> {
+    #[inline(always)]
+    fn next(&mut self, len: usize) -> (V, V, V::M) {
+        let t = if len == V::LANES {
+            V::load(&self.target[self.pos..])
+        } else {
+            V::load_partial(&self.target[self.pos..self.pos + len])
+        };
+        let (w, bad) = weights::<V>(self.weight, self.pos, len);
+        self.pos += len;
+        (t, w, bad)
+    }
+}
+
+/// One class plane of class-major `[C][N]` logits: anchors are contiguous, the class fixed.
+pub(crate) struct ClassPlane<'a> {
+    labels: &'a [i32],
+    weight: Option<&'a [f32]>,
+    class: i32,
+    pos: usize,
+}
+
+impl<V: Vector> Targets<V> for ClassPlane<'_> {
+    #[inline(always)]
+    fn next(&mut self, len: usize) -> (V, V, V::M) {
+        let labels = if len == V::LANES {
+            V::i_load(&self.labels[self.pos..])
+        } else {
+            V::i_load_partial(&self.labels[self.pos..self.pos + len])
+        };
+        let hit = V::i_eq(labels, V::i_splat(self.class));
+        let t = V::select(hit, V::splat(1.0), V::splat(0.0));
+        let (w, bad) = weights::<V>(self.weight, self.pos, len);
+        self.pos += len;
+        (t, w, bad)
+    }
+}
+
+/// Anchor-major `[N][C]` logits: lane `j` of the next vector is anchor `anchor[j]`, class
+/// `class[j]`; both advance by `LANES` elements per step.
+pub(crate) struct AnchorRows<'a, V: Vector> {
+    labels: &'a [i32],
+    weight: Option<&'a [f32]>,
+    classes: i32,
+    anchor: V::I,
+    class: V::I,
+    /// `LANES / C` and `LANES % C`.
+    step_anchor: i32,
+    step_class: i32,
+}
+
+impl<'a, V: Vector> AnchorRows<'a, V> {
+    fn new(labels: &'a [i32], weight: Option<&'a [f32]>, classes: usize) -> Self {
+        // classes fits i32 (checked by Batch::check).
+        let c = classes as i32;
+        let mut anchor = [0i32; MAX_LANES];
+        let mut class = [0i32; MAX_LANES];
+        for j in 0..V::LANES {
+            anchor[j] = j as i32 / c;
+            class[j] = j as i32 % c;
+        }
+        AnchorRows {
+            labels,
+            weight,
+            classes: c,
+            anchor: V::i_load(&anchor),
+            class: V::i_load(&class),
+            step_anchor: V::LANES as i32 / c,
+            step_class: V::LANES as i32 % c,
+        }
+    }
+}
+
+impl<V: Vector> Targets<V> for AnchorRows<'_, V> {
+    #[inline(always)]
+    fn next(&mut self, _len: usize) -> (V, V, V::M) {
+        // Lanes past the segment end read the last anchor; the kernel masks them.
+        let last = V::i_splat(self.labels.len() as i32 - 1);
+        let idx = V::i_min_u(self.anchor, last);
+        let label = V::i_gather(self.labels, idx);
+        let hit = V::i_eq(label, self.class);
+        let t = V::select(hit, V::splat(1.0), V::splat(0.0));
+        let (w, bad) = match self.weight {
+            Some(w) => {
+                let v = V::gather(w, idx);
+                let ok = v.in_range(0.0, f32::MAX);
+                (v, V::m_andnot(V::first_lanes(V::LANES), ok))
+            }
+            None => (V::splat(1.0), V::first_lanes(0)),
+        };
+        // Advance by LANES elements: one wrap at most, since step_class < C.
+        let class = V::i_add(self.class, V::i_splat(self.step_class));
+        let anchor = V::i_add(self.anchor, V::i_splat(self.step_anchor));
+        let wrap = V::m_andnot(
+            V::first_lanes(V::LANES),
+            V::i_lt(class, V::i_splat(self.classes)),
+        );
+        self.class = V::i_select(wrap, V::i_sub(class, V::i_splat(self.classes)), class);
+        self.anchor = V::i_inc(anchor, wrap);
+        (t, w, bad)
+    }
+}
+
+/// Receives the segments of a batch.
+pub(crate) trait Visitor<V: Vector> {
+    /// Elements `range` of the prediction buffer, with their targets.
+    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, targets: T) -> Result<(), Error>;
+}
+
+/// Anchors per anchor-major segment: keeps in-segment anchor indices well inside i32.
+const ANCHORS_PER_SEGMENT: usize = 1 << 24;
+
+/// The inputs of one call: a whole batch or, for the phased API, one chunk of it.
+#[derive(Clone, Debug)]
+pub(crate) enum Batch<'a> {
+    /// Element `i` has prediction `pred[i]`, target `target[i]`, weight `weight[i]` (or 1).
+    Dense {
+        pred: &'a [f32],
+        target: &'a [f32],
+        weight: Option<&'a [f32]>,
+    },
+    /// `anchors` of `[N x C]` logits (`pred.len() == N * C`) with one label and weight per
+    /// anchor (`labels.len() == N`).
+    Labels {
+        pred: &'a [f32],
+        labels: &'a [i32],
+        weight: Option<&'a [f32]>,
+        classes: usize,
+        layout: Layout,
+        anchors: Range<usize>,
+    },
+}
+
+impl<'a> Batch<'a> {
+    /// The whole prediction buffer (outputs have its length).
+    pub(crate) fn pred(&self) -> &'a [f32] {
+        match self {
+            Batch::Dense { pred, .. } | Batch::Labels { pred, .. } => pred,
+        }
+    }
+
+    /// Number of elements this batch (or chunk) covers.
+    pub(crate) fn elements(&self) -> usize {
+        match self {
+            Batch::Dense { pred, .. } => pred.len(),
+            Batch::Labels {
+                classes, anchors, ..
+            } => anchors.len() * classes,
+        }
+    }
+
+    /// Checks that the buffer lengths agree ([`Error::Shape`] otherwise).
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        match self {
+            Batch::Dense {
+                pred,
+                target,
+                weight,
+            } => {
+                let n = pred.len();
+                if target.len() != n || weight.is_some_and(|w| w.len() != n) {
+                    return Err(Error::Shape);
+                }
+            }
+            Batch::Labels {
+                pred,
+                labels,
+                weight,
+                classes,
+                anchors,
+                ..
+            } => {
+                let n = labels.len();
+                let elems = n.checked_mul(*classes).ok_or(Error::Shape)?;
+                if pred.len() != elems
+                    || weight.is_some_and(|w| w.len() != n)
+                    || *classes > i32::MAX as usize
+                    || anchors.start > anchors.end
+                    || anchors.end > n
+                {
+                    return Err(Error::Shape);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands every segment to `v`, in memory order within each class plane.
+    pub(crate) fn visit<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<(), Error> {
+        match *self {
+            Batch::Dense {
+                pred,
+                target,
+                weight,
+            } => v.segment(
+                0..pred.len(),
+                DenseTargets {
+                    target,
+                    weight,
+                    pos: 0,
+                },
+            ),
+            Batch::Labels {
+                labels,
+                weight,
+                classes,
+                layout,
+                ref anchors,
+                ..
+            } => {
+                if classes == 0 || anchors.is_empty() {
+                    return Ok(());
+                }
+                match layout {
+                    Layout::AnchorMajor => {
+                        let mut a = anchors.start;
+                        while a < anchors.end {
+                            let b = anchors.end.min(a + ANCHORS_PER_SEGMENT);
+                            let rows = AnchorRows::<V>::new(
+                                &labels[a..b],
+                                weight.map(|w| &w[a..b]),
+                                classes,
+                            );
+                            v.segment(a * classes..b * classes, rows)?;
+                            a = b;
+                        }
+                        Ok(())
+                    }
+                    Layout::ClassMajor => {
+                        let n = labels.len();
+                        for c in 0..classes {
+                            let plane = ClassPlane {
+                                labels: &labels[anchors.clone()],
+                                weight: weight.map(|w| &w[anchors.clone()]),
+                                class: c as i32,
+                                pos: 0,
+                            };
+                            let start = c * n;
+                            v.segment(start + anchors.start..start + anchors.end, plane)?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
