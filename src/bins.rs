@@ -50,15 +50,16 @@ impl Bins {
     }
 
     /// The bins of a vector of gradient norms, without a branch: lanes not in `valid` get
-    /// the trash bin `M`.
+    /// the trash bin `M`. A valid lane's `g` is never NaN (only a bad element has a NaN
+    /// gradient norm, and bad elements are never valid).
     ///
     /// `k0 = trunc(g * M - 1/256)` is the bin or the bin below it: with `M <= 128` and
     /// `g <= 1 + 2^-23`, `g * M` and the subtraction are each within `2^-17` of exact, and every
     /// edge `e[k]` is within `M * 2^-25 <= 2^-18` of `k / M` after scaling by `M`, so the
     /// `1/256` bias can neither lift `k0` above the bin nor drop it two below. One comparison
     /// with the exact upper edge `e[k0 + 1]` (a table lookup) then settles it. The
-    /// `exact_bin_rule` test checks this against [`Bins::scalar`] for every f32 in `[0, 1]`
-    /// near an edge, for every `M`.
+    /// `exact_bin_rule` test checks it against [`Bins::scalar`] and the definition for every f32
+    /// within 64 ulp of every edge, for every `M`.
     #[inline(always)]
     pub(crate) fn vector<V: Vector>(&self, g: V, valid: V::M) -> V::I {
         let q = g.mul(V::splat(self.m as f32)).sub(V::splat(BIAS));

@@ -23,8 +23,9 @@ const MIN_ARG: f32 = -104.0;
 /// is fused: the result is bit-identical on every backend (scalar included). This is what
 /// makes the gradient norm, and so the bin of every element, independent of the backend.
 ///
-/// Error: at most 1 ulp for results in the normal range (measured over every f32 input in
-/// `[0, 87.3]` against `libm::exp` in f64 by the `exp_neg_error_bound` test).
+/// Error: at most 1 ulp for results in the normal range (measured: 0.97 ulp, the same on every
+/// backend, over every 8th f32 in `[0, 87.3]` against f64 `exp` by the `exp_neg_error_bound`
+/// test); subnormal results are within one subnormal step.
 #[inline(always)]
 pub(crate) fn exp_neg<V: Vector>(a: V) -> V {
     let x = V::splat(0.0).sub(a).max(V::splat(MIN_ARG));

@@ -1,0 +1,623 @@
+//! Properties, checked with quickcheck on random cases:
+//! - every backend agrees with a naive f64 evaluation of SPEC section 1 (same bins);
+//! - class-index labels equal the dense path on materialised one-hot targets;
+//! - every vector backend equals the scalar path at every tail length and unaligned offset;
+//! - the phased API over random chunkings equals the one call (bit-identical gradients).
+
+mod common;
+
+use common::*;
+use ghm::{Backend, Dense, Ema, GhmC, GhmR, Hist, Input, Labels, Layout, Out, Reduction, Stats};
+use quickcheck::{Arbitrary, Gen, QuickCheck};
+
+/// Loss relative error allowed against the f64 reference (SPEC section 1).
+const LOSS_TOL: f64 = 1e-5;
+/// Gradient error allowed, relative to the largest reference gradient (SPEC section 1).
+const GRAD_TOL: f64 = 1e-6;
+
+/// A random configuration and the seed of its data.
+#[derive(Clone, Debug)]
+struct Case {
+    seed: u64,
+    n: usize,
+    kind: Kind,
+    bins: u32,
+    momentum: f32,
+    loss_weight: f32,
+    reduction: Reduction,
+    grad_scale: f32,
+    accumulate: bool,
+    soft: bool,
+    weights: u8, // 0: none, 1: 0/1 mask, 2: real weights with zeros
+}
+
+impl Arbitrary for Case {
+    fn arbitrary(g: &mut Gen) -> Case {
+        let mut r = Rng(u64::arbitrary(g));
+        let n = match r.below(4) {
+            0 => r.below(70),
+            1 => r.below(1000),
+            _ => r.below(20_000),
+        };
+        let kind = match r.below(3) {
+            0 => Kind::Logits,
+            1 => Kind::Probs,
+            _ => Kind::R {
+                mu: *g.choose(&[0.02f32, 0.5, 1e-3, 3.0]).unwrap(),
+            },
+        };
+        Case {
+            seed: r.next_u64(),
+            n,
+            kind,
+            bins: 1 + r.below(128) as u32,
+            momentum: if r.chance(0.5) {
+                0.0
+            } else {
+                r.range(0.0, 0.99) as f32
+            },
+            loss_weight: *g.choose(&[1.0f32, 2.5, 0.1]).unwrap(),
+            reduction: *g
+                .choose(&[Reduction::Mean, Reduction::Sum, Reduction::None])
+                .unwrap(),
+            grad_scale: *g.choose(&[1.0f32, -1.0, 0.25]).unwrap(),
+            accumulate: bool::arbitrary(g),
+            soft: bool::arbitrary(g),
+            weights: r.below(3) as u8,
+        }
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Case>> {
+        let c = self.clone();
+        Box::new(
+            [c.n / 2, c.n / 8, 1, 0]
+                .into_iter()
+                .filter(move |&n| n < c.n)
+                .map(move |n| {
+                    let mut s = c.clone();
+                    s.n = n;
+                    s
+                }),
+        )
+    }
+}
+
+/// The data of a case: predictions, targets, optional label weights.
+fn data(c: &Case) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let mut r = Rng(c.seed);
+    let (mut x, mut t) = detector_batch(&mut r, c.n, 0.05, c.soft);
+    match c.kind {
+        Kind::Probs => {
+            for v in &mut x {
+                *v = (1.0 / (1.0 + (-*v as f64).exp())) as f32;
+            }
+            // hard 0 and 1 probabilities too
+            for v in x.iter_mut().step_by(97) {
+                *v = if r.chance(0.5) { 0.0 } else { 1.0 };
+            }
+        }
+        Kind::R { .. } => {
+            for (xi, ti) in x.iter_mut().zip(&mut t) {
+                *ti = r.normal() as f32;
+                *xi = *ti + (r.normal() * 10f64.powf(r.range(-4.0, 1.0))) as f32;
+            }
+        }
+        Kind::Logits => {}
+    }
+    let lw = match c.weights {
+        0 => None,
+        1 => Some(label_weights(&mut r, c.n, 0.2, true)),
+        _ => Some(label_weights(&mut r, c.n, 0.2, false)),
+    };
+    (x, t, lw)
+}
+
+fn ref_cfg(c: &Case) -> RefCfg {
+    RefCfg {
+        kind: c.kind,
+        bins: c.bins as usize,
+        momentum: c.momentum,
+        loss_weight: c.loss_weight,
+        reduction: c.reduction,
+        grad_scale: c.grad_scale,
+    }
+}
+
+/// The crate's one call for a case on a backend.
+fn run(
+    c: &Case,
+    backend: Backend,
+    ema: Option<&mut Ema>,
+    input: &Dense<'_>,
+    out: Out<'_>,
+) -> Result<f32, ghm::Error> {
+    match c.kind {
+        Kind::Logits | Kind::Probs => GhmC {
+            bins: c.bins,
+            momentum: c.momentum,
+            loss_weight: c.loss_weight,
+            reduction: c.reduction,
+            grad_scale: c.grad_scale,
+            accumulate: c.accumulate,
+            input: if c.kind == Kind::Probs {
+                Input::Probs
+            } else {
+                Input::Logits
+            },
+            backend: Some(backend),
+            ..GhmC::default()
+        }
+        .loss_grad(ema, input, out),
+        Kind::R { mu } => GhmR {
+            bins: c.bins,
+            momentum: c.momentum,
+            mu,
+            loss_weight: c.loss_weight,
+            reduction: c.reduction,
+            grad_scale: c.grad_scale,
+            accumulate: c.accumulate,
+            backend: Some(backend),
+            ..GhmR::default()
+        }
+        .loss_grad(ema, input, out),
+    }
+}
+
+/// Two iterations (so the EMA carries over) on every backend against the reference.
+fn matches_reference(c: Case) -> bool {
+    let rc = ref_cfg(&c);
+    for backend in Backend::all_available() {
+        let mut ema = Ema::new(c.bins).unwrap();
+        let mut ref_ema = vec![0.0f32; c.bins as usize];
+        for iter in 0..2u64 {
+            let mut ci = c.clone();
+            ci.seed = c.seed.wrapping_add(iter);
+            let (x, t, lw) = data(&ci);
+            let want = reference(&rc, Some(&mut ref_ema), &x, &t, lw.as_deref(), None);
+            let init: Vec<f32> = (0..c.n).map(|i| ((i % 7) as f32 - 3.0) * 0.125).collect();
+            let mut grad = init.clone();
+            let mut elems = vec![f32::NAN; c.n];
+            let mut stats = Stats::default();
+            let input = Dense {
+                pred: &x,
+                target: &t,
+                label_weight: lw.as_deref(),
+            };
+            let out = Out {
+                grad: Some(&mut grad),
+                loss_elems: Some(&mut elems),
+                stats: Some(&mut stats),
+            };
+            let ema_arg = (c.momentum > 0.0).then_some(&mut ema);
+            let loss = run(&c, backend, ema_arg, &input, out).expect("valid case");
+            let ctx = format!("{c:?} iter {iter} on {backend:?}");
+            if c.n == 0 {
+                assert_eq!(loss, 0.0, "{ctx}");
+                assert_eq!(stats, Stats::default(), "{ctx}: n == 0 writes no stats");
+                continue;
+            }
+            let le = rel_err(loss as f64, want.loss, 1e-30);
+            assert!(
+                le <= LOSS_TOL,
+                "{ctx}: loss {loss} vs {} (rel {le:e})",
+                want.loss
+            );
+            if c.accumulate {
+                for (g, i) in grad.iter_mut().zip(&init) {
+                    *g -= i; // exact: both are small multiples of powers of two or tiny
+                }
+            }
+            let (ge, gmax) = max_err(&grad, &want.grad);
+            let slack = if c.accumulate {
+                4.0 * f32::EPSILON as f64 * 0.375
+            } else {
+                0.0
+            };
+            assert!(
+                ge <= GRAD_TOL * gmax + slack,
+                "{ctx}: grad err {ge:e} vs max {gmax:e}"
+            );
+            let (ee, emax) = max_err(&elems, &want.loss_elems);
+            assert!(
+                ee <= GRAD_TOL * emax.max(1e-30) * 10.0,
+                "{ctx}: loss_elems err {ee:e} vs max {emax:e}"
+            );
+            assert_eq!(
+                &stats.counts[..c.bins as usize],
+                &want.counts[..],
+                "{ctx}: counts"
+            );
+            assert!(rel_err(stats.tot, want.tot, 1.0) < 1e-12, "{ctx}: tot");
+            for k in 0..c.bins as usize {
+                assert!(
+                    rel_err(stats.weights[k] as f64, want.weights[k], 1e-30) < 1e-6,
+                    "{ctx}: w[{k}]"
+                );
+                if c.momentum > 0.0 {
+                    assert!(
+                        rel_err(ema.acc_sum[k] as f64, ref_ema[k] as f64, 1e-30) <= 1e-6,
+                        "{ctx}: EMA[{k}] {} vs {}",
+                        ema.acc_sum[k],
+                        ref_ema[k]
+                    );
+                }
+            }
+        }
+    }
+    true
+}
+
+fn qc(tests: u64) -> QuickCheck {
+    QuickCheck::new().tests(tests).max_tests(tests * 10)
+}
+
+#[test]
+fn every_backend_matches_the_f64_reference() {
+    qc(150).quickcheck(matches_reference as fn(Case) -> bool);
+}
+
+/// Labels in either layout equal the dense path on one-hot targets: bit-identical gradients
+/// and per-element losses, the same counts, and the loss within 1 ulp (f64 sums in another
+/// order).
+fn labels_equal_one_hot(seed: u64, n: u16, c: u8, bins: u8, probs: bool, with_w: bool) -> bool {
+    let (n, c) = (n as usize % 700, 1 + c as usize % 12);
+    let bins = 1 + bins as u32 % 128;
+    let mut r = Rng(seed);
+    let labels: Vec<i32> = (0..n)
+        .map(|_| match r.below(10) {
+            0 => -1,
+            1 => c as i32, // background
+            2 => 1000,
+            _ => r.below(c) as i32,
+        })
+        .collect();
+    let aw = with_w.then(|| label_weights(&mut r, n, 0.2, false));
+    let mut pred: Vec<f32> = (0..n * c).map(|_| (r.normal() * 3.0) as f32).collect();
+    if probs {
+        pred.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
+    }
+    let onehot: Vec<f32> = (0..n * c)
+        .map(|i| (labels[i / c] == (i % c) as i32) as u32 as f32)
+        .collect();
+    let dense_w: Option<Vec<f32>> = aw.as_ref().map(|w| (0..n * c).map(|i| w[i / c]).collect());
+    let cfg = GhmC {
+        bins,
+        input: if probs { Input::Probs } else { Input::Logits },
+        ..GhmC::default()
+    };
+    for backend in Backend::all_available() {
+        let cfg = GhmC {
+            backend: Some(backend),
+            ..cfg
+        };
+        let (mut g_d, mut l_d, mut s_d) = (vec![0.0; n * c], vec![0.0; n * c], Stats::default());
+        let dense = Dense {
+            pred: &pred,
+            target: &onehot,
+            label_weight: dense_w.as_deref(),
+        };
+        let loss_d = cfg
+            .loss_grad(
+                None,
+                &dense,
+                Out {
+                    grad: Some(&mut g_d),
+                    loss_elems: Some(&mut l_d),
+                    stats: Some(&mut s_d),
+                },
+            )
+            .unwrap();
+        for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
+            let tr = |a: &[f32]| -> Vec<f32> {
+                match layout {
+                    Layout::AnchorMajor => a.to_vec(),
+                    _ => (0..n * c)
+                        .map(|j| a[(j % n.max(1)) * c + j / n.max(1)])
+                        .collect(),
+                }
+            };
+            let p = tr(&pred);
+            let (mut g, mut l, mut s) = (vec![0.0; n * c], vec![0.0; n * c], Stats::default());
+            let mut input = Labels::new(&p, &labels, c, layout);
+            input.anchor_weight = aw.as_deref();
+            let loss = cfg
+                .loss_grad_labels(
+                    None,
+                    &input,
+                    Out {
+                        grad: Some(&mut g),
+                        loss_elems: Some(&mut l),
+                        stats: Some(&mut s),
+                    },
+                )
+                .unwrap();
+            let ctx = format!("n {n} c {c} bins {bins} {layout:?} {backend:?}");
+            assert_eq!(g, tr(&g_d), "{ctx}: gradients");
+            assert_eq!(l, tr(&l_d), "{ctx}: loss elements");
+            assert_eq!(s.counts, s_d.counts, "{ctx}: counts");
+            assert!(
+                (loss - loss_d).abs() <= f32::EPSILON * loss_d.abs(),
+                "{ctx}: {loss} vs {loss_d}"
+            );
+        }
+    }
+    true
+}
+
+#[test]
+fn labels_equal_dense_one_hot() {
+    qc(100).quickcheck(labels_equal_one_hot as fn(u64, u16, u8, u8, bool, bool) -> bool);
+}
+
+/// Every vector backend against the scalar path, at every length 0..=70 and at offsets 0..4
+/// into the buffers (so the vector loads are unaligned): identical counts (the same bins),
+/// gradients within `GRAD_TOL` of the largest, loss within `LOSS_TOL`.
+#[test]
+fn simd_equals_scalar_at_every_tail_and_offset() {
+    let mut r = Rng(7);
+    let kinds = [Kind::Logits, Kind::Probs, Kind::R { mu: 0.02 }];
+    for kind in kinds {
+        for n in 0..=70usize {
+            for off in 0..4usize {
+                let c = Case {
+                    seed: r.next_u64(),
+                    n: n + off,
+                    kind,
+                    bins: 1 + r.below(128) as u32,
+                    momentum: 0.0,
+                    loss_weight: 1.0,
+                    reduction: Reduction::Mean,
+                    grad_scale: 1.0,
+                    accumulate: false,
+                    soft: r.chance(0.5),
+                    weights: r.below(3) as u8,
+                };
+                let (x, t, lw) = data(&c);
+                let input = Dense {
+                    pred: &x[off..],
+                    target: &t[off..],
+                    label_weight: lw.as_ref().map(|w| &w[off..]),
+                };
+                let mut want = (vec![0.0f32; n], vec![0.0f32; n], Stats::default());
+                let out = Out {
+                    grad: Some(&mut want.0),
+                    loss_elems: Some(&mut want.1),
+                    stats: Some(&mut want.2),
+                };
+                let want_loss = run(&c, Backend::Scalar, None, &input, out).unwrap();
+                for backend in Backend::all_available().filter(|b| *b != Backend::Scalar) {
+                    let mut got = (vec![0.0f32; n + 1], vec![0.0f32; n + 1], Stats::default());
+                    // Outputs unaligned too, with a guard element that must stay untouched.
+                    got.0[n] = 42.0;
+                    got.1[n] = 42.0;
+                    let out = Out {
+                        grad: Some(&mut got.0[..n]),
+                        loss_elems: Some(&mut got.1[..n]),
+                        stats: Some(&mut got.2),
+                    };
+                    let loss = run(&c, backend, None, &input, out).unwrap();
+                    let ctx = format!("{kind:?} n {n} offset {off} bins {} on {backend:?}", c.bins);
+                    assert_eq!(got.2.counts, want.2.counts, "{ctx}: bins differ");
+                    assert_eq!(
+                        (got.0[n], got.1[n]),
+                        (42.0, 42.0),
+                        "{ctx}: wrote past the end"
+                    );
+                    let to64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+                    let (ge, gmax) = max_err(&got.0[..n], &to64(&want.0));
+                    assert!(
+                        ge <= GRAD_TOL * gmax,
+                        "{ctx}: grad err {ge:e} (max {gmax:e})"
+                    );
+                    let (ee, emax) = max_err(&got.1[..n], &to64(&want.1));
+                    assert!(
+                        ee <= 1e-5 * emax,
+                        "{ctx}: loss_elems err {ee:e} (max {emax:e})"
+                    );
+                    assert!(
+                        rel_err(loss as f64, want_loss as f64, 1e-30) <= LOSS_TOL,
+                        "{ctx}: loss"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Cut `0..n` into random pieces.
+fn random_cuts(r: &mut Rng, n: usize) -> Vec<std::ops::Range<usize>> {
+    let pieces = 1 + r.below(8);
+    let mut cuts: Vec<usize> = (0..pieces - 1).map(|_| r.below(n + 1)).collect();
+    cuts.push(0);
+    cuts.push(n);
+    cuts.sort_unstable();
+    cuts.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// Accumulate random chunks in random order, merge, finalize once, apply per chunk: the
+/// gradients and per-element losses are bit-identical to the one call, the loss within 1 ulp
+/// and the EMA identical. Dense GHM-C / GHM-R and labels in both layouts.
+fn chunked_equals_one_call(c: Case) -> bool {
+    let mut r = Rng(c.seed ^ 0xABCD);
+    let (x, t, lw) = data(&c);
+    for backend in Backend::all_available() {
+        let mut c1 = c.clone();
+        c1.accumulate = false;
+        let mut ema1 = Ema::new(c.bins).unwrap();
+        ema1.acc_sum.iter_mut().for_each(|a| *a = 3.0);
+        let mut ema2 = ema1;
+        let input = Dense {
+            pred: &x,
+            target: &t,
+            label_weight: lw.as_deref(),
+        };
+        let (mut g1, mut l1) = (vec![0.0f32; c.n], vec![0.0f32; c.n]);
+        let out = Out {
+            grad: Some(&mut g1),
+            loss_elems: Some(&mut l1),
+            stats: None,
+        };
+        let mom = c.momentum > 0.0;
+        let loss1 = run(&c1, backend, mom.then_some(&mut ema1), &input, out).unwrap();
+
+        let cuts = random_cuts(&mut r, c.n);
+        let mut order: Vec<usize> = (0..cuts.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, r.below(i + 1));
+        }
+        let (mut g2, mut l2) = (vec![0.0f32; c.n], vec![0.0f32; c.n]);
+        let mut partial: Vec<Hist> = Vec::new();
+        let (weights, loss2) = match c.kind {
+            Kind::R { mu } => {
+                let cfg = GhmR {
+                    bins: c.bins,
+                    momentum: c.momentum,
+                    mu,
+                    loss_weight: c.loss_weight,
+                    reduction: c.reduction,
+                    grad_scale: c.grad_scale,
+                    backend: Some(backend),
+                    ..GhmR::default()
+                };
+                for &i in &order {
+                    let mut h = Hist::new(c.bins).unwrap();
+                    let ch = &cuts[i];
+                    let part = Dense {
+                        pred: &x[ch.clone()],
+                        target: &t[ch.clone()],
+                        label_weight: lw.as_ref().map(|w| &w[ch.clone()]),
+                    };
+                    cfg.accumulate(&part, &mut h).unwrap();
+                    partial.push(h);
+                }
+                let mut hist = Hist::new(c.bins).unwrap();
+                for h in &partial {
+                    hist.merge(h).unwrap();
+                }
+                let w = cfg.finalize(mom.then_some(&mut ema2), &hist).unwrap();
+                for ch in &cuts {
+                    let part = Dense {
+                        pred: &x[ch.clone()],
+                        target: &t[ch.clone()],
+                        label_weight: lw.as_ref().map(|w| &w[ch.clone()]),
+                    };
+                    cfg.apply(
+                        &w,
+                        &part,
+                        Some(&mut g2[ch.clone()]),
+                        Some(&mut l2[ch.clone()]),
+                    )
+                    .unwrap();
+                }
+                (w, w.loss as f32)
+            }
+            _ => {
+                let cfg = GhmC {
+                    bins: c.bins,
+                    momentum: c.momentum,
+                    loss_weight: c.loss_weight,
+                    reduction: c.reduction,
+                    grad_scale: c.grad_scale,
+                    input: if c.kind == Kind::Probs {
+                        Input::Probs
+                    } else {
+                        Input::Logits
+                    },
+                    backend: Some(backend),
+                    ..GhmC::default()
+                };
+                let mut hist = Hist::new(c.bins).unwrap();
+                for &i in &order {
+                    let ch = &cuts[i];
+                    let part = Dense {
+                        pred: &x[ch.clone()],
+                        target: &t[ch.clone()],
+                        label_weight: lw.as_ref().map(|w| &w[ch.clone()]),
+                    };
+                    cfg.accumulate(&part, &mut hist).unwrap();
+                }
+                let w = cfg.finalize(mom.then_some(&mut ema2), &hist).unwrap();
+                for ch in &cuts {
+                    let part = Dense {
+                        pred: &x[ch.clone()],
+                        target: &t[ch.clone()],
+                        label_weight: lw.as_ref().map(|w| &w[ch.clone()]),
+                    };
+                    cfg.apply(
+                        &w,
+                        &part,
+                        Some(&mut g2[ch.clone()]),
+                        Some(&mut l2[ch.clone()]),
+                    )
+                    .unwrap();
+                }
+                (w, w.loss as f32)
+            }
+        };
+        let ctx = format!("{c:?} cuts {cuts:?} on {backend:?}");
+        let _ = weights;
+        assert!(g1 == g2, "{ctx}: gradients not bit-identical");
+        assert!(l1 == l2, "{ctx}: loss elements not bit-identical");
+        assert!(ulps(loss1, loss2) <= 1, "{ctx}: loss {loss1} vs {loss2}");
+        assert_eq!(ema1, ema2, "{ctx}: EMA");
+    }
+    true
+}
+
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+#[test]
+fn chunked_phases_equal_one_call() {
+    qc(100).quickcheck(chunked_equals_one_call as fn(Case) -> bool);
+}
+
+/// The same for class-index labels, chunked by anchor ranges, in both layouts.
+fn chunked_labels_equal_one_call(seed: u64, n: u16, c: u8, bins: u8, momentum: bool) -> bool {
+    let (n, c) = (n as usize % 900, 1 + c as usize % 20);
+    let mut r = Rng(seed);
+    let labels: Vec<i32> = (0..n).map(|_| r.below(c + 1) as i32).collect();
+    let aw = label_weights(&mut r, n, 0.2, true);
+    let bins = 1 + bins as u32 % 64;
+    for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
+        for backend in Backend::all_available() {
+            let pred: Vec<f32> = (0..n * c).map(|_| (r.normal() * 3.0) as f32).collect();
+            let cfg = GhmC {
+                bins,
+                momentum: if momentum { 0.75 } else { 0.0 },
+                backend: Some(backend),
+                ..GhmC::default()
+            };
+            let mut e1 = Ema::new(bins).unwrap();
+            let mut e2 = Ema::new(bins).unwrap();
+            let full = Labels::new(&pred, &labels, c, layout).anchor_weight(&aw);
+            let mut g1 = vec![0.0f32; n * c];
+            let loss1 = cfg
+                .loss_grad_labels(momentum.then_some(&mut e1), &full, Out::grad(&mut g1))
+                .unwrap();
+            let cuts = random_cuts(&mut r, n);
+            let mut hist = Hist::new(bins).unwrap();
+            for ch in cuts.iter().rev() {
+                cfg.accumulate_labels(&full.clone().anchors(ch.clone()), &mut hist)
+                    .unwrap();
+            }
+            let w = cfg.finalize(momentum.then_some(&mut e2), &hist).unwrap();
+            let mut g2 = vec![0.0f32; n * c];
+            for ch in &cuts {
+                cfg.apply_labels(&w, &full.clone().anchors(ch.clone()), Some(&mut g2), None)
+                    .unwrap();
+            }
+            let ctx = format!("n {n} c {c} {layout:?} {backend:?} cuts {cuts:?}");
+            assert!(g1 == g2, "{ctx}: gradients");
+            assert!(ulps(loss1, w.loss as f32) <= 1, "{ctx}: loss");
+            assert_eq!(e1, e2, "{ctx}: EMA");
+        }
+    }
+    true
+}
+
+#[test]
+fn chunked_labels_equal_one_call_in_both_layouts() {
+    qc(60).quickcheck(chunked_labels_equal_one_call as fn(u64, u16, u8, u8, bool) -> bool);
+}
