@@ -1,5 +1,6 @@
 //! SPEC section 2: every error path, each with its nothing-written guarantee; `skip_bad`;
 //! `n == 0`; saturated inputs; and a sum over more than 2^24 elements that must not drift.
+#![allow(clippy::needless_range_loop)] // index loops read best in tests
 
 mod common;
 
@@ -21,9 +22,11 @@ struct Bufs {
 
 impl Bufs {
     fn new(n: usize, bins: u32) -> Bufs {
-        let mut stats = Stats::default();
-        stats.skipped = 99;
-        stats.tot = 123.0;
+        let stats = Stats {
+            skipped: 99,
+            tot: 123.0,
+            ..Stats::default()
+        };
         let mut ema = Ema::new(bins).unwrap();
         ema.acc_sum.iter_mut().for_each(|a| *a = 5.5);
         Bufs {

@@ -3,6 +3,7 @@
 //! - class-index labels equal the dense path on materialised one-hot targets;
 //! - every vector backend equals the scalar path at every tail length and unaligned offset;
 //! - the phased API over random chunkings equals the one call (bit-identical gradients).
+#![allow(clippy::needless_range_loop)] // index loops read best in tests
 
 mod common;
 
