@@ -36,6 +36,16 @@ impl Backend {
         }
     }
 
+    /// [`Backend::name`] as a NUL-terminated C string.
+    pub const fn c_name(self) -> &'static core::ffi::CStr {
+        match self {
+            Backend::Scalar => c"scalar",
+            Backend::Sse2 => c"sse2",
+            Backend::Neon => c"neon",
+            Backend::Portable => c"portable",
+        }
+    }
+
     /// Whether this build can run the backend on this machine.
     pub fn is_available(self) -> bool {
         self == Backend::Scalar || self == Backend::BASELINE

@@ -1,5 +1,6 @@
 //! Errors: one enum, whose discriminants are the C status codes of `SPEC.md` section 3.
 
+use core::ffi::CStr;
 use core::fmt;
 
 /// Why a call was refused. Whatever the error, the call wrote nothing: no output buffer, no
@@ -37,27 +38,32 @@ impl Error {
     }
 
     /// One sentence saying what went wrong; the same text `ghm_status_str` returns.
-    pub const fn message(self) -> &'static str {
+    pub fn message(self) -> &'static str {
+        self.c_message().to_str().unwrap_or("ghm error")
+    }
+
+    /// [`Error::message`] as a NUL-terminated C string.
+    pub const fn c_message(self) -> &'static CStr {
         match self {
-            Error::Null => "a required pointer argument was NULL",
+            Error::Null => c"a required pointer argument was NULL",
             Error::Config => {
-                "invalid configuration: bins must be 1..=128, momentum in [0, 1), mu positive and \
-                 finite, loss_weight and grad_scale finite, and every enum field a known value"
+                c"invalid configuration: bins must be 1..=128, momentum in [0, 1), mu positive and \
+                  finite, loss_weight and grad_scale finite, and every enum field a known value"
             }
             Error::State => {
-                "caller-owned state does not match the call: EMA state is missing while \
-                 momentum > 0, or an EMA, histogram or weights object was made for another bin \
-                 count or holds impossible values"
+                c"caller-owned state does not match the call: EMA state is missing while \
+                  momentum > 0, or an EMA, histogram or weights object was made for another bin \
+                  count or holds impossible values"
             }
             Error::Input => {
-                "bad input element: a prediction, target or label weight is NaN or infinite, a \
-                 label weight is negative, or a GHM-C target or probability is outside [0, 1] \
-                 (set skip_bad to exclude such elements instead)"
+                c"bad input element: a prediction, target or label weight is NaN or infinite, a \
+                  label weight is negative, or a GHM-C target or probability is outside [0, 1] \
+                  (set skip_bad to exclude such elements instead)"
             }
-            Error::Alias => "an output buffer overlaps an input buffer or another output buffer",
+            Error::Alias => c"an output buffer overlaps an input buffer or another output buffer",
             Error::Shape => {
-                "inconsistent sizes: buffer lengths differ, a size product overflows, or an \
-                 anchor range is out of bounds"
+                c"inconsistent sizes: buffer lengths differ, a size product overflows, or an \
+                  anchor range is out of bounds"
             }
         }
     }

@@ -107,6 +107,11 @@ pub const VERSION: u32 = {
         | parse(env!("CARGO_PKG_VERSION_PATCH"))
 };
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[doc(hidden)]
 /// Internals exposed for the crate's own tests and benchmarks; not a stable API.
 pub mod __private {
