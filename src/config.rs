@@ -3,7 +3,8 @@
 use crate::backend::Backend;
 use crate::error::Error;
 
-/// Largest supported number of bins (`GHM_MAX_BINS`); the state structs have this size.
+/// Largest supported number of bins (C: `GHM_MAX_BINS`); the state structs have exactly
+/// this many entries.
 pub const MAX_BINS: usize = 128;
 
 /// How per-element weighted losses are reduced to the returned loss (SPEC section 1).

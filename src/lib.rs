@@ -76,6 +76,7 @@ mod backend;
 mod bins;
 mod config;
 mod error;
+pub mod ffi;
 mod kernel;
 mod model;
 mod scalar;

@@ -1,0 +1,1374 @@
+//! The C ABI of SPEC section 3: a thin layer over the safe API.
+//!
+//! Every entry point does the same few things, in this order:
+//! 1. required pointers non-NULL (`GHM_ERR_NULL`); data pointers may be NULL only when the
+//!    element count is 0;
+//! 2. the C configuration converted to the Rust one, every enum-like field checked
+//!    (`GHM_ERR_CONFIG`; booleans must be 0 or 1);
+//! 3. byte sizes computed with overflow checks (`GHM_ERR_SHAPE`);
+//! 4. every output region disjoint from every input and every other output
+//!    (`GHM_ERR_ALIAS`);
+//! 5. caller structs (EMA, histogram, weights) read with unaligned reads into locals, the
+//!    safe API called, and results written back only on success: an error writes nothing.
+//!
+//! Data buffers of any alignment are accepted. Aligned ones are handed to the safe API as
+//! slices. If any is misaligned (which a Rust slice may not be), the call runs through the
+//! phased API on aligned stack copies, [`BOUNCE`] elements at a time: accumulate every chunk,
+//! finalize once, apply every chunk. The phased API's guarantee makes this bit-identical to
+//! the direct call for gradients and within 1 ulp for the loss.
+//!
+//! No function allocates. None can unwind into C: no panic is reachable, and a Rust panic
+//! inside an `extern "C"` function aborts rather than unwinds.
+#![allow(non_camel_case_types)]
+
+use core::ffi::c_char;
+use core::mem::size_of;
+use core::ops::Range;
+use core::ptr;
+
+use crate::api::{Dense, Labels, Out};
+use crate::backend::Backend;
+use crate::config::{GhmC, GhmR, Input, Layout, Reduction, MAX_BINS};
+use crate::error::Error;
+use crate::state::{Ema, Hist, Stats, Weights};
+
+/// Status of a call: `GHM_OK` (0) or a negative `GHM_ERR_*` code.
+pub type ghm_status = i32;
+
+/// Success.
+pub const GHM_OK: ghm_status = 0;
+/// A required pointer was NULL.
+pub const GHM_ERR_NULL: ghm_status = -1;
+/// Invalid configuration (bins, momentum, mu, loss_weight, grad_scale, or an enum value).
+pub const GHM_ERR_CONFIG: ghm_status = -2;
+/// EMA, histogram or weights missing, or made for another bin count.
+pub const GHM_ERR_STATE: ghm_status = -3;
+/// A bad input element (and skip_bad is 0).
+pub const GHM_ERR_INPUT: ghm_status = -4;
+/// An output buffer overlaps an input or another output.
+pub const GHM_ERR_ALIAS: ghm_status = -5;
+/// Sizes whose product overflows, or an anchor range out of bounds.
+pub const GHM_ERR_SHAPE: ghm_status = -6;
+
+/// `reduction`: `lw * sum(w * l) / (tot + FLT_EPSILON)`.
+pub const GHM_REDUCTION_MEAN: u32 = 0;
+/// `reduction`: `lw * sum(w * l)`.
+pub const GHM_REDUCTION_SUM: u32 = 1;
+/// `reduction`: per-element losses (the returned loss is their sum).
+pub const GHM_REDUCTION_NONE: u32 = 2;
+/// `input`: logits.
+pub const GHM_INPUT_LOGITS: u32 = 0;
+/// `input`: probabilities (gradients still with respect to the logit).
+pub const GHM_INPUT_PROBS: u32 = 1;
+/// `layout`: `[N][C]`, the classes of an anchor adjacent (mmdet).
+pub const GHM_LAYOUT_ANCHOR_MAJOR: u32 = 0;
+/// `layout`: `[C][N]`, one plane per class (Darknet-style maps).
+pub const GHM_LAYOUT_CLASS_MAJOR: u32 = 1;
+
+// The C values are literals (cbindgen copies them into the header); they must stay those of
+// the Rust enums.
+const _: () = {
+    assert!(GHM_ERR_NULL == Error::Null as i32 && GHM_ERR_CONFIG == Error::Config as i32);
+    assert!(GHM_ERR_STATE == Error::State as i32 && GHM_ERR_INPUT == Error::Input as i32);
+    assert!(GHM_ERR_ALIAS == Error::Alias as i32 && GHM_ERR_SHAPE == Error::Shape as i32);
+    assert!(GHM_REDUCTION_MEAN == Reduction::Mean as u32);
+    assert!(GHM_REDUCTION_SUM == Reduction::Sum as u32);
+    assert!(GHM_REDUCTION_NONE == Reduction::None as u32);
+    assert!(GHM_INPUT_LOGITS == Input::Logits as u32 && GHM_INPUT_PROBS == Input::Probs as u32);
+    assert!(GHM_LAYOUT_ANCHOR_MAJOR == Layout::AnchorMajor as u32);
+    assert!(GHM_LAYOUT_CLASS_MAJOR == Layout::ClassMajor as u32);
+    assert!(MAX_BINS == 128);
+};
+
+/// GHM-C configuration. Get the defaults from `ghm_c_config_default()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ghm_c_config {
+    /// Number of bins, 1..=GHM_MAX_BINS (default 10).
+    pub bins: u32,
+    /// EMA momentum in [0, 1); 0 disables the EMA (default 0).
+    pub momentum: f32,
+    /// Multiplies loss, loss elements and gradient (default 1).
+    pub loss_weight: f32,
+    /// GHM_REDUCTION_* (default MEAN).
+    pub reduction: u32,
+    /// The gradient written is grad_scale * dL/dx (default 1; -1 gives Darknet's delta).
+    pub grad_scale: f32,
+    /// 1: add into the gradient buffer; 0: overwrite it (default 0).
+    pub accumulate: u32,
+    /// 1: exclude bad elements and count them; 0: fail with GHM_ERR_INPUT (default 0).
+    pub skip_bad: u32,
+    /// GHM_INPUT_* (default LOGITS).
+    pub input: u32,
+}
+
+/// GHM-R configuration. Get the defaults from `ghm_r_config_default()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ghm_r_config {
+    /// Number of bins, 1..=GHM_MAX_BINS (default 10).
+    pub bins: u32,
+    /// EMA momentum in [0, 1); 0 disables the EMA (default 0).
+    pub momentum: f32,
+    /// The ASL1 parameter, positive and finite (default 0.02).
+    pub mu: f32,
+    /// Multiplies loss, loss elements and gradient (default 1).
+    pub loss_weight: f32,
+    /// GHM_REDUCTION_* (default MEAN).
+    pub reduction: u32,
+    /// The gradient written is grad_scale * dL/dx (default 1).
+    pub grad_scale: f32,
+    /// 1: add into the gradient buffer; 0: overwrite it (default 0).
+    pub accumulate: u32,
+    /// 1: exclude bad elements and count them; 0: fail with GHM_ERR_INPUT (default 0).
+    pub skip_bad: u32,
+}
+
+fn flag(v: u32) -> Result<bool, Error> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::Config),
+    }
+}
+
+impl TryFrom<&ghm_c_config> for GhmC {
+    type Error = Error;
+    fn try_from(c: &ghm_c_config) -> Result<GhmC, Error> {
+        let cfg = GhmC {
+            bins: c.bins,
+            momentum: c.momentum,
+            loss_weight: c.loss_weight,
+            reduction: Reduction::try_from(c.reduction)?,
+            grad_scale: c.grad_scale,
+            accumulate: flag(c.accumulate)?,
+            skip_bad: flag(c.skip_bad)?,
+            input: Input::try_from(c.input)?,
+            backend: None,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl TryFrom<&ghm_r_config> for GhmR {
+    type Error = Error;
+    fn try_from(c: &ghm_r_config) -> Result<GhmR, Error> {
+        let cfg = GhmR {
+            bins: c.bins,
+            momentum: c.momentum,
+            mu: c.mu,
+            loss_weight: c.loss_weight,
+            reduction: Reduction::try_from(c.reduction)?,
+            grad_scale: c.grad_scale,
+            accumulate: flag(c.accumulate)?,
+            skip_bad: flag(c.skip_bad)?,
+            backend: None,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl From<&GhmC> for ghm_c_config {
+    fn from(c: &GhmC) -> Self {
+        ghm_c_config {
+            bins: c.bins,
+            momentum: c.momentum,
+            loss_weight: c.loss_weight,
+            reduction: c.reduction as u32,
+            grad_scale: c.grad_scale,
+            accumulate: c.accumulate as u32,
+            skip_bad: c.skip_bad as u32,
+            input: c.input as u32,
+        }
+    }
+}
+
+impl From<&GhmR> for ghm_r_config {
+    fn from(c: &GhmR) -> Self {
+        ghm_r_config {
+            bins: c.bins,
+            momentum: c.momentum,
+            mu: c.mu,
+            loss_weight: c.loss_weight,
+            reduction: c.reduction as u32,
+            grad_scale: c.grad_scale,
+            accumulate: c.accumulate as u32,
+            skip_bad: c.skip_bad as u32,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pointers from C
+
+/// A buffer of `len` `T`s from C; NULL is allowed only for `len == 0` (and for optional ones).
+struct Buf<T> {
+    ptr: *const T,
+    len: usize,
+}
+
+impl<T> Clone for Buf<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Buf<T> {}
+
+/// The byte range a buffer covers, for the overlap checks.
+#[derive(Clone, Copy)]
+struct Region {
+    start: usize,
+    end: usize,
+}
+
+impl Region {
+    fn overlaps(&self, o: &Region) -> bool {
+        self.start < self.end && o.start < o.end && self.start < o.end && o.start < self.end
+    }
+}
+
+impl<T> Buf<T> {
+    /// A required buffer: NULL is an error unless it is empty.
+    fn required(ptr: *const T, len: usize) -> Result<Buf<T>, Error> {
+        if ptr.is_null() && len > 0 {
+            return Err(Error::Null);
+        }
+        Buf::optional(ptr, len).map(|b| b.unwrap_or(Buf { ptr, len: 0 }))
+    }
+
+    /// An optional buffer: `None` for NULL.
+    fn optional(ptr: *const T, len: usize) -> Result<Option<Buf<T>>, Error> {
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        let bytes = len.checked_mul(size_of::<T>()).ok_or(Error::Shape)?;
+        let end = (ptr as usize).checked_add(bytes).ok_or(Error::Shape)?;
+        if bytes > isize::MAX as usize || end < ptr as usize {
+            return Err(Error::Shape);
+        }
+        Ok(Some(Buf { ptr, len }))
+    }
+
+    fn region(&self) -> Region {
+        let start = self.ptr as usize;
+        Region {
+            start,
+            end: start + self.len * size_of::<T>(),
+        }
+    }
+
+    fn aligned(&self) -> bool {
+        self.ptr.is_null() || self.ptr.is_aligned()
+    }
+
+    /// The buffer as a slice.
+    ///
+    /// # Safety
+    /// `self` must be aligned (or empty) and, as the C contract requires, valid for reads of
+    /// `len` elements for `'a`.
+    unsafe fn slice<'a>(&self) -> &'a [T] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: non-null (checked at construction for len > 0), aligned (caller), valid for
+        // `len` reads (the C caller's contract), size <= isize::MAX (checked).
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The buffer as a mutable slice.
+    ///
+    /// # Safety
+    /// As [`Buf::slice`], valid for writes too, and not overlapping any other buffer in use
+    /// (checked by [`disjoint`]).
+    unsafe fn slice_mut<'a>(&self) -> &'a mut [T] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        // SAFETY: as `slice`; exclusive because outputs overlap nothing else (checked).
+        unsafe { core::slice::from_raw_parts_mut(self.ptr as *mut T, self.len) }
+    }
+
+    /// Element `i`, read without alignment requirements.
+    ///
+    /// # Safety
+    /// `i < len` and the buffer valid for reads.
+    unsafe fn get(&self, i: usize) -> T {
+        // SAFETY: in bounds (caller); unaligned reads are allowed by read_unaligned.
+        unsafe { ptr::read_unaligned(self.ptr.add(i)) }
+    }
+
+    /// Writes element `i` without alignment requirements.
+    ///
+    /// # Safety
+    /// `i < len` and the buffer valid for writes.
+    unsafe fn set(&self, i: usize, v: T) {
+        // SAFETY: in bounds (caller); unaligned writes are allowed by write_unaligned.
+        unsafe { ptr::write_unaligned(self.ptr.add(i) as *mut T, v) }
+    }
+}
+
+/// One struct from C, as a buffer of one (for alias checks) and read/written unaligned.
+fn one<T>(ptr: *const T) -> Result<Option<Buf<T>>, Error> {
+    Buf::optional(ptr, 1)
+}
+
+/// [`Error::Alias`] unless every output region is disjoint from every input and every other
+/// output.
+fn disjoint(inputs: &[Option<Region>], outputs: &[Option<Region>]) -> Result<(), Error> {
+    for (i, o) in outputs.iter().enumerate() {
+        let Some(o) = o else { continue };
+        let clash = inputs.iter().flatten().any(|r| r.overlaps(o))
+            || outputs[i + 1..].iter().flatten().any(|r| r.overlaps(o));
+        if clash {
+            return Err(Error::Alias);
+        }
+    }
+    Ok(())
+}
+
+fn region<T>(b: Option<Buf<T>>) -> Option<Region> {
+    b.map(|b| b.region())
+}
+
+/// Reads a caller struct (any alignment).
+///
+/// # Safety
+/// `b` points to a valid `T`.
+unsafe fn read<T>(b: Buf<T>) -> T {
+    // SAFETY: valid for reads (caller); read_unaligned has no alignment requirement.
+    unsafe { b.get(0) }
+}
+
+fn status(r: Result<(), Error>) -> ghm_status {
+    match r {
+        Ok(()) => GHM_OK,
+        Err(e) => e.code(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The inputs of a call, as C passes them
+
+/// Dense inputs or class-index labels, with the anchor range a phased call covers.
+#[derive(Clone, Copy)]
+enum Source {
+    Dense {
+        pred: Buf<f32>,
+        target: Buf<f32>,
+        weight: Option<Buf<f32>>,
+    },
+    Labels {
+        pred: Buf<f32>,
+        labels: Buf<i32>,
+        weight: Option<Buf<f32>>,
+        classes: usize,
+        layout: Layout,
+        anchors: (usize, usize),
+    },
+}
+
+impl Source {
+    fn dense(
+        pred: *const f32,
+        target: *const f32,
+        weight: *const f32,
+        n: usize,
+    ) -> Result<Source, Error> {
+        Ok(Source::Dense {
+            pred: Buf::required(pred, n)?,
+            target: Buf::required(target, n)?,
+            weight: Buf::optional(weight, n)?,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn labels(
+        pred: *const f32,
+        labels: *const i32,
+        weight: *const f32,
+        anchors: usize,
+        classes: usize,
+        layout: u32,
+        range: (usize, usize),
+    ) -> Result<Source, Error> {
+        let layout = Layout::try_from(layout)?;
+        let n = anchors.checked_mul(classes).ok_or(Error::Shape)?;
+        if range.0 > range.1 || range.1 > anchors || classes > i32::MAX as usize {
+            return Err(Error::Shape);
+        }
+        Ok(Source::Labels {
+            pred: Buf::required(pred, n)?,
+            labels: Buf::required(labels, anchors)?,
+            weight: Buf::optional(weight, anchors)?,
+            classes,
+            layout,
+            anchors: range,
+        })
+    }
+
+    /// Length of the prediction buffer (and of every output buffer).
+    fn len(&self) -> usize {
+        match self {
+            Source::Dense { pred, .. } | Source::Labels { pred, .. } => pred.len,
+        }
+    }
+
+    fn regions(&self) -> [Option<Region>; 3] {
+        match *self {
+            Source::Dense {
+                pred,
+                target,
+                weight,
+            } => [Some(pred.region()), Some(target.region()), region(weight)],
+            Source::Labels {
+                pred,
+                labels,
+                weight,
+                ..
+            } => [Some(pred.region()), Some(labels.region()), region(weight)],
+        }
+    }
+
+    fn aligned(&self) -> bool {
+        match self {
+            Source::Dense {
+                pred,
+                target,
+                weight,
+            } => pred.aligned() && target.aligned() && weight.is_none_or(|w| w.aligned()),
+            Source::Labels {
+                pred,
+                labels,
+                weight,
+                ..
+            } => pred.aligned() && labels.aligned() && weight.is_none_or(|w| w.aligned()),
+        }
+    }
+
+    /// Runs `f` on the safe API's view of aligned inputs.
+    ///
+    /// # Safety
+    /// The buffers are valid for reads and [`Source::aligned`].
+    unsafe fn with<R>(&self, f: impl FnOnce(Input2<'_>) -> R) -> R {
+        // SAFETY: valid and aligned (caller).
+        unsafe {
+            match *self {
+                Source::Dense {
+                    pred,
+                    target,
+                    weight,
+                } => f(Input2::Dense(Dense {
+                    pred: pred.slice(),
+                    target: target.slice(),
+                    label_weight: weight.map(|w| w.slice()),
+                })),
+                Source::Labels {
+                    pred,
+                    labels,
+                    weight,
+                    classes,
+                    layout,
+                    anchors,
+                } => f(Input2::Labels(Labels {
+                    pred: pred.slice(),
+                    labels: labels.slice(),
+                    anchor_weight: weight.map(|w| w.slice()),
+                    num_classes: classes,
+                    layout,
+                    anchors: anchors.0..anchors.1,
+                })),
+            }
+        }
+    }
+
+    /// The element ranges of the prediction buffer this call covers.
+    fn segments(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let (count, seg) = match *self {
+            Source::Dense { pred, .. } => (1, (0, pred.len, 0)),
+            Source::Labels {
+                labels,
+                classes,
+                layout,
+                anchors: (a0, a1),
+                ..
+            } => match layout {
+                Layout::AnchorMajor => (1, (a0 * classes, a1 * classes, 0)),
+                Layout::ClassMajor => (classes, (a0, a1, labels.len)),
+            },
+        };
+        (0..count).map(move |c| seg.0 + c * seg.2..seg.1 + c * seg.2)
+    }
+
+    /// Prediction, target and weight of element `i` of the prediction buffer.
+    ///
+    /// # Safety
+    /// `i` is in one of [`Source::segments`] and the buffers are valid for reads.
+    unsafe fn element(&self, i: usize) -> (f32, f32, f32) {
+        // SAFETY: indices in bounds: i < pred.len, and the anchor a < labels.len (caller).
+        unsafe {
+            match *self {
+                Source::Dense {
+                    pred,
+                    target,
+                    weight,
+                } => (pred.get(i), target.get(i), weight.map_or(1.0, |w| w.get(i))),
+                Source::Labels {
+                    pred,
+                    labels,
+                    weight,
+                    classes,
+                    layout,
+                    ..
+                } => {
+                    let (a, c) = match layout {
+                        Layout::AnchorMajor => (i / classes, i % classes),
+                        Layout::ClassMajor => (i % labels.len, i / labels.len),
+                    };
+                    let t = (labels.get(a) == c as i32) as u32 as f32;
+                    (pred.get(i), t, weight.map_or(1.0, |w| w.get(a)))
+                }
+            }
+        }
+    }
+}
+
+/// The safe API's view of a call's inputs.
+enum Input2<'a> {
+    Dense(Dense<'a>),
+    Labels(Labels<'a>),
+}
+
+/// What GHM-C and GHM-R have in common, for the generic drivers below.
+trait Loss {
+    fn one_call(
+        &self,
+        ema: Option<&mut Ema>,
+        input: &Input2<'_>,
+        out: Out<'_>,
+    ) -> Result<f32, Error>;
+    fn accumulate(&self, input: &Input2<'_>, hist: &mut Hist) -> Result<(), Error>;
+    fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error>;
+    fn apply(
+        &self,
+        w: &Weights,
+        input: &Input2<'_>,
+        grad: Option<&mut [f32]>,
+        loss_elems: Option<&mut [f32]>,
+    ) -> Result<(), Error>;
+    fn bins(&self) -> u32;
+    fn skip_bad(&self) -> bool;
+    fn accumulates(&self) -> bool;
+    fn momentum(&self) -> f32;
+}
+
+impl Loss for GhmC {
+    fn one_call(
+        &self,
+        ema: Option<&mut Ema>,
+        input: &Input2<'_>,
+        out: Out<'_>,
+    ) -> Result<f32, Error> {
+        match input {
+            Input2::Dense(d) => self.loss_grad(ema, d, out),
+            Input2::Labels(l) => self.loss_grad_labels(ema, l, out),
+        }
+    }
+    fn accumulate(&self, input: &Input2<'_>, hist: &mut Hist) -> Result<(), Error> {
+        match input {
+            Input2::Dense(d) => GhmC::accumulate(self, d, hist),
+            Input2::Labels(l) => self.accumulate_labels(l, hist),
+        }
+    }
+    fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
+        GhmC::finalize(self, ema, hist)
+    }
+    fn apply(
+        &self,
+        w: &Weights,
+        input: &Input2<'_>,
+        grad: Option<&mut [f32]>,
+        loss_elems: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        match input {
+            Input2::Dense(d) => GhmC::apply(self, w, d, grad, loss_elems),
+            Input2::Labels(l) => self.apply_labels(w, l, grad, loss_elems),
+        }
+    }
+    fn bins(&self) -> u32 {
+        self.bins
+    }
+    fn skip_bad(&self) -> bool {
+        self.skip_bad
+    }
+    fn accumulates(&self) -> bool {
+        self.accumulate
+    }
+    fn momentum(&self) -> f32 {
+        self.momentum
+    }
+}
+
+impl Loss for GhmR {
+    fn one_call(
+        &self,
+        ema: Option<&mut Ema>,
+        input: &Input2<'_>,
+        out: Out<'_>,
+    ) -> Result<f32, Error> {
+        match input {
+            Input2::Dense(d) => self.loss_grad(ema, d, out),
+            Input2::Labels(_) => Err(Error::Config),
+        }
+    }
+    fn accumulate(&self, input: &Input2<'_>, hist: &mut Hist) -> Result<(), Error> {
+        match input {
+            Input2::Dense(d) => GhmR::accumulate(self, d, hist),
+            Input2::Labels(_) => Err(Error::Config),
+        }
+    }
+    fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
+        GhmR::finalize(self, ema, hist)
+    }
+    fn apply(
+        &self,
+        w: &Weights,
+        input: &Input2<'_>,
+        grad: Option<&mut [f32]>,
+        loss_elems: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        match input {
+            Input2::Dense(d) => GhmR::apply(self, w, d, grad, loss_elems),
+            Input2::Labels(_) => Err(Error::Config),
+        }
+    }
+    fn bins(&self) -> u32 {
+        self.bins
+    }
+    fn skip_bad(&self) -> bool {
+        self.skip_bad
+    }
+    fn accumulates(&self) -> bool {
+        self.accumulate
+    }
+    fn momentum(&self) -> f32 {
+        self.momentum
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Misaligned buffers: the phased API on aligned stack copies
+
+/// Elements per stack copy on the misaligned path.
+const BOUNCE: usize = 256;
+
+/// Calls `f` with aligned copies of consecutive chunks of the covered elements (as dense
+/// inputs: labels become one-hot targets and per-element weights, which the labels path is
+/// tested to match bit for bit) and the range of the prediction buffer each chunk came from.
+///
+/// # Safety
+/// The source's buffers are valid for reads.
+unsafe fn for_each_chunk(
+    src: &Source,
+    mut f: impl FnMut(Range<usize>, &Input2<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut x = [0.0f32; BOUNCE];
+    let mut t = [0.0f32; BOUNCE];
+    let mut w = [0.0f32; BOUNCE];
+    for seg in src.segments() {
+        let mut i = seg.start;
+        while i < seg.end {
+            let len = BOUNCE.min(seg.end - i);
+            for j in 0..len {
+                // SAFETY: i + j is inside a segment; buffers valid (caller).
+                (x[j], t[j], w[j]) = unsafe { src.element(i + j) };
+            }
+            let input = Input2::Dense(Dense {
+                pred: &x[..len],
+                target: &t[..len],
+                label_weight: Some(&w[..len]),
+            });
+            f(i..i + len, &input)?;
+            i += len;
+        }
+    }
+    Ok(())
+}
+
+/// Accumulates every chunk into a copy of `hist`.
+///
+/// # Safety
+/// The source's buffers are valid for reads.
+unsafe fn accumulate_bounced<L: Loss>(cfg: &L, src: &Source, hist: &Hist) -> Result<Hist, Error> {
+    let mut h = *hist;
+    // SAFETY: forwarded from the caller.
+    unsafe { for_each_chunk(src, |_, input| cfg.accumulate(input, &mut h))? };
+    Ok(h)
+}
+
+/// Applies every chunk, through stack copies of the outputs.
+///
+/// # Safety
+/// The source's buffers are valid for reads, `grad` and `loss_elems` (as long as the
+/// prediction buffer) for reads and writes.
+unsafe fn apply_bounced<L: Loss>(
+    cfg: &L,
+    w: &Weights,
+    src: &Source,
+    grad: Option<Buf<f32>>,
+    loss_elems: Option<Buf<f32>>,
+) -> Result<(), Error> {
+    let mut g = [0.0f32; BOUNCE];
+    let mut le = [0.0f32; BOUNCE];
+    // SAFETY: forwarded from the caller; every index is inside the prediction range.
+    unsafe {
+        for_each_chunk(src, |range, input| {
+            let len = range.len();
+            if let (Some(gb), true) = (grad, cfg.accumulates()) {
+                for (j, v) in g[..len].iter_mut().enumerate() {
+                    *v = gb.get(range.start + j);
+                }
+            }
+            cfg.apply(
+                w,
+                input,
+                grad.map(|_| &mut g[..len]),
+                loss_elems.map(|_| &mut le[..len]),
+            )?;
+            for (j, (&gv, &lv)) in g[..len].iter().zip(&le[..len]).enumerate() {
+                if let Some(gb) = grad {
+                    gb.set(range.start + j, gv);
+                }
+                if let Some(lb) = loss_elems {
+                    lb.set(range.start + j, lv);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The drivers shared by GHM-C and GHM-R
+
+/// One call: loss, gradient, loss elements, statistics.
+///
+/// # Safety
+/// Every non-NULL pointer is valid as the C contract says.
+#[allow(clippy::too_many_arguments)]
+unsafe fn one_call<L: Loss>(
+    cfg: Result<L, Error>,
+    ema: *mut Ema,
+    src: Result<Source, Error>,
+    grad: *mut f32,
+    loss: *mut f32,
+    loss_elems: *mut f32,
+    stats: *mut Stats,
+    cfg_region: Option<Region>,
+) -> ghm_status {
+    let run = || -> Result<(), Error> {
+        let cfg = cfg?;
+        let src = src?;
+        let n = src.len();
+        let grad = Buf::optional(grad as *const f32, n)?;
+        let loss_elems = Buf::optional(loss_elems as *const f32, n)?;
+        let loss = one(loss as *const f32)?;
+        let stats = one(stats as *const Stats)?;
+        let ema = one(ema as *const Ema)?;
+        let [a, b, c] = src.regions();
+        let outs = [
+            region(grad),
+            region(loss_elems),
+            region(loss),
+            region(stats),
+            region(ema),
+        ];
+        disjoint(&[a, b, c, cfg_region], &outs)?;
+
+        // SAFETY: valid per the C contract; outputs disjoint from everything (checked).
+        unsafe {
+            let mut ema_local = ema.map(|e| read(e));
+            let mut stats_local = Stats::default();
+            let value = if src.aligned()
+                && grad.is_none_or(|g| g.aligned())
+                && loss_elems.is_none_or(|l| l.aligned())
+            {
+                let out = Out {
+                    grad: grad.map(|g| g.slice_mut()),
+                    loss_elems: loss_elems.map(|l| l.slice_mut()),
+                    stats: stats.map(|_| &mut stats_local),
+                };
+                src.with(|input| cfg.one_call(ema_local.as_mut(), &input, out))?
+            } else {
+                if n == 0 || src.segments().all(|s| s.is_empty()) {
+                    // Validate the configuration and state the same way, then nothing.
+                    cfg.one_call(
+                        ema_local.as_mut(),
+                        &Input2::Dense(Dense::new(&[], &[])),
+                        Out::default(),
+                    )?
+                } else {
+                    let hist = accumulate_bounced(&cfg, &src, &Hist::new(cfg.bins())?)?;
+                    let w = cfg.finalize(ema_local.as_mut(), &hist)?;
+                    if grad.is_some() || loss_elems.is_some() {
+                        apply_bounced(&cfg, &w, &src, grad, loss_elems)?;
+                    }
+                    stats_local = Stats::of(&hist, &w);
+                    w.loss as f32
+                }
+            };
+            if let (Some(e), Some(v)) = (ema, ema_local) {
+                if cfg.momentum() > 0.0 {
+                    e.set(0, v);
+                }
+            }
+            if let Some(s) = stats {
+                if n > 0 {
+                    s.set(0, stats_local);
+                }
+            }
+            if let Some(l) = loss {
+                l.set(0, value);
+            }
+        }
+        Ok(())
+    };
+    status(run())
+}
+
+/// Phase 1 into `*hist`.
+///
+/// # Safety
+/// Every non-NULL pointer is valid as the C contract says.
+unsafe fn accumulate<L: Loss>(
+    cfg: Result<L, Error>,
+    src: Result<Source, Error>,
+    hist: *mut Hist,
+    cfg_region: Option<Region>,
+) -> ghm_status {
+    let run = || -> Result<(), Error> {
+        let hist_buf = one(hist as *const Hist)?.ok_or(Error::Null)?;
+        let cfg = cfg?;
+        let src = src?;
+        let [a, b, c] = src.regions();
+        disjoint(&[a, b, c, cfg_region], &[Some(hist_buf.region())])?;
+        // SAFETY: valid per the C contract; the histogram overlaps no input (checked).
+        unsafe {
+            let mut h = read(hist_buf);
+            if src.aligned() {
+                src.with(|input| cfg.accumulate(&input, &mut h))?;
+            } else {
+                if h.bins != cfg.bins() {
+                    return Err(Error::State);
+                }
+                h = accumulate_bounced(&cfg, &src, &h)?;
+            }
+            hist_buf.set(0, h);
+        }
+        Ok(())
+    };
+    status(run())
+}
+
+/// Phase 2: EMA update and weights.
+///
+/// # Safety
+/// Every non-NULL pointer is valid as the C contract says.
+unsafe fn finalize<L: Loss>(
+    cfg: Result<L, Error>,
+    ema: *mut Ema,
+    hist: *const Hist,
+    weights: *mut Weights,
+    cfg_region: Option<Region>,
+) -> ghm_status {
+    let run = || -> Result<(), Error> {
+        let h = one(hist)?.ok_or(Error::Null)?;
+        let w = one(weights as *const Weights)?.ok_or(Error::Null)?;
+        let cfg = cfg?;
+        let e = one(ema as *const Ema)?;
+        disjoint(
+            &[Some(h.region()), cfg_region],
+            &[Some(w.region()), region(e)],
+        )?;
+        // SAFETY: valid per the C contract; outputs overlap nothing (checked).
+        unsafe {
+            let mut ema_local = e.map(|e| read(e));
+            let result = cfg.finalize(ema_local.as_mut(), &read(h))?;
+            if let (Some(e), Some(v)) = (e, ema_local) {
+                if cfg.momentum() > 0.0 {
+                    e.set(0, v);
+                }
+            }
+            w.set(0, result);
+        }
+        Ok(())
+    };
+    status(run())
+}
+
+/// Phase 3: gradients and loss elements of a chunk.
+///
+/// # Safety
+/// Every non-NULL pointer is valid as the C contract says.
+unsafe fn apply<L: Loss>(
+    cfg: Result<L, Error>,
+    weights: *const Weights,
+    src: Result<Source, Error>,
+    grad: *mut f32,
+    loss_elems: *mut f32,
+    cfg_region: Option<Region>,
+) -> ghm_status {
+    let run = || -> Result<(), Error> {
+        let wb = one(weights)?.ok_or(Error::Null)?;
+        let cfg = cfg?;
+        let src = src?;
+        let n = src.len();
+        let grad = Buf::optional(grad as *const f32, n)?;
+        let loss_elems = Buf::optional(loss_elems as *const f32, n)?;
+        let [a, b, c] = src.regions();
+        disjoint(
+            &[a, b, c, cfg_region, Some(wb.region())],
+            &[region(grad), region(loss_elems)],
+        )?;
+        // SAFETY: valid per the C contract; outputs overlap nothing (checked).
+        unsafe {
+            let w = read(wb);
+            if src.aligned()
+                && grad.is_none_or(|g| g.aligned())
+                && loss_elems.is_none_or(|l| l.aligned())
+            {
+                src.with(|input| {
+                    cfg.apply(
+                        &w,
+                        &input,
+                        grad.map(|g| g.slice_mut()),
+                        loss_elems.map(|l| l.slice_mut()),
+                    )
+                })?;
+            } else {
+                // Refuse bad input before the first chunk is written.
+                if !cfg.skip_bad() {
+                    accumulate_bounced(&cfg, &src, &Hist::new(cfg.bins())?)?;
+                }
+                // An empty apply still validates the weights against the configuration.
+                cfg.apply(&w, &Input2::Dense(Dense::new(&[], &[])), None, None)?;
+                apply_bounced(&cfg, &w, &src, grad, loss_elems)?;
+            }
+        }
+        Ok(())
+    };
+    status(run())
+}
+
+/// The C configuration behind `cfg`, converted, with its region for the alias checks.
+///
+/// # Safety
+/// `cfg` is NULL or points to a valid `C`.
+unsafe fn config<C: Copy, L>(cfg: *const C) -> (Result<L, Error>, Option<Region>)
+where
+    for<'a> L: TryFrom<&'a C, Error = Error>,
+{
+    match one(cfg) {
+        Ok(Some(b)) => {
+            // SAFETY: valid per the C contract.
+            let c = unsafe { read(b) };
+            (L::try_from(&c), Some(b.region()))
+        }
+        Ok(None) => (Err(Error::Null), None),
+        Err(e) => (Err(e), None),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exported functions
+
+/// A static, NUL-terminated sentence describing `s`; never NULL (unknown codes get a
+/// sentence too).
+#[no_mangle]
+pub extern "C" fn ghm_status_str(s: ghm_status) -> *const c_char {
+    let msg = match s {
+        GHM_OK => c"success",
+        GHM_ERR_NULL => Error::Null.c_message(),
+        GHM_ERR_CONFIG => Error::Config.c_message(),
+        GHM_ERR_STATE => Error::State.c_message(),
+        GHM_ERR_INPUT => Error::Input.c_message(),
+        GHM_ERR_ALIAS => Error::Alias.c_message(),
+        GHM_ERR_SHAPE => Error::Shape.c_message(),
+        _ => c"unknown ghm status code",
+    };
+    msg.as_ptr()
+}
+
+/// The library version: `major << 16 | minor << 8 | patch`.
+#[no_mangle]
+pub extern "C" fn ghm_version() -> u32 {
+    crate::VERSION
+}
+
+/// The name of the kernel backend in use ("avx512", "avx2", "sse2", "neon", "scalar", ...).
+#[no_mangle]
+pub extern "C" fn ghm_backend() -> *const c_char {
+    Backend::active().c_name().as_ptr()
+}
+
+/// GHM-C defaults (mmdet's `GHMC()`): bins 10, momentum 0, loss_weight 1, MEAN,
+/// grad_scale 1, accumulate 0, skip_bad 0, LOGITS.
+#[no_mangle]
+pub extern "C" fn ghm_c_config_default() -> ghm_c_config {
+    (&GhmC::default()).into()
+}
+
+/// GHM-R defaults (mmdet's `GHMR()`): mu 0.02, bins 10, momentum 0, loss_weight 1, MEAN,
+/// grad_scale 1, accumulate 0, skip_bad 0.
+#[no_mangle]
+pub extern "C" fn ghm_r_config_default() -> ghm_r_config {
+    (&GhmR::default()).into()
+}
+
+/// Sets `*ema` to an all-zero EMA for `bins` bins (like mmdet's buffer).
+///
+/// # Safety
+/// `ema` is NULL or points to writable memory of `sizeof(ghm_ema)` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_ema_init(ema: *mut Ema, bins: u32) -> ghm_status {
+    status((|| {
+        let e = one(ema as *const Ema)?.ok_or(Error::Null)?;
+        let v = Ema::new(bins)?;
+        // SAFETY: writable per the C contract.
+        unsafe { e.set(0, v) };
+        Ok(())
+    })())
+}
+
+/// Sets `*h` to an empty histogram for `bins` bins.
+///
+/// # Safety
+/// `h` is NULL or points to writable memory of `sizeof(ghm_hist)` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_hist_init(h: *mut Hist, bins: u32) -> ghm_status {
+    status((|| {
+        let b = one(h as *const Hist)?.ok_or(Error::Null)?;
+        let v = Hist::new(bins)?;
+        // SAFETY: writable per the C contract.
+        unsafe { b.set(0, v) };
+        Ok(())
+    })())
+}
+
+/// Adds `*from` into `*into` (element-wise; the same as an MPI_SUM reduction of the fields).
+///
+/// # Safety
+/// Both point to valid histograms (or are NULL).
+#[no_mangle]
+pub unsafe extern "C" fn ghm_hist_merge(into: *mut Hist, from: *const Hist) -> ghm_status {
+    status((|| {
+        let i = one(into as *const Hist)?.ok_or(Error::Null)?;
+        let f = one(from)?.ok_or(Error::Null)?;
+        disjoint(&[Some(f.region())], &[Some(i.region())])?;
+        // SAFETY: valid per the C contract; disjoint (checked).
+        unsafe {
+            let mut h = read(i);
+            h.merge(&read(f))?;
+            i.set(0, h);
+        }
+        Ok(())
+    })())
+}
+
+/// GHM-C loss and gradient of `n` elements with dense targets, in one call.
+///
+/// `ema` may be NULL when momentum is 0; `label_weight` NULL means all ones; `grad`, `loss`,
+/// `loss_elems` and `stats` may each be NULL (not computed). Returns GHM_OK or an error, in
+/// which case nothing was written.
+///
+/// # Safety
+/// Every non-NULL pointer is valid for the element count given (`n` floats for the buffers).
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_loss_grad(
+    cfg: *const ghm_c_config,
+    ema: *mut Ema,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    n: usize,
+    grad: *mut f32,
+    loss: *mut f32,
+    loss_elems: *mut f32,
+    stats: *mut Stats,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let src = Source::dense(pred, target, label_weight, n);
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r)
+    }
+}
+
+/// GHM-C loss and gradient with class-index labels (`labels[a]` in `0..num_classes` is a
+/// class, anything else background) for `[num_anchors x num_classes]` logits in `layout`
+/// (GHM_LAYOUT_*). `anchor_weight` (NULL: all ones) has one weight per anchor.
+///
+/// # Safety
+/// Every non-NULL pointer is valid for its size: `pred`, `grad`, `loss_elems`:
+/// `num_anchors * num_classes` floats; `labels`, `anchor_weight`: `num_anchors`.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_loss_grad_labels(
+    cfg: *const ghm_c_config,
+    ema: *mut Ema,
+    pred: *const f32,
+    labels: *const i32,
+    anchor_weight: *const f32,
+    num_anchors: usize,
+    num_classes: usize,
+    layout: u32,
+    grad: *mut f32,
+    loss: *mut f32,
+    loss_elems: *mut f32,
+    stats: *mut Stats,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let src = Source::labels(
+            pred,
+            labels,
+            anchor_weight,
+            num_anchors,
+            num_classes,
+            layout,
+            (0, num_anchors),
+        );
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r)
+    }
+}
+
+/// GHM-R loss and gradient of `n` elements, in one call (pointers as `ghm_c_loss_grad`).
+///
+/// # Safety
+/// As `ghm_c_loss_grad`.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_r_loss_grad(
+    cfg: *const ghm_r_config,
+    ema: *mut Ema,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    n: usize,
+    grad: *mut f32,
+    loss: *mut f32,
+    loss_elems: *mut f32,
+    stats: *mut Stats,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmR>(cfg);
+        let src = Source::dense(pred, target, label_weight, n);
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r)
+    }
+}
+
+/// Phase 1 of GHM-C: adds a chunk of `n` elements (dense targets) to `*h`.
+///
+/// # Safety
+/// As `ghm_c_loss_grad`; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_accumulate(
+    cfg: *const ghm_c_config,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    n: usize,
+    h: *mut Hist,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        accumulate(c, Source::dense(pred, target, label_weight, n), h, r)
+    }
+}
+
+/// Phase 1 of GHM-C with class-index labels: adds anchors `[anchor_begin, anchor_end)` of the
+/// full `[num_anchors x num_classes]` batch to `*h` (buffers are the full batch's).
+///
+/// # Safety
+/// As `ghm_c_loss_grad_labels`; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_accumulate_labels(
+    cfg: *const ghm_c_config,
+    pred: *const f32,
+    labels: *const i32,
+    anchor_weight: *const f32,
+    num_anchors: usize,
+    num_classes: usize,
+    layout: u32,
+    anchor_begin: usize,
+    anchor_end: usize,
+    h: *mut Hist,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let src = Source::labels(
+            pred,
+            labels,
+            anchor_weight,
+            num_anchors,
+            num_classes,
+            layout,
+            (anchor_begin, anchor_end),
+        );
+        accumulate(c, src, h, r)
+    }
+}
+
+/// Phase 2 of GHM-C, once per batch: updates `*ema` (if momentum > 0) and writes the bin
+/// weights, gradient factors and the batch's loss to `*w`.
+///
+/// # Safety
+/// `h` and `w` point to valid structs; `ema` is NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_finalize(
+    cfg: *const ghm_c_config,
+    ema: *mut Ema,
+    h: *const Hist,
+    w: *mut Weights,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        finalize(c, ema, h, w, r)
+    }
+}
+
+/// Phase 3 of GHM-C: gradients (and loss elements) of a chunk of `n` elements.
+///
+/// # Safety
+/// As `ghm_c_loss_grad`; `w` points to valid weights.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_apply(
+    cfg: *const ghm_c_config,
+    w: *const Weights,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    n: usize,
+    grad: *mut f32,
+    loss_elems: *mut f32,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        apply(
+            c,
+            w,
+            Source::dense(pred, target, label_weight, n),
+            grad,
+            loss_elems,
+            r,
+        )
+    }
+}
+
+/// Phase 3 of GHM-C with class-index labels: writes the gradients (and loss elements) of
+/// anchors `[anchor_begin, anchor_end)` into the full-size `grad` / `loss_elems`.
+///
+/// # Safety
+/// As `ghm_c_loss_grad_labels`; `w` points to valid weights.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_apply_labels(
+    cfg: *const ghm_c_config,
+    w: *const Weights,
+    pred: *const f32,
+    labels: *const i32,
+    anchor_weight: *const f32,
+    num_anchors: usize,
+    num_classes: usize,
+    layout: u32,
+    anchor_begin: usize,
+    anchor_end: usize,
+    grad: *mut f32,
+    loss_elems: *mut f32,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let src = Source::labels(
+            pred,
+            labels,
+            anchor_weight,
+            num_anchors,
+            num_classes,
+            layout,
+            (anchor_begin, anchor_end),
+        );
+        apply(c, w, src, grad, loss_elems, r)
+    }
+}
+
+/// Phase 1 of GHM-R: adds a chunk of `n` elements to `*h`.
+///
+/// # Safety
+/// As `ghm_r_loss_grad`; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_r_accumulate(
+    cfg: *const ghm_r_config,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    n: usize,
+    h: *mut Hist,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmR>(cfg);
+        accumulate(c, Source::dense(pred, target, label_weight, n), h, r)
+    }
+}
+
+/// Phase 2 of GHM-R, once per batch (see `ghm_c_finalize`).
+///
+/// # Safety
+/// As `ghm_c_finalize`.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_r_finalize(
+    cfg: *const ghm_r_config,
+    ema: *mut Ema,
+    h: *const Hist,
+    w: *mut Weights,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmR>(cfg);
+        finalize(c, ema, h, w, r)
+    }
+}
+
+/// Phase 3 of GHM-R: gradients (and loss elements) of a chunk of `n` elements.
+///
+/// # Safety
+/// As `ghm_c_apply`.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_r_apply(
+    cfg: *const ghm_r_config,
+    w: *const Weights,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    n: usize,
+    grad: *mut f32,
+    loss_elems: *mut f32,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmR>(cfg);
+        apply(
+            c,
+            w,
+            Source::dense(pred, target, label_weight, n),
+            grad,
+            loss_elems,
+            r,
+        )
+    }
+}
