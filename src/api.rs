@@ -6,13 +6,12 @@
 
 use core::ops::Range;
 
-use crate::backend::Backend;
 use crate::bins::Bins;
 use crate::config::{GhmC, GhmR, Layout, Plan};
+use crate::dispatch;
 use crate::error::Error;
-use crate::kernel::{self, Outputs, Tables};
+use crate::kernel::Outputs;
 use crate::model::{AnyModel, Model};
-use crate::scalar;
 use crate::source::Batch;
 use crate::state::{self, Ema, Hist, Stats, Weights};
 
@@ -145,18 +144,7 @@ macro_rules! with_model {
 /// Pass 1 on the plan's backend.
 fn pass1<M: Model>(plan: &Plan, model: M, bins: &Bins, batch: &Batch<'_>) -> Result<Hist, Error> {
     let weight_sum = plan.tot_is_weight_sum();
-    match plan.backend {
-        Backend::Scalar => scalar::accumulate(model, bins, batch, plan.skip_bad, weight_sum),
-        _ => kernel::accumulate::<wide::f32x8, M>(model, bins, batch, plan.skip_bad, weight_sum),
-    }
-}
-
-/// Input check alone, on the plan's backend.
-fn check<M: Model>(plan: &Plan, model: M, batch: &Batch<'_>) -> Result<(), Error> {
-    match plan.backend {
-        Backend::Scalar => scalar::check(model, batch),
-        _ => kernel::check::<wide::f32x8, M>(model, batch),
-    }
+    dispatch::accumulate(plan.backend, model, bins, batch, plan.skip_bad, weight_sum)
 }
 
 /// Pass 2 on the plan's backend.
@@ -168,13 +156,8 @@ fn pass2<M: Model>(
     batch: &Batch<'_>,
     out: Outputs<'_>,
 ) -> Result<(), Error> {
-    match plan.backend {
-        Backend::Scalar => scalar::apply(model, bins, w, plan.loss_weight, batch, out),
-        _ => {
-            let tables = Tables::new(w, plan.loss_weight);
-            kernel::apply::<wide::f32x8, M>(model, bins, &tables, batch, out, plan.skip_bad)
-        }
-    }
+    let (lw, skip) = (plan.loss_weight, plan.skip_bad);
+    dispatch::apply(plan.backend, model, bins, w, lw, batch, out, skip)
 }
 
 /// [`Error::Shape`] unless every present output has `n` elements.
@@ -275,7 +258,7 @@ fn apply(
     let bins = Bins::new(plan.bins, plan.last_edge());
     with_model!(plan, |model| {
         if !plan.skip_bad {
-            check(&plan, model, &batch)?;
+            dispatch::check(plan.backend, model, &batch)?;
         }
         let out = Outputs {
             grad,

@@ -66,7 +66,7 @@ impl Bins {
         let top = V::i_splat(self.m as i32 - 1);
         // Unsigned min: negative or garbage (NaN lanes) indices become M - 1.
         let k0 = V::i_min_u(q.trunc_i(), top);
-        let hi = V::lut(&self.upper, k0);
+        let hi = V::lut(&self.upper, k0, self.m);
         let k = V::i_inc(k0, g.ge(hi));
         V::i_select(valid, k, V::i_splat(self.m as i32))
     }

@@ -8,9 +8,9 @@
 //!   `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`.
 //!
 //! Per element there is no branch: bad, invalid and padding lanes are masked, the bin comes
-//! from [`Bins::vector`], and the histogram update is a store of the lane's bin index and
-//! loss followed by `LANES` unconditional adds into [`COPIES`] interleaved accumulator sets
-//! (invalid lanes land in a trash bin).
+//! from [`Bins::vector`], and the histogram update stores the lanes' bin indices and
+//! `(loss, 1.0)` pairs, then adds each pair into its lane's own accumulator for its bin, one
+//! 128-bit add per element (invalid lanes land in a trash bin).
 
 use core::marker::PhantomData;
 use core::ops::Range;
@@ -23,10 +23,11 @@ use crate::simd::{Vector, MAX_LANES};
 use crate::source::{Batch, Targets, Visitor};
 use crate::state::{Hist, Weights};
 
-/// Interleaved copies of the per-bin accumulators: lane `j` adds into copy `j % COPIES`, so a
-/// run of elements in one bin (the usual case: most are easy negatives) forms `COPIES`
-/// independent dependency chains through memory instead of one.
-const COPIES: usize = 4;
+/// Per-bin accumulators, one set per lane: `cells[bin][lane] = (loss sum, count)`. A run of
+/// elements in one bin (the usual case: most are easy negatives) then forms `LANES`
+/// independent dependency chains through memory, one link per vector, instead of a chain of
+/// store-to-load forwards that would serialize the scatter. Index `M` is the trash bin.
+type Cells = [[[f64; 2]; MAX_LANES]; MAX_BINS + 1];
 
 /// Lanes `0..len` of a vector, all lanes for a full one.
 #[inline(always)]
@@ -41,23 +42,37 @@ fn bad_lanes<V: Vector, M: Model>(model: &M, x: V, t: V, bad_w: V::M, live: V::M
     V::m_and(live, V::m_or(bad_w, not_ok))
 }
 
-/// Walks one segment a vector at a time, handing each step the prediction, the targets and,
-/// for the last partial vector, its length.
+/// The work done on one vector of a segment. (A trait rather than a closure: every step must
+/// be inlined into the `#[target_feature]` function that runs the kernel, and a closure
+/// would be compiled without that function's target features if it were not inlined.)
+trait Step<V: Vector> {
+    /// Elements `at..at + LANES` of the segment (or `at..at + tail`, for its last vector),
+    /// with their predictions `x` and their targets, weights and bad-weight lanes.
+    fn step(
+        &mut self,
+        at: usize,
+        x: V,
+        twb: (V, V, V::M),
+        tail: Option<usize>,
+    ) -> Result<(), Error>;
+}
+
+/// Walks one segment a vector at a time.
 #[inline(always)]
-fn walk<V: Vector, T: Targets<V>>(
+fn walk<V: Vector, T: Targets<V>, S: Step<V>>(
     pred: &[f32],
     targets: &mut T,
-    mut step: impl FnMut(usize, V, (V, V, V::M), Option<usize>) -> Result<(), Error>,
+    step: &mut S,
 ) -> Result<(), Error> {
     let n = pred.len();
     let mut i = 0;
     while i + V::LANES <= n {
-        step(i, V::load(&pred[i..]), targets.next(V::LANES), None)?;
+        step.step(i, V::load(&pred[i..]), targets.next(V::LANES), None)?;
         i += V::LANES;
     }
     if i < n {
         let len = n - i;
-        step(i, V::load_partial(&pred[i..]), targets.next(len), Some(len))?;
+        step.step(i, V::load_partial(&pred[i..]), targets.next(len), Some(len))?;
     }
     Ok(())
 }
@@ -70,53 +85,59 @@ struct Accumulate<'a, V, M> {
     bins: &'a Bins,
     pred: &'a [f32],
     skip_bad: bool,
-    /// `(loss sum, count)` per copy and bin; index `M` is the trash bin.
-    cells: [[[f64; 2]; MAX_BINS + 1]; COPIES],
-    /// Per-lane sums of label weights (GHM-R's `tot`).
+    cells: Cells,
+    /// Per-lane sums of label weights, kept for GHM-R's `tot` only.
     weight_sums: [f64; MAX_LANES],
+    weight_sum: bool,
     skipped: u64,
     _v: PhantomData<V>,
 }
 
+impl<V: Vector, M: Model> Step<V> for Accumulate<'_, V, M> {
+    #[inline(always)]
+    fn step(
+        &mut self,
+        _: usize,
+        x: V,
+        (t, w, bad_w): (V, V, V::M),
+        tail: Option<usize>,
+    ) -> Result<(), Error> {
+        let live = live::<V>(tail);
+        let bad = bad_lanes(&self.model, x, t, bad_w, live);
+        if V::m_any(bad) {
+            if !self.skip_bad {
+                return Err(Error::Input);
+            }
+            self.skipped += V::m_count(bad) as u64;
+        }
+        let valid = V::m_andnot(V::m_and(live, w.gt(V::splat(0.0))), bad);
+        let e = self.model.eval::<V, true>(x, t);
+        let k = V::i_to_array(self.bins.vector(e.g, valid));
+        let pairs = e.loss.pairs_with_one();
+        for j in 0..V::LANES {
+            let cell = &mut self.cells[(k[j] as u32 as usize).min(MAX_BINS)][j];
+            cell[0] += pairs[j][0];
+            cell[1] += pairs[j][1];
+        }
+        if self.weight_sum {
+            V::select(valid, w, V::splat(0.0)).add_to_f64(&mut self.weight_sums);
+        }
+        Ok(())
+    }
+}
+
 impl<V: Vector, M: Model> Visitor<V> for Accumulate<'_, V, M> {
+    #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
         let pred = &self.pred[range];
-        let Accumulate {
-            model,
-            bins,
-            skip_bad,
-            cells,
-            weight_sums,
-            skipped,
-            ..
-        } = self;
-        walk(pred, &mut targets, |_, x: V, (t, w, bad_w), tail| {
-            let live = live::<V>(tail);
-            let bad = bad_lanes(model, x, t, bad_w, live);
-            if V::m_any(bad) {
-                if !*skip_bad {
-                    return Err(Error::Input);
-                }
-                *skipped += V::m_count(bad) as u64;
-            }
-            let valid = V::m_andnot(V::m_and(live, w.gt(V::splat(0.0))), bad);
-            let e = model.eval::<V, true>(x, t);
-            let k = V::i_to_array(bins.vector(e.g, valid));
-            let l = e.loss.to_array();
-            for j in 0..V::LANES {
-                let cell = &mut cells[j % COPIES][(k[j] as u32 as usize).min(MAX_BINS)];
-                cell[0] += l[j] as f64;
-                cell[1] += 1.0;
-            }
-            V::select(valid, w, V::splat(0.0)).add_to_f64(weight_sums);
-            Ok(())
-        })
+        walk(pred, &mut targets, self)
     }
 }
 
 /// Pass 1 over `batch`: its histogram, or [`Error::Input`] at the first bad element unless
 /// `skip_bad`. `tot_is_weight_sum` selects GHM-R's `tot` (sum of label weights) over GHM-C's
 /// (valid count).
+#[inline(always)]
 pub(crate) fn accumulate<V: Vector, M: Model>(
     model: M,
     bins: &Bins,
@@ -130,8 +151,9 @@ pub(crate) fn accumulate<V: Vector, M: Model>(
         bins,
         pred,
         skip_bad,
-        cells: [[[0.0; 2]; MAX_BINS + 1]; COPIES],
+        cells: [[[0.0; 2]; MAX_LANES]; MAX_BINS + 1],
         weight_sums: [0.0; MAX_LANES],
+        weight_sum: tot_is_weight_sum,
         skipped: 0,
         _v: PhantomData,
     };
@@ -142,9 +164,9 @@ pub(crate) fn accumulate<V: Vector, M: Model>(
     let mut valid = 0u64;
     for k in 0..m {
         let (mut sum, mut count) = (0.0, 0.0);
-        for copy in &acc.cells {
-            sum += copy[k][0];
-            count += copy[k][1];
+        for lane in &acc.cells[k] {
+            sum += lane[0];
+            count += lane[1];
         }
         hist.loss_sums[k] = sum;
         hist.counts[k] = count as u64;
@@ -168,23 +190,32 @@ struct Check<'a, V, M> {
     _v: PhantomData<V>,
 }
 
+impl<V: Vector, M: Model> Step<V> for Check<'_, V, M> {
+    #[inline(always)]
+    fn step(
+        &mut self,
+        _: usize,
+        x: V,
+        (t, _, bad_w): (V, V, V::M),
+        tail: Option<usize>,
+    ) -> Result<(), Error> {
+        if V::m_any(bad_lanes(&self.model, x, t, bad_w, live::<V>(tail))) {
+            return Err(Error::Input);
+        }
+        Ok(())
+    }
+}
+
 impl<V: Vector, M: Model> Visitor<V> for Check<'_, V, M> {
+    #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        let model = &self.model;
-        walk(
-            &self.pred[range],
-            &mut targets,
-            |_, x: V, (t, _, bad_w), tail| {
-                if V::m_any(bad_lanes(model, x, t, bad_w, live::<V>(tail))) {
-                    return Err(Error::Input);
-                }
-                Ok(())
-            },
-        )
+        let pred = &self.pred[range];
+        walk(pred, &mut targets, self)
     }
 }
 
 /// [`Error::Input`] if any element of `batch` is bad.
+#[inline(always)]
 pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
     let pred = batch.pred();
     batch.visit::<V, _>(&mut Check::<V, M> {
@@ -226,78 +257,105 @@ impl Tables {
     }
 }
 
-struct Apply<'a, V, M, const LOSS: bool> {
+/// What pass 2 reads.
+struct ApplyCtx<'a, V, M> {
     model: M,
     bins: &'a Bins,
     tables: &'a Tables,
     pred: &'a [f32],
-    out: Outputs<'a>,
+    accumulate: bool,
     skip_bad: bool,
     _v: PhantomData<V>,
 }
 
-impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Apply<'_, V, M, LOSS> {
-    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        let Apply {
-            model,
-            bins,
-            tables,
-            pred,
-            out,
-            skip_bad,
-            ..
-        } = self;
-        let accumulate = out.accumulate;
-        let mut grad = out.grad.as_deref_mut().map(|g| &mut g[range.clone()]);
-        let mut loss_elems = out.loss_elems.as_deref_mut().map(|l| &mut l[range.clone()]);
-        walk(
-            &pred[range],
-            &mut targets,
-            |i, x: V, (t, w, bad_w), tail| {
-                let live = live::<V>(tail);
-                let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
-                if *skip_bad {
-                    valid = V::m_andnot(valid, bad_lanes(model, x, t, bad_w, live));
-                }
-                let e = model.eval::<V, LOSS>(x, t);
-                let k = bins.vector(e.g, valid);
-                let zero = V::splat(0.0);
-                if let Some(g) = grad.as_deref_mut() {
-                    let mut v = V::select(valid, V::lut(&tables.scale, k).mul(e.grad), zero);
-                    store(&mut g[i..], tail, |old: V| {
-                        if accumulate {
-                            v = old.add(v);
-                        }
-                        v
-                    });
-                }
-                if LOSS {
-                    if let Some(le) = loss_elems.as_deref_mut() {
-                        let v = V::select(valid, V::lut(&tables.weighted, k).mul(e.loss), zero);
-                        store(&mut le[i..], tail, |_: V| v);
-                    }
-                }
-                Ok(())
-            },
-        )
+/// Pass 2 over a batch: what it reads, and the full output buffers.
+struct Apply<'a, V, M, const LOSS: bool> {
+    ctx: ApplyCtx<'a, V, M>,
+    grad: Option<&'a mut [f32]>,
+    loss_elems: Option<&'a mut [f32]>,
+}
+
+/// Pass 2 over one segment: its part of the output buffers.
+struct ApplySegment<'s, 'a, V, M, const LOSS: bool> {
+    ctx: &'s ApplyCtx<'a, V, M>,
+    grad: Option<&'s mut [f32]>,
+    loss_elems: Option<&'s mut [f32]>,
+}
+
+impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, M, LOSS> {
+    #[inline(always)]
+    fn step(
+        &mut self,
+        i: usize,
+        x: V,
+        (t, w, bad_w): (V, V, V::M),
+        tail: Option<usize>,
+    ) -> Result<(), Error> {
+        let c = self.ctx;
+        let live = live::<V>(tail);
+        let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
+        if c.skip_bad {
+            valid = V::m_andnot(valid, bad_lanes(&c.model, x, t, bad_w, live));
+        }
+        let e = c.model.eval::<V, LOSS>(x, t);
+        let k = c.bins.vector(e.g, valid);
+        let m = c.bins.m;
+        let zero = V::splat(0.0);
+        if let Some(g) = self.grad.as_deref_mut() {
+            let v = V::select(valid, V::lut(&c.tables.scale, k, m).mul(e.grad), zero);
+            let g = &mut g[i..];
+            if c.accumulate {
+                store(g, tail, load::<V>(g, tail).add(v));
+            } else {
+                store(g, tail, v);
+            }
+        }
+        if LOSS {
+            if let Some(le) = self.loss_elems.as_deref_mut() {
+                let v = V::select(valid, V::lut(&c.tables.weighted, k, m).mul(e.loss), zero);
+                store(&mut le[i..], tail, v);
+            }
+        }
+        Ok(())
     }
 }
 
-/// Stores `value(old)` into the first `LANES` (or `tail`) slots of `out`; `old` holds their
-/// current contents.
+impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Apply<'_, V, M, LOSS> {
+    #[inline(always)]
+    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
+        let mut seg = ApplySegment::<V, M, LOSS> {
+            ctx: &self.ctx,
+            grad: self.grad.as_deref_mut().map(|g| &mut g[range.clone()]),
+            loss_elems: self
+                .loss_elems
+                .as_deref_mut()
+                .map(|l| &mut l[range.clone()]),
+        };
+        walk(&self.ctx.pred[range], &mut targets, &mut seg)
+    }
+}
+
+/// The first `LANES` (or `tail`) values of `s`.
 #[inline(always)]
-fn store<V: Vector>(out: &mut [f32], tail: Option<usize>, value: impl FnOnce(V) -> V) {
+fn load<V: Vector>(s: &[f32], tail: Option<usize>) -> V {
     match tail {
-        None => value(V::load(out)).store(out),
-        Some(len) => {
-            let out = &mut out[..len];
-            value(V::load_partial(out)).store_partial(out)
-        }
+        None => V::load(s),
+        Some(len) => V::load_partial(&s[..len]),
+    }
+}
+
+/// Stores `v` into the first `LANES` (or `tail`) slots of `out`.
+#[inline(always)]
+fn store<V: Vector>(out: &mut [f32], tail: Option<usize>, v: V) {
+    match tail {
+        None => v.store(out),
+        Some(len) => v.store_partial(&mut out[..len]),
     }
 }
 
 /// Pass 2 over `batch`: writes the requested outputs. Never fails on valid shapes; the caller
 /// has already refused bad input unless `skip_bad`.
+#[inline(always)]
 pub(crate) fn apply<V: Vector, M: Model>(
     model: M,
     bins: &Bins,
@@ -306,26 +364,26 @@ pub(crate) fn apply<V: Vector, M: Model>(
     out: Outputs<'_>,
     skip_bad: bool,
 ) -> Result<(), Error> {
-    let pred = batch.pred();
+    let ctx = ApplyCtx {
+        model,
+        bins,
+        tables,
+        pred: batch.pred(),
+        accumulate: out.accumulate,
+        skip_bad,
+        _v: PhantomData,
+    };
     if out.loss_elems.is_some() {
         batch.visit::<V, _>(&mut Apply::<V, M, true> {
-            model,
-            bins,
-            tables,
-            pred,
-            out,
-            skip_bad,
-            _v: PhantomData,
+            ctx,
+            grad: out.grad,
+            loss_elems: out.loss_elems,
         })
     } else {
         batch.visit::<V, _>(&mut Apply::<V, M, false> {
-            model,
-            bins,
-            tables,
-            pred,
-            out,
-            skip_bad,
-            _v: PhantomData,
+            ctx,
+            grad: out.grad,
+            loss_elems: None,
         })
     }
 }

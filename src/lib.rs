@@ -75,6 +75,7 @@ mod api;
 mod backend;
 mod bins;
 mod config;
+mod dispatch;
 mod error;
 pub mod ffi;
 mod kernel;
@@ -86,7 +87,7 @@ mod state;
 mod vmath;
 
 pub use api::{Dense, Labels, Out};
-pub use backend::Backend;
+pub use backend::{set_backend, Backend};
 pub use config::{GhmC, GhmR, Input, Layout, Reduction, MAX_BINS};
 pub use error::Error;
 pub use state::{Ema, Hist, Stats, Weights};

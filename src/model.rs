@@ -74,7 +74,8 @@ impl Model for CLogits {
     }
 }
 
-/// GHM-C on probabilities `p`: binary cross-entropy with `p` clamped inside the logarithms.
+/// GHM-C on probabilities `p`: binary cross-entropy with `p` clamped inside the logarithms
+/// (`ln(1 - p)` evaluated as `log1p(-p)`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CProbs;
 
@@ -94,8 +95,12 @@ impl Model for CProbs {
         let loss = if LOSS {
             let pc = p.max(V::splat(P_MIN)).min(V::splat(P_MAX));
             let one = V::splat(1.0);
+            // ln(1 - pc) as log1p(-pc): 1 - pc alone would lose the relative precision of
+            // the small losses of confident negatives.
+            let minus_pc = V::splat(0.0).sub(pc);
+            let ln_q = vmath::ln_1p(minus_pc, one.div(one.sub(pc)));
             let ll = t.mul(vmath::ln(pc));
-            let ll = one.sub(t).mul_add(vmath::ln(one.sub(pc)), ll);
+            let ll = one.sub(t).mul_add(ln_q, ll);
             V::splat(0.0).sub(ll)
         } else {
             grad
@@ -109,7 +114,7 @@ impl Model for CProbs {
 
     fn loss_scalar(&self, p: f32, t: f32) -> f32 {
         let pc = p.clamp(P_MIN, P_MAX);
-        -(t * libm::logf(pc) + (1.0 - t) * libm::logf(1.0 - pc))
+        -(t * libm::logf(pc) + (1.0 - t) * libm::log1pf(-pc))
     }
 }
 

@@ -97,6 +97,7 @@ pub(crate) struct AnchorRows<'a, V: Vector> {
 }
 
 impl<'a, V: Vector> AnchorRows<'a, V> {
+    #[inline(always)]
     fn new(labels: &'a [i32], weight: Option<&'a [f32]>, classes: usize) -> Self {
         // classes fits i32 (checked by Batch::check).
         let c = classes as i32;
@@ -233,6 +234,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Hands every segment to `v`, in memory order within each class plane.
+    #[inline(always)]
     pub(crate) fn visit<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<(), Error> {
         match *self {
             Batch::Dense {

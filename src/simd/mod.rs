@@ -7,6 +7,8 @@
 //!
 //! - [`portable`]: `wide::f32x8`, i.e. whatever vector instructions the build's target
 //!   features give `wide` (SSE2 pairs on a baseline x86_64 build, NEON pairs on aarch64).
+//! - [`avx2`] and [`avx512`]: `core::arch` primitives for the x86_64 backends chosen at run
+//!   time (`wide` cannot be compiled per target feature inside one binary).
 //! - `f32` itself is a one-lane `Vector` ([`one`]). The scalar path uses it for the gradient
 //!   norm, so that the scalar path and every vector backend compute `g` with the very same
 //!   operations and therefore put every element in the same bin.
@@ -16,6 +18,10 @@
 //! NaN), integer operations wrap, and `mul_add` may or may not be fused. Nothing else in the
 //! crate relies on more.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 pub(crate) mod one;
 pub(crate) mod portable;
 
@@ -134,9 +140,11 @@ pub(crate) trait Vector: Copy {
 
     // ---- table lookups ----
 
-    /// `table[idx & 255]` per lane.
+    /// `table[idx]` per lane, for indices below `len` (the entries in use); lanes with
+    /// larger indices get an unspecified value from the table.
     #[inline(always)]
-    fn lut(table: &[f32; 256], idx: Self::I) -> Self {
+    fn lut(table: &[f32; 256], idx: Self::I, len: usize) -> Self {
+        let _ = len;
         let idx = Self::i_to_array(idx);
         let mut a = [0.0; MAX_LANES];
         for j in 0..Self::LANES {
@@ -174,6 +182,31 @@ pub(crate) trait Vector: Copy {
         for j in 0..Self::LANES {
             acc[j] += a[j] as f64;
         }
+    }
+
+    /// `(lane as f64, 1.0)` per lane: what pass 1 adds into a bin's `(loss sum, count)`.
+    #[inline(always)]
+    fn pairs_with_one(self) -> [[f64; 2]; MAX_LANES] {
+        let a = self.to_array();
+        let mut p = [[0.0, 1.0]; MAX_LANES];
+        for j in 0..Self::LANES {
+            p[j][0] = a[j] as f64;
+        }
+        p
+    }
+
+    /// `self * 2^n`, correctly rounded (so exact unless the result is subnormal), for
+    /// `-150 <= n <= 0`: the same bits on every backend. The default multiplies by two
+    /// normal powers of two, `2^(n/2)` and `2^(n - n/2)`: the first product is exact and the
+    /// second rounds once.
+    #[inline(always)]
+    fn ldexp(self, n: Self::I) -> Self {
+        let n1 = Self::i_sra::<1>(n);
+        let n2 = Self::i_sub(n, n1);
+        let bias = Self::i_splat(127);
+        let p1 = Self::from_bits(Self::i_shl::<23>(Self::i_add(n1, bias)));
+        let p2 = Self::from_bits(Self::i_shl::<23>(Self::i_add(n2, bias)));
+        self.mul(p1).mul(p2)
     }
 
     // ---- derived helpers (not for implementors) ----

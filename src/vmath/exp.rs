@@ -16,8 +16,8 @@ const MIN_ARG: f32 = -104.0;
 ///
 /// Algorithm: Cephes `expf` (S. L. Moshier): `n = round(x / ln 2)`, Cody-Waite reduction
 /// `r = x - n ln 2` in two parts, the degree-7 minimax polynomial `1 + r + r^2 P(r)` on
-/// `[-ln2/2, ln2/2]`, then scaling by `2^n` as two exact power-of-two factors so that
-/// subnormal results round once.
+/// `[-ln2/2, ln2/2]`, then the correctly rounded scaling by `2^n` of [`Vector::ldexp`], so
+/// that subnormal results round once.
 ///
 /// Every step is a correctly rounded f32 `+`, `-`, `*` or an exact bit operation, and no step
 /// is fused: the result is bit-identical on every backend (scalar included). This is what
@@ -46,10 +46,6 @@ pub(crate) fn exp_neg<V: Vector>(a: V) -> V {
     p = p.mul(r).add(V::splat(5.000_000_120_1e-1));
     p = p.mul(z).add(r).add(V::splat(1.0));
 
-    // 2^n = 2^n1 * 2^n2 with n1, n2 >= -75, both normal: p * 2^n1 is exact and the second
-    // product rounds once, into the subnormals when it must.
-    let n1 = V::i_sra::<1>(n);
-    let n2 = V::i_sub(n, n1);
-    let pow2 = |k: V::I| V::from_bits(V::i_shl::<23>(V::i_add(k, V::i_splat(127))));
-    p.mul(pow2(n1)).mul(pow2(n2))
+    // p * 2^n, rounded once into the subnormals when it must be.
+    p.ldexp(n)
 }

@@ -1,0 +1,236 @@
+//! The side-by-side performance report: ns per element of each kernel on each backend this
+//! machine runs, at N = 4Ki, 64Ki, 1Mi and 16Mi, next to the streaming floor measured in the
+//! same process.
+//!
+//! The floor is what a two-pass fused kernel must at least move: one pass that reads three
+//! f32 and writes one per element, plus one that reads one and writes one. The ratio
+//! kernel / floor says how close to memory-bound the kernel is (at 16Mi the data is far
+//! outside the caches; at 4Ki and 64Ki it is inside them and the ratio measures compute).
+//!
+//! `cargo run --release --example bench_report` (add `-- quick` for a shorter run).
+//! Times are medians over several timed runs; one thread.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use ghm::{Backend, Dense, Ema, GhmC, GhmR, Labels, Layout, Out};
+
+/// SplitMix64.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// Detector-like GHM-C data: ~1% positives, easy negatives, a few confident outliers; and
+/// GHM-R box deltas with 1% large errors.
+struct Data {
+    logits: Vec<f32>,
+    targets: Vec<f32>,
+    weights: Vec<f32>,
+    labels: Vec<i32>,
+    reg_pred: Vec<f32>,
+    reg_target: Vec<f32>,
+}
+
+/// Classes of the label-layout benchmark.
+const CLASSES: usize = 16;
+
+impl Data {
+    fn new(n: usize) -> Data {
+        let mut r = Rng(42);
+        let mut d = Data {
+            logits: Vec::with_capacity(n),
+            targets: Vec::with_capacity(n),
+            weights: Vec::with_capacity(n),
+            labels: Vec::with_capacity(n / CLASSES),
+            reg_pred: Vec::with_capacity(n),
+            reg_target: Vec::with_capacity(n),
+        };
+        for _ in 0..n {
+            let pos = r.next() < 0.01;
+            let outlier = r.next() < 0.003;
+            let x = match (pos, outlier) {
+                (true, false) => 1.0 + 1.5 * r.normal(),
+                (false, false) => -4.5 + r.normal(),
+                (true, true) => -5.0 - 4.0 * r.next(),
+                (false, true) => 5.0 + 4.0 * r.next(),
+            };
+            d.logits.push(x as f32);
+            d.targets.push(pos as u32 as f32);
+            d.weights.push(if r.next() < 0.02 { 0.0 } else { 1.0 });
+            let t = r.normal();
+            let err = if r.next() < 0.01 { 3.0 } else { 0.03 } * r.normal();
+            d.reg_target.push(t as f32);
+            d.reg_pred.push((t + err) as f32);
+        }
+        for _ in 0..n / CLASSES {
+            d.labels.push(if r.next() < 0.05 {
+                (r.next() * CLASSES as f64) as i32
+            } else {
+                CLASSES as i32
+            });
+        }
+        d
+    }
+}
+
+/// Median seconds of `f` over `runs` timed runs of `reps` calls each, divided by `reps`.
+fn median_time(runs: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm up
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            start.elapsed().as_secs_f64() / reps as f64
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[t.len() / 2]
+}
+
+/// Calls per timed run, so each run takes a few milliseconds at least.
+fn reps_for(n: usize) -> usize {
+    (2_000_000 / n).clamp(1, 500)
+}
+
+/// ns per element of the streaming floor at `n`: read 3 / write 1, then read 1 / write 1.
+fn floor_ns(n: usize, runs: usize) -> f64 {
+    let a = vec![1.0f32; n];
+    let b = vec![2.0f32; n];
+    let c = vec![0.5f32; n];
+    let mut o = vec![0.0f32; n];
+    let mut o2 = vec![0.0f32; n];
+    let t = median_time(runs, reps_for(n), || {
+        let (a, b, c) = (black_box(&a), black_box(&b), black_box(&c));
+        for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+            *o = a + b * c;
+        }
+        for (o2, &o) in o2.iter_mut().zip(black_box(&o)) {
+            *o2 = o * 0.5;
+        }
+        black_box(&mut o2);
+    });
+    t / n as f64 * 1e9
+}
+
+fn main() -> Result<(), ghm::Error> {
+    let quick = std::env::args().any(|a| a == "quick");
+    let runs = if quick { 3 } else { 7 };
+    let sizes = [4096usize, 65_536, 1 << 20, 1 << 24];
+    let backends: Vec<Backend> = Backend::all_available().collect();
+    println!(
+        "ghm bench_report: one thread; ns per element, median of {runs} runs; auto backend: {}",
+        Backend::active().name()
+    );
+    println!(
+        "floor = read 3 + write 1 f32, then read 1 + write 1 (the least a two-pass kernel moves)\n"
+    );
+    println!(
+        "{:<26} {:>8} {:>9} {:>10} {:>8} {:>8} {:>12}",
+        "kernel", "backend", "N", "ns/elem", "floor", "ratio", "Melem/s"
+    );
+    let mut at_64k: Vec<(String, Backend, f64)> = Vec::new();
+    for &n in &sizes {
+        let d = Data::new(n);
+        let floor = floor_ns(n, runs);
+        let mut grad = vec![0.0f32; n];
+        for &backend in &backends {
+            let c = GhmC {
+                bins: 30,
+                momentum: 0.75,
+                backend: Some(backend),
+                ..GhmC::default()
+            };
+            let r = GhmR {
+                bins: 10,
+                momentum: 0.7,
+                backend: Some(backend),
+                ..GhmR::default()
+            };
+            let mut ema_c = Ema::new(30)?;
+            let mut ema_r = Ema::new(10)?;
+            let reps = if backend == Backend::Scalar {
+                reps_for(n).div_ceil(8)
+            } else {
+                reps_for(n)
+            };
+            let kernels: [(&str, f64); 3] = [
+                ("GHM-C dense (30 bins)", {
+                    let input = Dense::new(&d.logits, &d.targets).label_weight(&d.weights);
+                    median_time(runs, reps, || {
+                        black_box(
+                            c.loss_grad(Some(&mut ema_c), &input, Out::grad(&mut grad))
+                                .unwrap(),
+                        );
+                    })
+                }),
+                ("GHM-C labels [N/16][16]", {
+                    let input = Labels::new(
+                        &d.logits[..d.labels.len() * CLASSES],
+                        &d.labels,
+                        CLASSES,
+                        Layout::AnchorMajor,
+                    );
+                    let g = &mut grad[..d.labels.len() * CLASSES];
+                    median_time(runs, reps, || {
+                        black_box(
+                            c.loss_grad_labels(Some(&mut ema_c), &input, Out::grad(g))
+                                .unwrap(),
+                        );
+                    })
+                }),
+                ("GHM-R (10 bins)", {
+                    let input = Dense::new(&d.reg_pred, &d.reg_target).label_weight(&d.weights);
+                    median_time(runs, reps, || {
+                        black_box(
+                            r.loss_grad(Some(&mut ema_r), &input, Out::grad(&mut grad))
+                                .unwrap(),
+                        );
+                    })
+                }),
+            ];
+            for (name, secs) in kernels {
+                let ns = secs / n as f64 * 1e9;
+                println!(
+                    "{:<26} {:>8} {:>9} {:>10.3} {:>8.3} {:>8.2} {:>12.1}",
+                    name,
+                    backend.name(),
+                    n,
+                    ns,
+                    floor,
+                    ns / floor,
+                    1e3 / ns
+                );
+                if n == 65_536 {
+                    at_64k.push((name.to_string(), backend, ns));
+                }
+            }
+        }
+        println!();
+    }
+    println!("at N = 64Ki, speed-up over the scalar path:");
+    for (name, backend, ns) in &at_64k {
+        if *backend == Backend::Scalar {
+            continue;
+        }
+        if let Some((_, _, s)) = at_64k
+            .iter()
+            .find(|(k, b, _)| k == name && *b == Backend::Scalar)
+        {
+            println!("  {:<26} {:>8}: {:>6.1}x", name, backend.name(), s / ns);
+        }
+    }
+    Ok(())
+}

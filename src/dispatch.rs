@@ -1,0 +1,143 @@
+//! Runs a pass on a backend: the scalar path, the `wide` baseline, or the generic kernel
+//! instantiated with a `core::arch` vector type inside a `#[target_feature]` function.
+//!
+//! This is how one generic kernel body serves every backend. `wide` fixes its instructions
+//! when the crate is compiled, so it cannot give a second, run-time-selected instruction set
+//! in the same binary; the AVX2 and AVX-512 backends therefore supply the [`Vector`]
+//! primitives with `core::arch` intrinsics ([`crate::simd::avx2`], [`crate::simd::avx512`]),
+//! and the kernel (all `#[inline(always)]` down to the intrinsics) is compiled once more
+//! inside each function below, with that backend's target features enabled.
+//!
+//! [`Vector`]: crate::simd::Vector
+
+use crate::backend::Backend;
+use crate::bins::Bins;
+use crate::error::Error;
+use crate::kernel::{self, Outputs, Tables};
+use crate::model::Model;
+use crate::scalar;
+use crate::source::Batch;
+use crate::state::{Hist, Weights};
+
+/// Pass 1 of `batch` on `backend`, which must be available on this machine (every
+/// [`crate::config::Plan`] holds one that is).
+pub(crate) fn accumulate<M: Model>(
+    backend: Backend,
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    skip_bad: bool,
+    weight_sum: bool,
+) -> Result<Hist, Error> {
+    match backend {
+        Backend::Scalar => scalar::accumulate(model, bins, batch, skip_bad, weight_sum),
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe {
+            x86::accumulate_avx512(model, bins, batch, skip_bad, weight_sum)
+        },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::accumulate_avx2(model, bins, batch, skip_bad, weight_sum) },
+        _ => kernel::accumulate::<wide::f32x8, M>(model, bins, batch, skip_bad, weight_sum),
+    }
+}
+
+/// The input check alone, on `backend`.
+pub(crate) fn check<M: Model>(backend: Backend, model: M, batch: &Batch<'_>) -> Result<(), Error> {
+    match backend {
+        Backend::Scalar => scalar::check(model, batch),
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::check_avx512(model, batch) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::check_avx2(model, batch) },
+        _ => kernel::check::<wide::f32x8, M>(model, batch),
+    }
+}
+
+/// Pass 2 of `batch` on `backend`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply<M: Model>(
+    backend: Backend,
+    model: M,
+    bins: &Bins,
+    w: &Weights,
+    loss_weight: f32,
+    batch: &Batch<'_>,
+    out: Outputs<'_>,
+    skip_bad: bool,
+) -> Result<(), Error> {
+    if backend == Backend::Scalar {
+        return scalar::apply(model, bins, w, loss_weight, batch, out);
+    }
+    let t = Tables::new(w, loss_weight);
+    match backend {
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::apply_avx512(model, bins, &t, batch, out, skip_bad) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::apply_avx2(model, bins, &t, batch, out, skip_bad) },
+        _ => kernel::apply::<wide::f32x8, M>(model, bins, &t, batch, out, skip_bad),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use crate::simd::avx2::F32x8;
+    use crate::simd::avx512::F32x16;
+
+    /// The three passes compiled for one `core::arch` vector type and its target features.
+    macro_rules! instantiate {
+        ($features:literal, $v:ty, $accumulate:ident, $check:ident, $apply:ident) => {
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $accumulate<M: Model>(
+                model: M,
+                bins: &Bins,
+                batch: &Batch<'_>,
+                skip_bad: bool,
+                weight_sum: bool,
+            ) -> Result<Hist, Error> {
+                kernel::accumulate::<$v, M>(model, bins, batch, skip_bad, weight_sum)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $check<M: Model>(
+                model: M,
+                batch: &Batch<'_>,
+            ) -> Result<(), Error> {
+                kernel::check::<$v, M>(model, batch)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $apply<M: Model>(
+                model: M,
+                bins: &Bins,
+                tables: &Tables,
+                batch: &Batch<'_>,
+                out: Outputs<'_>,
+                skip_bad: bool,
+            ) -> Result<(), Error> {
+                kernel::apply::<$v, M>(model, bins, tables, batch, out, skip_bad)
+            }
+        };
+    }
+
+    instantiate!("avx2,fma", F32x8, accumulate_avx2, check_avx2, apply_avx2);
+    instantiate!(
+        "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma",
+        F32x16,
+        accumulate_avx512,
+        check_avx512,
+        apply_avx512
+    );
+}

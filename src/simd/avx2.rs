@@ -1,0 +1,314 @@
+//! AVX2 with FMA as a [`Vector`]: 8 lanes in a `ymm` register, all-ones lane masks, masked
+//! tail loads and stores, in-register or gathered table lookups.
+//!
+//! Like [`super::avx512`], this exists because `wide` chooses its instructions at compile
+//! time; the kernels stay the generic ones.
+//!
+//! # Safety
+//!
+//! Every method calls AVX2/FMA intrinsics. A value of [`F32x8`] is only ever created inside
+//! the kernels that [`crate::dispatch`] enters after checking that the CPU has AVX2 and FMA
+//! (or when the build itself targets them); every `SAFETY` comment relies on this.
+
+use core::arch::x86_64::*;
+
+use super::{Vector, MAX_LANES};
+
+/// Eight f32 lanes in a `ymm` register.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct F32x8(__m256);
+
+/// All-ones in lanes `0..n` (n <= 8), as the mask `maskload`/`maskstore` take.
+#[inline(always)]
+fn tail_mask(n: usize) -> __m256i {
+    // SAFETY: AVX2 present (module invariant).
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n.min(8) as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+}
+
+impl Vector for F32x8 {
+    const LANES: usize = 8;
+    /// All-ones / all-zeros i32 lanes.
+    type M = __m256i;
+    type I = __m256i;
+
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        // SAFETY: AVX2 present (module invariant); likewise below.
+        F32x8(unsafe { _mm256_set1_ps(x) })
+    }
+    #[inline(always)]
+    fn from_array(a: &[f32; MAX_LANES]) -> Self {
+        // SAFETY: AVX2 present; `a` holds at least 8 floats.
+        F32x8(unsafe { _mm256_loadu_ps(a.as_ptr()) })
+    }
+    #[inline(always)]
+    fn to_array(self) -> [f32; MAX_LANES] {
+        let mut a = [0.0; MAX_LANES];
+        // SAFETY: AVX2 present; room for 8 floats.
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), self.0) };
+        a
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        if s.len() < 8 {
+            return Self::load_partial(s);
+        }
+        // SAFETY: AVX2 present; 8 floats readable (checked).
+        F32x8(unsafe { _mm256_loadu_ps(s.as_ptr()) })
+    }
+    #[inline(always)]
+    fn load_partial(s: &[f32]) -> Self {
+        // SAFETY: AVX2 present; masked-off lanes are not accessed.
+        F32x8(unsafe { _mm256_maskload_ps(s.as_ptr(), tail_mask(s.len())) })
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [f32]) {
+        if out.len() < 8 {
+            return self.store_partial(out);
+        }
+        // SAFETY: AVX2 present; 8 floats writable (checked).
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    fn store_partial(self, out: &mut [f32]) {
+        // SAFETY: AVX2 present; only lanes inside `out` are written.
+        unsafe { _mm256_maskstore_ps(out.as_mut_ptr(), tail_mask(out.len()), self.0) }
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_add_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_sub_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_mul_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_div_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_sqrt_ps(self.0) })
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: FMA present (module invariant).
+        F32x8(unsafe { _mm256_fmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0) })
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_min_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_max_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn lt(self, o: Self) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0)) }
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(self.0, o.0)) }
+    }
+    #[inline(always)]
+    fn gt(self, o: Self) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(self.0, o.0)) }
+    }
+    #[inline(always)]
+    fn ge(self, o: Self) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(self.0, o.0)) }
+    }
+    #[inline(always)]
+    fn select(m: __m256i, a: Self, b: Self) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_blendv_ps(b.0, a.0, _mm256_castsi256_ps(m)) })
+    }
+    #[inline(always)]
+    fn m_and(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_and_si256(a, b) }
+    }
+    #[inline(always)]
+    fn m_or(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_or_si256(a, b) }
+    }
+    #[inline(always)]
+    fn m_andnot(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_andnot_si256(b, a) }
+    }
+    #[inline(always)]
+    fn m_any(m: __m256i) -> bool {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_movemask_ps(_mm256_castsi256_ps(m)) != 0 }
+    }
+    #[inline(always)]
+    fn m_count(m: __m256i) -> u32 {
+        // SAFETY: AVX2 present.
+        unsafe { (_mm256_movemask_ps(_mm256_castsi256_ps(m)) as u32).count_ones() }
+    }
+    #[inline(always)]
+    fn first_lanes(n: usize) -> __m256i {
+        tail_mask(n)
+    }
+    #[inline(always)]
+    fn i_splat(x: i32) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_set1_epi32(x) }
+    }
+    #[inline(always)]
+    fn i_iota() -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7) }
+    }
+    #[inline(always)]
+    fn i_load(s: &[i32]) -> __m256i {
+        if s.len() < 8 {
+            return Self::i_load_partial(s);
+        }
+        // SAFETY: AVX2 present; 8 ints readable (checked).
+        unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    fn i_load_partial(s: &[i32]) -> __m256i {
+        // SAFETY: AVX2 present; masked-off lanes are not accessed.
+        unsafe { _mm256_maskload_epi32(s.as_ptr(), tail_mask(s.len())) }
+    }
+    #[inline(always)]
+    fn i_to_array(i: __m256i) -> [i32; MAX_LANES] {
+        let mut a = [0; MAX_LANES];
+        // SAFETY: AVX2 present; room for 8 ints.
+        unsafe { _mm256_storeu_si256(a.as_mut_ptr().cast(), i) };
+        a
+    }
+    #[inline(always)]
+    fn i_add(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_add_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn i_sub(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_sub_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn i_inc(a: __m256i, m: __m256i) -> __m256i {
+        // A set lane is -1.
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_sub_epi32(a, m) }
+    }
+    #[inline(always)]
+    fn i_eq(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_cmpeq_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn i_lt(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_cmpgt_epi32(b, a) }
+    }
+    #[inline(always)]
+    fn i_min_u(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_min_epu32(a, b) }
+    }
+    #[inline(always)]
+    fn i_select(m: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_blendv_epi8(b, a, m) }
+    }
+    #[inline(always)]
+    fn i_shl<const S: i32>(a: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_sllv_epi32(a, _mm256_set1_epi32(S)) }
+    }
+    #[inline(always)]
+    fn i_sra<const S: i32>(a: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_srav_epi32(a, _mm256_set1_epi32(S)) }
+    }
+    #[inline(always)]
+    fn to_bits(self) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_castps_si256(self.0) }
+    }
+    #[inline(always)]
+    fn from_bits(i: __m256i) -> Self {
+        // SAFETY: AVX2 present.
+        F32x8(unsafe { _mm256_castsi256_ps(i) })
+    }
+    #[inline(always)]
+    fn trunc_i(self) -> __m256i {
+        // SAFETY: AVX2 present. Out-of-range lanes and NaN give i32::MIN.
+        unsafe { _mm256_cvttps_epi32(self.0) }
+    }
+    #[inline(always)]
+    fn lut(table: &[f32; 256], idx: __m256i, len: usize) -> Self {
+        // SAFETY: AVX2 present. The permute reads the first 8 entries; the gather reads
+        // `table[idx & 255]`, inside the 256-entry table.
+        unsafe {
+            if len <= 8 {
+                F32x8(_mm256_permutevar8x32_ps(
+                    _mm256_loadu_ps(table.as_ptr()),
+                    idx,
+                ))
+            } else {
+                let idx = _mm256_and_si256(idx, _mm256_set1_epi32(255));
+                F32x8(_mm256_i32gather_ps::<4>(table.as_ptr(), idx))
+            }
+        }
+    }
+    #[inline(always)]
+    fn gather(s: &[f32], idx: __m256i) -> Self {
+        if s.is_empty() {
+            return Self::splat(0.0);
+        }
+        // SAFETY: AVX2 present; indices clamped into `s`.
+        unsafe {
+            let last = _mm256_set1_epi32((s.len() - 1).min(i32::MAX as usize) as i32);
+            F32x8(_mm256_i32gather_ps::<4>(
+                s.as_ptr(),
+                _mm256_min_epu32(idx, last),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn i_gather(s: &[i32], idx: __m256i) -> __m256i {
+        if s.is_empty() {
+            return Self::i_splat(0);
+        }
+        // SAFETY: AVX2 present; indices clamped into `s`.
+        unsafe {
+            let last = _mm256_set1_epi32((s.len() - 1).min(i32::MAX as usize) as i32);
+            _mm256_i32gather_epi32::<4>(s.as_ptr(), _mm256_min_epu32(idx, last))
+        }
+    }
+}
