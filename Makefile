@@ -1,0 +1,66 @@
+# ghm for C and C++ users (GNU make). Cargo does the building; this file installs the header,
+# the static and shared libraries and a pkg-config file, and builds the C example.
+#
+#   make                                  # = make build: cargo build --release --lib
+#   make install PREFIX=$HOME/.local      # then: cc app.c $(pkg-config --cflags --libs ghm)
+#   make install DESTDIR=/tmp/stage       # staged install (packaging); ghm.pc still says PREFIX
+#   make install LIBDIR=path/to/release   # install libraries built elsewhere (no cargo run)
+#   make uninstall PREFIX=$HOME/.local
+#   make example                          # build and run ffi-tests/examples/train_head.c
+#
+# Nothing is written into the source tree except under cargo's target directory.
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CARGO ?= cargo
+INSTALL ?= install
+
+# Where cargo puts the release build (it honours CARGO_TARGET_DIR; so do we).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE_DIR := $(TARGET_DIR)/release
+# Where `install` takes libghm.a and libghm.so from (not where they go: that is $(PREFIX)/lib).
+# Point it at a directory built elsewhere and `install` runs no cargo at all.
+LIBDIR ?= $(RELEASE_DIR)
+
+# The native libraries the Rust static library needs (`rustc --print native-static-libs`);
+# the same list is Libs.private in ghm.pc.in.
+NATIVE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+EXAMPLE_SRC := ffi-tests/examples/train_head.c
+EXAMPLE_BIN := $(TARGET_DIR)/c-examples/train_head
+EXAMPLE_CFLAGS ?= -std=c99 -pedantic -Wall -Wextra -Werror -O2
+
+.PHONY: all build install uninstall example
+
+all: build
+
+build:
+	$(CARGO) build --release --lib
+
+# Build first only when installing our own build; a LIBDIR given by the caller is used as is.
+ifeq ($(LIBDIR),$(RELEASE_DIR))
+install: build
+endif
+
+install:
+	$(INSTALL) -d '$(DESTDIR)$(PREFIX)/include' '$(DESTDIR)$(PREFIX)/lib/pkgconfig'
+	$(INSTALL) -m 644 include/ghm.h '$(DESTDIR)$(PREFIX)/include/ghm.h'
+	$(INSTALL) -m 644 '$(LIBDIR)/libghm.a' '$(DESTDIR)$(PREFIX)/lib/libghm.a'
+	$(INSTALL) -m 755 '$(LIBDIR)/libghm.so' '$(DESTDIR)$(PREFIX)/lib/libghm.so'
+	tmp=$$(mktemp) && \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' ghm.pc.in > "$$tmp" && \
+	$(INSTALL) -m 644 "$$tmp" '$(DESTDIR)$(PREFIX)/lib/pkgconfig/ghm.pc'; \
+	status=$$?; rm -f "$$tmp"; exit $$status
+
+uninstall:
+	rm -f '$(DESTDIR)$(PREFIX)/include/ghm.h' \
+	      '$(DESTDIR)$(PREFIX)/lib/libghm.a' \
+	      '$(DESTDIR)$(PREFIX)/lib/libghm.so' \
+	      '$(DESTDIR)$(PREFIX)/lib/pkgconfig/ghm.pc'
+
+# Linked statically against the fresh build, so it runs without LD_LIBRARY_PATH.
+example: build
+	$(INSTALL) -d '$(dir $(EXAMPLE_BIN))'
+	$(CC) $(EXAMPLE_CFLAGS) $(CFLAGS) -Iinclude $(EXAMPLE_SRC) '$(RELEASE_DIR)/libghm.a' \
+	    $(LDFLAGS) $(NATIVE_LIBS) -o '$(EXAMPLE_BIN)'
+	'$(EXAMPLE_BIN)'

@@ -1,0 +1,265 @@
+//! `make install` lays out a prefix that C programs build against with pkg-config alone.
+//!
+//! The test builds the release library with a nested `cargo build`, installs it into a fresh
+//! prefix under `target/` with `make install PREFIX=... LIBDIR=...`, then compiles a small C
+//! program twice, exactly as the README tells C users to:
+//!
+//! - dynamically: `cc app.c $(pkg-config --cflags --libs ghm)`, run with `LD_LIBRARY_PATH`;
+//! - statically against the installed `libghm.a`, with the system libraries from
+//!   `pkg-config --static` (its `Libs.private`), run without `LD_LIBRARY_PATH`;
+//!
+//! and checks that both print this process's GHM-C loss for the same batch.
+
+use std::path::Path;
+use std::process::Command;
+
+use ghm::{Dense, GhmC, Out};
+
+/// Runs `cmd`, panicking with its output unless it succeeds; returns its stdout.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    String::from_utf8(out.stdout).expect("stdout is not UTF-8")
+}
+
+/// Whether `tool --version` runs and succeeds.
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The architecture `cargo` builds for by default (its host), e.g. `x86_64`.
+fn host_arch(cargo: &str) -> String {
+    let vv = run(Command::new(cargo).arg("-vV"));
+    let host = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("no `host:` line in `{cargo} -vV`:\n{vv}"));
+    host.split('-').next().unwrap().to_owned()
+}
+
+/// A C program computing the default GHM-C loss of `pred` / `target`; it prints the library
+/// version and the loss.
+fn c_program(pred: &[f32], target: &[f32]) -> String {
+    // `{:?}` prints the shortest decimal that round-trips, and C rounds float literals
+    // correctly: the program sees exactly these f32s.
+    let list = |v: &[f32]| {
+        v.iter()
+            .map(|x| format!("{x:?}f"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"#include <stdio.h>
+#include <ghm.h>
+
+static const float pred[] = {{{pred}}};
+static const float target[] = {{{target}}};
+
+int main(void) {{
+    ghm_c_config cfg = ghm_c_config_default();
+    float loss = 0.0f;
+    ghm_status s = ghm_c_loss_grad(&cfg, NULL, pred, target, NULL, sizeof pred / sizeof pred[0],
+                                   NULL, &loss, NULL, NULL);
+    if (s != GHM_OK) {{
+        fprintf(stderr, "ghm_c_loss_grad: %s\n", ghm_status_str(s));
+        return 1;
+    }}
+    unsigned v = ghm_version();
+    printf("%u.%u.%u %.9g\n", v >> 16, (v >> 8) & 255u, v & 255u, (double)loss);
+    return 0;
+}}
+"#,
+        pred = list(pred),
+        target = list(target),
+    )
+}
+
+/// Checks one C program's output: the crate version and `expected` within 1e-6 relative.
+fn check_output(what: &str, printed: &str, expected: f32) {
+    let mut words = printed.split_whitespace();
+    let version = words.next().unwrap_or_default();
+    assert_eq!(
+        version,
+        env!("CARGO_PKG_VERSION"),
+        "{what}: the library reports version {version:?} (printed {printed:?})"
+    );
+    let loss: f32 = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no loss in {printed:?}"));
+    eprintln!("{what}: GHM-C loss {loss} (in-process {expected})");
+    let rel = ((loss - expected) / expected).abs();
+    assert!(
+        rel <= 1e-6,
+        "{what}: loss {loss} vs {expected} in-process (relative {rel:e})"
+    );
+}
+
+#[test]
+#[cfg(unix)]
+fn make_install_then_pkg_config() {
+    for tool in ["cc", "make", "pkg-config"] {
+        if !have(tool) {
+            eprintln!("SKIPPED: make_install_then_pkg_config: `{tool}` not found");
+            return;
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // Cross-compiled (e.g. aarch64 under qemu): the host cargo and cc would build a library and
+    // programs this process cannot compare against.
+    let host = host_arch(&cargo);
+    if host != std::env::consts::ARCH {
+        eprintln!(
+            "SKIPPED: make_install_then_pkg_config: test binary is {} but the host toolchain \
+             builds {host} (cross-compiled run)",
+            std::env::consts::ARCH
+        );
+        return;
+    }
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // A target dir of its own: the outer `cargo test` holds the lock on the main one.
+    let build_dir = root.join("target").join("install-build");
+    run(Command::new(&cargo)
+        .args(["build", "--release", "--lib", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &build_dir)
+        .env_remove("CARGO_BUILD_TARGET"));
+    let libdir = build_dir.join("release");
+
+    // One directory per process, so concurrent runs do not race.
+    let tmp = root
+        .join("target")
+        .join(format!("install-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("create the test directory");
+    let prefix = tmp.join("prefix");
+
+    // Libraries from the build above: `make install` must not run cargo itself.
+    run(Command::new("make")
+        .arg("-C")
+        .arg(root)
+        .arg("install")
+        .arg(format!("PREFIX={}", prefix.display()))
+        .arg(format!("LIBDIR={}", libdir.display()))
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS"));
+    for f in [
+        "include/ghm.h",
+        "lib/libghm.a",
+        "lib/libghm.so",
+        "lib/pkgconfig/ghm.pc",
+    ] {
+        assert!(prefix.join(f).is_file(), "make install did not install {f}");
+    }
+    assert_eq!(
+        std::fs::read(prefix.join("include/ghm.h")).unwrap(),
+        std::fs::read(root.join("include/ghm.h")).unwrap(),
+        "the installed ghm.h differs from include/ghm.h"
+    );
+
+    let pkgconfig = |args: &[&str]| {
+        run(Command::new("pkg-config")
+            .args(args)
+            .arg("ghm")
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")))
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(
+        pkgconfig(&["--modversion"]),
+        env!("CARGO_PKG_VERSION"),
+        "ghm.pc's Version"
+    );
+    assert_eq!(
+        pkgconfig(&["--variable=prefix"]),
+        prefix.display().to_string(),
+        "ghm.pc's prefix"
+    );
+
+    // A batch that is not a multiple of any vector width, with easy, hard, soft-target and
+    // saturated elements, so that several bins are populated.
+    let n = 29;
+    let pred: Vec<f32> = (0..n)
+        .map(|i| (i as f32 * 0.913).cos() * 5.0 + if i == 7 { -30.0 } else { 0.0 })
+        .collect();
+    let target: Vec<f32> = (0..n)
+        .map(|i| match i % 5 {
+            0 => 1.0,
+            3 => 0.5,
+            _ => 0.0,
+        })
+        .collect();
+    let expected = GhmC::default()
+        .loss_grad(None, &Dense::new(&pred, &target), Out::default())
+        .expect("loss_grad");
+    assert!(expected.is_finite() && expected > 0.0, "loss {expected}");
+    std::fs::write(tmp.join("app.c"), c_program(&pred, &target)).expect("write app.c");
+
+    let sh = |script: &str| {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(script)
+            .current_dir(&tmp)
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+            .env("GHM_PREFIX", &prefix);
+        c
+    };
+
+    // Dynamic, exactly the README's line.
+    run(&mut sh(
+        "cc app.c -o app_shared $(pkg-config --cflags --libs ghm)",
+    ));
+    let printed = run(Command::new(tmp.join("app_shared"))
+        .env("LD_LIBRARY_PATH", prefix.join("lib"))
+        .env("DYLD_LIBRARY_PATH", prefix.join("lib")));
+    check_output("shared libghm.so", &printed, expected);
+
+    // Static: the archive by path (a plain `-lghm` picks the .so), then what `--static` adds.
+    // The `-lghm` in that list finds nothing left to resolve; --as-needed keeps the linker from
+    // recording libghm.so as needed anyway (Debian's gcc passes it by default, not every one).
+    run(&mut sh(
+        "cc app.c -o app_static $(pkg-config --cflags ghm) \
+         \"$GHM_PREFIX/lib/libghm.a\" -Wl,--as-needed $(pkg-config --static --libs ghm)",
+    ));
+    // No LD_LIBRARY_PATH: fails to start if it needs libghm.so.
+    let printed = run(Command::new(tmp.join("app_static"))
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("DYLD_LIBRARY_PATH"));
+    check_output("static libghm.a", &printed, expected);
+
+    // `make uninstall` removes what `make install` put there.
+    run(Command::new("make")
+        .arg("-C")
+        .arg(root)
+        .arg("uninstall")
+        .arg(format!("PREFIX={}", prefix.display()))
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS"));
+    for f in [
+        "include/ghm.h",
+        "lib/libghm.a",
+        "lib/libghm.so",
+        "lib/pkgconfig/ghm.pc",
+    ] {
+        assert!(!prefix.join(f).exists(), "make uninstall left {f}");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+#[cfg(not(unix))]
+fn make_install_then_pkg_config() {
+    eprintln!("SKIPPED: make_install_then_pkg_config: needs a Unix cc, make and pkg-config");
+}
