@@ -7,10 +7,9 @@
 //!   inputs once more instead of writing and re-reading an intermediate) and writes
 //!   `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`.
 //!
-//! Per element there is no branch: bad, invalid and padding lanes are masked, the bin comes
-//! from [`Bins::vector`], and the histogram update stores the lanes' bin indices and
-//! `(loss, 1.0)` pairs, then adds each pair into its lane's own accumulator for its bin, one
-//! 128-bit add per element (invalid lanes land in a trash bin).
+//! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
+//! from [`Bins::vector`]. The histogram update buffers a block of bin indices and losses, then
+//! adds each into its lane's own accumulator for its bin (invalid lanes land in a trash bin).
 
 use core::marker::PhantomData;
 use core::ops::Range;
@@ -23,11 +22,15 @@ use crate::simd::{Vector, MAX_LANES};
 use crate::source::{Batch, Targets, Visitor};
 use crate::state::{Hist, Weights};
 
-/// Per-bin accumulators, one set per lane: `cells[bin][lane] = (loss sum, count)`. A run of
-/// elements in one bin (the usual case: most are easy negatives) then forms `LANES`
-/// independent dependency chains through memory, one link per vector, instead of a chain of
-/// store-to-load forwards that would serialize the scatter. Index `M` is the trash bin.
-type Cells = [[[f64; 2]; MAX_LANES]; MAX_BINS + 1];
+/// Per-bin accumulators, one per lane: `cells[bin * MAX_LANES + lane] = (loss sum, count)`.
+/// A run of elements in one bin (the usual case: most are easy negatives) then forms `LANES`
+/// independent dependency chains through memory instead of one chain of store-to-load
+/// forwards. Bin `M` is the trash bin.
+const CELLS: usize = (MAX_BINS + 1) * MAX_LANES;
+type Cells = [[f64; 2]; CELLS];
+
+/// Elements buffered between the vector math and the histogram update.
+const BLOCK: usize = 256;
 
 /// Lanes `0..len` of a vector, all lanes for a full one.
 #[inline(always)]
@@ -52,27 +55,52 @@ trait Step<V: Vector> {
         &mut self,
         at: usize,
         x: V,
+        pre: V,
         twb: (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error>;
 }
 
-/// Walks one segment a vector at a time.
+/// Elements per stage block: the model's `pre` runs over a block before the rest of the work.
+const STAGE: usize = 256;
+
+/// Walks one segment a vector at a time, in blocks: first the model's `pre` for the whole
+/// block (a short dependency chain, so the out-of-order core overlaps many vectors of it),
+/// then the rest. One long chain per vector would fill the scheduler with waiting work.
 #[inline(always)]
-fn walk<V: Vector, T: Targets<V>, S: Step<V>>(
+fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
+    model: &M,
     pred: &[f32],
     targets: &mut T,
     step: &mut S,
 ) -> Result<(), Error> {
+    let mut pre = [0.0f32; STAGE];
     let n = pred.len();
-    let mut i = 0;
-    while i + V::LANES <= n {
-        step.step(i, V::load(&pred[i..]), targets.next(V::LANES), None)?;
-        i += V::LANES;
-    }
-    if i < n {
-        let len = n - i;
-        step.step(i, V::load_partial(&pred[i..]), targets.next(len), Some(len))?;
+    let mut base = 0;
+    while base < n {
+        let end = n.min(base + STAGE);
+        if M::HAS_PRE {
+            let mut i = base;
+            while i < end {
+                let x = load::<V>(&pred[i..], (end - i < V::LANES).then_some(end - i));
+                model.pre(x).store(&mut pre[i - base..]);
+                i += V::LANES;
+            }
+        }
+        let mut i = base;
+        while i < end {
+            let tail = (end - i < V::LANES).then_some(end - i);
+            let len = tail.unwrap_or(V::LANES);
+            let x = load::<V>(&pred[i..], tail);
+            let p = if M::HAS_PRE {
+                V::load(&pre[i - base..])
+            } else {
+                x
+            };
+            step.step(i, x, p, targets.next(len), tail)?;
+            i += V::LANES;
+        }
+        base = end;
     }
     Ok(())
 }
@@ -86,6 +114,10 @@ struct Accumulate<'a, V, M> {
     pred: &'a [f32],
     skip_bad: bool,
     cells: Cells,
+    /// Cell indices and `(loss, 1.0)` pairs of the vectors since the last flush into `cells`.
+    block_cell: [i32; BLOCK],
+    block_pair: [[f64; 2]; BLOCK],
+    fill: usize,
     /// Per-lane sums of label weights, kept for GHM-R's `tot` only.
     weight_sums: [f64; MAX_LANES],
     weight_sum: bool,
@@ -99,6 +131,7 @@ impl<V: Vector, M: Model> Step<V> for Accumulate<'_, V, M> {
         &mut self,
         _: usize,
         x: V,
+        pre: V,
         (t, w, bad_w): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
@@ -111,14 +144,17 @@ impl<V: Vector, M: Model> Step<V> for Accumulate<'_, V, M> {
             self.skipped += V::m_count(bad) as u64;
         }
         let valid = V::m_andnot(V::m_and(live, w.gt(V::splat(0.0))), bad);
-        let e = self.model.eval::<V, true>(x, t);
-        let k = V::i_to_array(self.bins.vector(e.g, valid));
-        let pairs = e.loss.pairs_with_one();
-        for j in 0..V::LANES {
-            let cell = &mut self.cells[(k[j] as u32 as usize).min(MAX_BINS)][j];
-            cell[0] += pairs[j][0];
-            cell[1] += pairs[j][1];
+        let e = self.model.eval_pre::<V, true>(x, t, pre);
+        // Cell of lane j in bin k: k * MAX_LANES + j.
+        let k = self.bins.vector(e.g, valid);
+        let cell = V::i_to_array(V::i_add(V::i_shl::<4>(k), V::i_iota()));
+        if self.fill + V::LANES > BLOCK {
+            self.flush();
         }
+        let f = self.fill;
+        self.block_cell[f..f + V::LANES].copy_from_slice(&cell[..V::LANES]);
+        self.block_pair[f..f + V::LANES].copy_from_slice(&e.loss.pairs_with_one()[..V::LANES]);
+        self.fill += V::LANES;
         if self.weight_sum {
             V::select(valid, w, V::splat(0.0)).add_to_f64(&mut self.weight_sums);
         }
@@ -126,11 +162,30 @@ impl<V: Vector, M: Model> Step<V> for Accumulate<'_, V, M> {
     }
 }
 
+impl<V: Vector, M: Model> Accumulate<'_, V, M> {
+    /// Adds the buffered bins and losses into the per-lane accumulators. (Kept apart from the
+    /// vector math so that the out-of-order core overlaps many vectors' long dependency
+    /// chains, which the scatter's instructions would otherwise crowd out of its window.)
+    #[inline(always)]
+    fn flush(&mut self) {
+        let n = self.fill;
+        for (&c, p) in self.block_cell[..n].iter().zip(&self.block_pair[..n]) {
+            // Always inside: bins are at most M <= MAX_BINS and lanes below MAX_LANES.
+            if let Some(cell) = self.cells.get_mut(c as usize) {
+                cell[0] += p[0];
+                cell[1] += p[1];
+            }
+        }
+        self.fill = 0;
+    }
+}
+
 impl<V: Vector, M: Model> Visitor<V> for Accumulate<'_, V, M> {
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
         let pred = &self.pred[range];
-        walk(pred, &mut targets, self)
+        let model = self.model;
+        walk(&model, pred, &mut targets, self)
     }
 }
 
@@ -151,20 +206,24 @@ pub(crate) fn accumulate<V: Vector, M: Model>(
         bins,
         pred,
         skip_bad,
-        cells: [[[0.0; 2]; MAX_LANES]; MAX_BINS + 1],
+        cells: [[0.0; 2]; CELLS],
+        block_cell: [0; BLOCK],
+        block_pair: [[0.0; 2]; BLOCK],
+        fill: 0,
         weight_sums: [0.0; MAX_LANES],
         weight_sum: tot_is_weight_sum,
         skipped: 0,
         _v: PhantomData,
     };
     batch.visit::<V, _>(&mut acc)?;
+    acc.flush();
 
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;
     let mut valid = 0u64;
     for k in 0..m {
         let (mut sum, mut count) = (0.0, 0.0);
-        for lane in &acc.cells[k] {
+        for lane in &acc.cells[k * MAX_LANES..(k + 1) * MAX_LANES] {
             sum += lane[0];
             count += lane[1];
         }
@@ -196,6 +255,7 @@ impl<V: Vector, M: Model> Step<V> for Check<'_, V, M> {
         &mut self,
         _: usize,
         x: V,
+        _: V,
         (t, _, bad_w): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
@@ -210,7 +270,8 @@ impl<V: Vector, M: Model> Visitor<V> for Check<'_, V, M> {
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
         let pred = &self.pred[range];
-        walk(pred, &mut targets, self)
+        let model = self.model;
+        walk(&model, pred, &mut targets, self)
     }
 }
 
@@ -288,6 +349,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
         &mut self,
         i: usize,
         x: V,
+        pre: V,
         (t, w, bad_w): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
@@ -297,7 +359,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
         if c.skip_bad {
             valid = V::m_andnot(valid, bad_lanes(&c.model, x, t, bad_w, live));
         }
-        let e = c.model.eval::<V, LOSS>(x, t);
+        let e = c.model.eval_pre::<V, LOSS>(x, t, pre);
         let k = c.bins.vector(e.g, valid);
         let m = c.bins.m;
         let zero = V::splat(0.0);
@@ -331,7 +393,12 @@ impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Apply<'_, V, M, LOSS>
                 .as_deref_mut()
                 .map(|l| &mut l[range.clone()]),
         };
-        walk(&self.ctx.pred[range], &mut targets, &mut seg)
+        walk(
+            &self.ctx.model,
+            &self.ctx.pred[range],
+            &mut targets,
+            &mut seg,
+        )
     }
 }
 

@@ -26,8 +26,21 @@ pub(crate) trait Model: Copy {
     /// Lanes whose prediction and target are acceptable (finite, and in `[0, 1]` where the
     /// formula needs it).
     fn ok<V: Vector>(&self, x: V, t: V) -> V::M;
-    /// `g`, `dl/dx` and, if `LOSS`, `l` (otherwise `loss` is unspecified).
-    fn eval<V: Vector, const LOSS: bool>(&self, x: V, t: V) -> Elem<V>;
+    /// Whether [`Model::pre`] does work worth running as a separate stage.
+    const HAS_PRE: bool;
+    /// The part of the evaluation that depends on `x` alone (GHM-C logits: `exp(-|x|)`).
+    #[inline(always)]
+    fn pre<V: Vector>(&self, x: V) -> V {
+        x
+    }
+    /// `g`, `dl/dx` and, if `LOSS`, `l` (otherwise `loss` is unspecified), given
+    /// `pre = self.pre(x)`.
+    fn eval_pre<V: Vector, const LOSS: bool>(&self, x: V, t: V, pre: V) -> Elem<V>;
+    /// `g`, `dl/dx` and, if `LOSS`, `l`.
+    #[inline(always)]
+    fn eval<V: Vector, const LOSS: bool>(&self, x: V, t: V) -> Elem<V> {
+        self.eval_pre::<V, LOSS>(x, t, self.pre(x))
+    }
     /// `l` for one element, straight from the formula with `libm`.
     fn loss_scalar(&self, x: f32, t: f32) -> f32;
 }
@@ -46,9 +59,13 @@ impl Model for CLogits {
     /// otherwise, so tiny probabilities keep their relative precision. The loss is
     /// `x (1 - t)` for `x > 0` and `-x t` otherwise (the two cases of `max(x,0) - x t`,
     /// without its cancellation), plus `log1p(e)`.
+    const HAS_PRE: bool = true;
     #[inline(always)]
-    fn eval<V: Vector, const LOSS: bool>(&self, x: V, t: V) -> Elem<V> {
-        let e = vmath::exp_neg(x.abs());
+    fn pre<V: Vector>(&self, x: V) -> V {
+        vmath::exp_neg(x.abs())
+    }
+    #[inline(always)]
+    fn eval_pre<V: Vector, const LOSS: bool>(&self, x: V, t: V, e: V) -> Elem<V> {
         let r = V::splat(1.0).div(V::splat(1.0).add(e));
         let pos = x.ge(V::splat(0.0));
         let s = V::select(pos, r, e.mul(r));
@@ -89,8 +106,9 @@ impl Model for CProbs {
         V::m_and(p.in_range(0.0, 1.0), t.in_range(0.0, 1.0))
     }
 
+    const HAS_PRE: bool = false;
     #[inline(always)]
-    fn eval<V: Vector, const LOSS: bool>(&self, p: V, t: V) -> Elem<V> {
+    fn eval_pre<V: Vector, const LOSS: bool>(&self, p: V, t: V, _: V) -> Elem<V> {
         let grad = p.sub(t);
         let loss = if LOSS {
             let pc = p.max(V::splat(P_MIN)).min(V::splat(P_MAX));
@@ -158,8 +176,9 @@ impl Model for R {
     /// computes them in f32 (for `|d| <= 2^50`), and the loss in the cancellation-free form
     /// `d^2 / (sqrt(d^2 + mu^2) + mu)`. Gradients are finite for every finite input; the loss
     /// is `+inf` only where its true value exceeds `f32::MAX`.
+    const HAS_PRE: bool = false;
     #[inline(always)]
-    fn eval<V: Vector, const LOSS: bool>(&self, x: V, t: V) -> Elem<V> {
+    fn eval_pre<V: Vector, const LOSS: bool>(&self, x: V, t: V, _: V) -> Elem<V> {
         let d0 = x.sub(t);
         let big = if self.mu > BIG {
             V::splat(0.0).le(V::splat(0.0)) // all lanes

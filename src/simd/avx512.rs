@@ -317,15 +317,14 @@ impl Vector for F32x16 {
             let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
                 _mm512_castps_pd(self.0),
             )));
-            // unpacklo/hi interleave within 128-bit lanes: (l0,1,l2,1 | l4,1,l6,1 ...) and
-            // (l1,1,l3,1 ...); a permute puts the pairs back in lane order.
-            let idx_a = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
-            let idx_b = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+            // Interleave each half with ones: (l0, 1, l1, 1, ...).
+            let first = _mm512_setr_epi64(0, 8, 1, 8, 2, 8, 3, 8);
+            let second = _mm512_setr_epi64(4, 8, 5, 8, 6, 8, 7, 8);
             let q = p.as_mut_ptr().cast::<f64>();
-            _mm512_storeu_pd(q, _mm512_permutex2var_pd(lo, idx_a, one));
-            _mm512_storeu_pd(q.add(8), _mm512_permutex2var_pd(lo, idx_b, one));
-            _mm512_storeu_pd(q.add(16), _mm512_permutex2var_pd(hi, idx_a, one));
-            _mm512_storeu_pd(q.add(24), _mm512_permutex2var_pd(hi, idx_b, one));
+            _mm512_storeu_pd(q, _mm512_permutex2var_pd(lo, first, one));
+            _mm512_storeu_pd(q.add(8), _mm512_permutex2var_pd(lo, second, one));
+            _mm512_storeu_pd(q.add(16), _mm512_permutex2var_pd(hi, first, one));
+            _mm512_storeu_pd(q.add(24), _mm512_permutex2var_pd(hi, second, one));
         }
         p
     }

@@ -16,7 +16,7 @@ const MIN_ARG: f32 = -104.0;
 ///
 /// Algorithm: Cephes `expf` (S. L. Moshier): `n = round(x / ln 2)`, Cody-Waite reduction
 /// `r = x - n ln 2` in two parts, the degree-7 minimax polynomial `1 + r + r^2 P(r)` on
-/// `[-ln2/2, ln2/2]`, then the correctly rounded scaling by `2^n` of [`Vector::ldexp`], so
+/// `[-ln2/2, ln2/2]` (`P` evaluated by Estrin's scheme), then the correctly rounded scaling by `2^n` of [`Vector::ldexp`], so
 /// that subnormal results round once.
 ///
 /// Every step is a correctly rounded f32 `+`, `-`, `*` or an exact bit operation, and no step
@@ -37,14 +37,21 @@ pub(crate) fn exp_neg<V: Vector>(a: V) -> V {
         .sub(n_f.mul(V::splat(LN2_HI)))
         .sub(n_f.mul(V::splat(LN2_LO)));
 
+    // Cephes' polynomial, evaluated by Estrin's scheme (its three pairs and the powers of r
+    // are independent, so the dependency chain is half as long as Horner's).
     let z = r.mul(r);
-    let mut p = V::splat(1.987_569_15e-4);
-    p = p.mul(r).add(V::splat(1.398_199_950_7e-3));
-    p = p.mul(r).add(V::splat(8.333_451_907_3e-3));
-    p = p.mul(r).add(V::splat(4.166_579_589_4e-2));
-    p = p.mul(r).add(V::splat(1.666_666_545_9e-1));
-    p = p.mul(r).add(V::splat(5.000_000_120_1e-1));
-    p = p.mul(z).add(r).add(V::splat(1.0));
+    let z2 = z.mul(z);
+    let hi = r
+        .mul(V::splat(1.987_569_15e-4))
+        .add(V::splat(1.398_199_950_7e-3));
+    let mid = r
+        .mul(V::splat(8.333_451_907_3e-3))
+        .add(V::splat(4.166_579_589_4e-2));
+    let lo = r
+        .mul(V::splat(1.666_666_545_9e-1))
+        .add(V::splat(5.000_000_120_1e-1));
+    let p = lo.add(z.mul(mid)).add(z2.mul(hi));
+    let p = p.mul(z).add(r).add(V::splat(1.0));
 
     // p * 2^n, rounded once into the subnormals when it must be.
     p.ldexp(n)

@@ -27,16 +27,19 @@ pub(crate) fn ln<V: Vector>(x: V) -> V {
     let e = V::i_select(small, V::i_sub(e, V::i_splat(1)), e);
     let ef = i_to_f::<V>(e);
 
+    // Cephes' degree-8 polynomial by Estrin's scheme (a dependency chain of 4 fused
+    // multiply-adds instead of Horner's 8).
     let z = f.mul(f);
-    let mut p = V::splat(7.037_683_629_2e-2);
-    p = p.mul_add(f, V::splat(-1.151_461_031_0e-1));
-    p = p.mul_add(f, V::splat(1.167_699_874_0e-1));
-    p = p.mul_add(f, V::splat(-1.242_014_084_6e-1));
-    p = p.mul_add(f, V::splat(1.424_932_278_7e-1));
-    p = p.mul_add(f, V::splat(-1.666_805_766_5e-1));
-    p = p.mul_add(f, V::splat(2.000_071_476_5e-1));
-    p = p.mul_add(f, V::splat(-2.499_999_399_3e-1));
-    p = p.mul_add(f, V::splat(3.333_333_117_4e-1));
+    let z2 = z.mul(z);
+    let z4 = z2.mul(z2);
+    let q0 = f.mul_add(V::splat(-2.499_999_399_3e-1), V::splat(3.333_333_117_4e-1));
+    let q1 = f.mul_add(V::splat(-1.666_805_766_5e-1), V::splat(2.000_071_476_5e-1));
+    let q2 = f.mul_add(V::splat(-1.242_014_084_6e-1), V::splat(1.424_932_278_7e-1));
+    let q3 = f.mul_add(V::splat(-1.151_461_031_0e-1), V::splat(1.167_699_874_0e-1));
+    let r0 = z.mul_add(q1, q0);
+    let r1 = z.mul_add(q3, q2);
+    let p = z2.mul_add(r1, r0);
+    let p = z4.mul_add(V::splat(7.037_683_629_2e-2), p);
     let mut y = p.mul(f).mul(z);
     y = ef.mul_add(V::splat(LN2_LO), y);
     y = z.mul_add(V::splat(-0.5), y);
