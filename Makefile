@@ -1,7 +1,7 @@
 # ghm for C and C++ users (GNU make). Cargo does the building; this file installs the header,
 # the static and shared libraries and a pkg-config file, and builds the C example.
 #
-#   make                                  # = make build: cargo build --release --lib
+#   make                                  # = make build: the release libghm.a and libghm.so
 #   make install PREFIX=$HOME/.local      # then: cc app.c $(pkg-config --cflags --libs ghm)
 #   make install DESTDIR=/tmp/stage       # staged install (packaging); ghm.pc still says PREFIX
 #   make install LIBDIR=path/to/release   # install libraries built elsewhere (no cargo run)
@@ -35,7 +35,7 @@ EXAMPLE_CFLAGS ?= -std=c99 -pedantic -Wall -Wextra -Werror -O2
 all: build
 
 build:
-	$(CARGO) build --release --lib
+	$(CARGO) rustc --release --lib --crate-type staticlib,cdylib
 
 # Build first only when installing our own build; a LIBDIR given by the caller is used as is.
 ifeq ($(LIBDIR),$(RELEASE_DIR))

@@ -84,6 +84,55 @@ pub(crate) fn apply<M: Model>(
     }
 }
 
+/// A vector-math function, for measuring it on every backend (`__private::probe`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// `exp(-a)`.
+    ExpNeg,
+    /// `ln(x)`.
+    Ln,
+    /// `ln(1 + e)` with `r = 1/(1 + e)` computed alongside.
+    Ln1p,
+    /// `sigmoid(x)` as the GHM-C kernel computes it.
+    Sigmoid,
+}
+
+/// `f` of every element of `input`, on the vector type `V`.
+#[inline(always)]
+fn probe_with<V: crate::simd::Vector>(f: Probe, input: &[f32], out: &mut [f32]) {
+    use crate::vmath;
+    let one = V::splat(1.0);
+    for (i, o) in input.chunks(V::LANES).zip(out.chunks_mut(V::LANES)) {
+        let x = V::load_partial(i);
+        let y = match f {
+            Probe::ExpNeg => vmath::exp_neg(x),
+            Probe::Ln => vmath::ln(x),
+            Probe::Ln1p => vmath::ln_1p(x, one.div(one.add(x))),
+            Probe::Sigmoid => {
+                let e = vmath::exp_neg(x.abs());
+                let r = one.div(one.add(e));
+                V::select(x.ge(V::splat(0.0)), r, e.mul(r))
+            }
+        };
+        y.store_partial(o);
+    }
+}
+
+/// `f` of every element of `input` on `backend` (which must be available).
+pub(crate) fn probe(backend: Backend, f: Probe, input: &[f32], out: &mut [f32]) {
+    match backend {
+        Backend::Scalar => probe_with::<f32>(f, input, out),
+        // SAFETY: the caller passes an available backend.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::probe_avx512(f, input, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::probe_avx2(f, input, out) },
+        _ => probe_with::<wide::f32x8>(f, input, out),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
@@ -92,7 +141,14 @@ mod x86 {
 
     /// The three passes compiled for one `core::arch` vector type and its target features.
     macro_rules! instantiate {
-        ($features:literal, $v:ty, $accumulate:ident, $check:ident, $apply:ident) => {
+        ($features:literal, $v:ty, $accumulate:ident, $check:ident, $apply:ident, $probe:ident) => {
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $probe(f: Probe, input: &[f32], out: &mut [f32]) {
+                probe_with::<$v>(f, input, out)
+            }
+
             /// # Safety
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
@@ -132,12 +188,20 @@ mod x86 {
         };
     }
 
-    instantiate!("avx2,fma", F32x8, accumulate_avx2, check_avx2, apply_avx2);
+    instantiate!(
+        "avx2,fma",
+        F32x8,
+        accumulate_avx2,
+        check_avx2,
+        apply_avx2,
+        probe_avx2
+    );
     instantiate!(
         "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma",
         F32x16,
         accumulate_avx512,
         check_avx512,
-        apply_avx512
+        apply_avx512,
+        probe_avx512
     );
 }

@@ -117,24 +117,14 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 /// Internals exposed for the crate's own tests and benchmarks; not a stable API.
 pub mod __private {
-    /// `exp(-a)` and the vector `ln` on the one-lane and baseline vectors, for error
-    /// measurement.
-    pub fn exp_neg_f32(a: f32) -> f32 {
-        crate::vmath::exp_neg(a)
-    }
-    /// Vector `exp(-a)` on the baseline backend, lane by lane.
-    pub fn exp_neg_x8(a: [f32; 8]) -> [f32; 8] {
-        crate::vmath::exp_neg(wide::f32x8::new(a)).to_array()
-    }
-    /// Vector `ln` on the baseline backend.
-    pub fn ln_x8(a: [f32; 8]) -> [f32; 8] {
-        crate::vmath::ln(wide::f32x8::new(a)).to_array()
-    }
-    /// Vector `log1p(e)` on the baseline backend (`r = 1/(1+e)` computed here).
-    pub fn ln_1p_x8(e: [f32; 8]) -> [f32; 8] {
-        let e = wide::f32x8::new(e);
-        let r = wide::f32x8::splat(1.0) / (wide::f32x8::splat(1.0) + e);
-        crate::vmath::ln_1p(e, r).to_array()
+    pub use crate::dispatch::Probe;
+
+    /// `f` of every element of `input`, computed by `backend`'s vector math (for measuring
+    /// its error); `None` if the backend is not available here.
+    pub fn probe(backend: crate::Backend, f: Probe, input: &[f32], out: &mut [f32]) -> Option<()> {
+        backend
+            .is_available()
+            .then(|| crate::dispatch::probe(backend, f, input, out))
     }
     /// The bin of `g` by the scalar rule and by the vector rule (every lane `g`).
     pub fn bin_both(bins: usize, last_edge: f32, g: f32) -> (Option<usize>, usize) {

@@ -56,7 +56,9 @@ impl Model for CLogits {
     }
 
     /// `e = exp(-|x|)` never overflows; `sigmoid(x) = 1/(1+e)` for `x >= 0` and `e/(1+e)`
-    /// otherwise, so tiny probabilities keep their relative precision. The loss is
+    /// otherwise, so tiny probabilities keep their relative precision. The sigmoid is within
+    /// 3 ulp (2.78 measured over every 16th f32 in `[-87, 87]`) and bit-identical on every
+    /// backend, like `exp`. The loss is
     /// `x (1 - t)` for `x > 0` and `-x t` otherwise (the two cases of `max(x,0) - x t`,
     /// without its cancellation), plus `log1p(e)`.
     const HAS_PRE: bool = true;

@@ -191,7 +191,9 @@ impl Stats {
 /// `momentum > 0`), derive every bin's weight and gradient factor, and reduce the loss.
 ///
 /// Returns the weights and the EMA state to store; the caller commits the latter only once
-/// nothing can fail any more. All arithmetic is f64, rounded once to f32 where the result is
+/// nothing can fail any more. [`Error::Config`] if a bin's gradient factor
+/// `grad_scale * loss_weight * w_k (/ (tot + eps))` overflows f32 (the loss itself may be
+/// `+inf`: GHM-R's is where the true value exceeds `f32::MAX`). All arithmetic is f64, rounded once to f32 where the result is
 /// f32 (the EMA, the weights, the factors), so it is at least as accurate as mmdet's mix of
 /// f32 and f64 and is the same for any chunking of the batch.
 pub(crate) fn finalize(
@@ -241,8 +243,14 @@ pub(crate) fn finalize(
             None => count as f64,
         };
         let wk = (tot / density / nonempty as f64) as f32;
+        let scale = (plan.grad_scale as f64 * lw * wk as f64 * norm) as f32;
+        if !scale.is_finite() {
+            // grad_scale * loss_weight is so large that a gradient factor overflows f32:
+            // refused like any other unusable configuration, before anything is written.
+            return Err(Error::Config);
+        }
         w.weight[k] = wk;
-        w.scale[k] = (plan.grad_scale as f64 * lw * wk as f64 * norm) as f32;
+        w.scale[k] = scale;
         loss += wk as f64 * hist.loss_sums[k];
     }
     w.loss = lw * loss * norm;

@@ -131,6 +131,27 @@ fn bad_configurations_are_refused() {
         assert_eq!(cfg.validate(), Err(Error::Config));
     }
     assert_eq!(ok.validate(), Ok(()));
+    // Finite, but the gradient factor grad_scale * loss_weight * w overflows f32: refused,
+    // by the one call and by finalize, before anything is written.
+    for cfg in [
+        GhmC {
+            loss_weight: f32::MAX,
+            reduction: Reduction::Sum,
+            ..ok
+        },
+        GhmC {
+            loss_weight: 1e20,
+            grad_scale: -1e20,
+            ..ok
+        },
+    ] {
+        expect_c(cfg, &x, &t, &lw, Error::Config);
+        let mut h = Hist::new(cfg.bins).unwrap();
+        cfg.accumulate(&Dense::new(&x, &t), &mut h).unwrap();
+        let mut ema = Ema::new(cfg.bins).unwrap();
+        assert_eq!(cfg.finalize(Some(&mut ema), &h).err(), Some(Error::Config));
+        assert_eq!(ema, Ema::new(cfg.bins).unwrap(), "EMA written on error");
+    }
     for mu in [0.0, -0.02, f32::INFINITY, f32::NAN] {
         let cfg = GhmR {
             mu,

@@ -132,7 +132,14 @@ fn make_install_then_pkg_config() {
     // A target dir of its own: the outer `cargo test` holds the lock on the main one.
     let build_dir = root.join("target").join("install-build");
     run(Command::new(&cargo)
-        .args(["build", "--release", "--lib", "--manifest-path"])
+        .args([
+            "rustc",
+            "--release",
+            "--lib",
+            "--crate-type",
+            "staticlib,cdylib",
+            "--manifest-path",
+        ])
         .arg(root.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &build_dir)
         .env_remove("CARGO_BUILD_TARGET"));

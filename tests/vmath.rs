@@ -4,7 +4,8 @@
 
 mod common;
 
-use ghm::__private as p;
+use ghm::__private::{self as p, Probe};
+use ghm::Backend;
 
 /// Every f32 within 64 ulp of every edge `k/M` (and of the last edge), for every `M` in
 /// 1..=128: the vector rule, the scalar rule and the definition agree.
@@ -61,85 +62,116 @@ fn ulp_err(got: f32, exact: f64) -> f64 {
     (got as f64 - exact).abs() / ulp
 }
 
-/// `exp(-a)` over every 8th f32 in `[0, 87.3]` (where the result is normal): at most 1 ulp,
-/// identical on the one-lane and the baseline vector implementation.
-#[test]
-fn exp_neg_error_bound() {
-    let end = 87.3f32.to_bits();
-    let mut worst = 0.0f64;
-    let mut bits = 0u32;
+/// Every `stride`-th f32 from `lo` to `hi`, in chunks.
+fn sweep(lo: f32, hi: f32, stride: u32, mut f: impl FnMut(&[f32])) {
+    let (mut bits, end) = (lo.to_bits(), hi.to_bits());
+    let mut chunk = Vec::with_capacity(1 << 16);
     while bits <= end {
-        let mut a = [0.0f32; 8];
-        for (j, v) in a.iter_mut().enumerate() {
-            *v = f32::from_bits((bits + 8 * j as u32).min(end));
+        chunk.push(f32::from_bits(bits));
+        if chunk.len() == chunk.capacity() {
+            f(&chunk);
+            chunk.clear();
         }
-        let got = p::exp_neg_x8(a);
-        for j in 0..8 {
-            let exact = (-(a[j] as f64)).exp();
-            worst = worst.max(ulp_err(got[j], exact));
-            assert_eq!(
-                got[j].to_bits(),
-                p::exp_neg_f32(a[j]).to_bits(),
-                "backends differ at {}",
-                a[j]
-            );
-        }
-        bits += 64;
+        bits = match bits.checked_add(stride) {
+            Some(b) => b,
+            None => break,
+        };
     }
-    println!("exp(-a): max error {worst:.3} ulp");
-    assert!(worst <= 1.0, "exp(-a) error {worst} ulp");
-    // The subnormal range rounds once, and underflows to 0 past e^-104.
-    for a in [87.5f32, 95.0, 100.0, 103.0] {
-        let got = p::exp_neg_f32(a) as f64;
-        let exact = (-(a as f64)).exp();
-        assert!(
-            (got - exact).abs() <= f32::from_bits(1) as f64,
-            "{a}: {got:e} vs {exact:e}"
-        );
-    }
-    assert_eq!(p::exp_neg_f32(104.0), 0.0);
-    assert_eq!(p::exp_neg_f32(1e30), 0.0);
-    assert_eq!(p::exp_neg_f32(0.0), 1.0);
+    f(&chunk);
 }
 
-/// `ln` over every 8th f32 in `[1e-7, 2]`, and `log1p` over every 8th f32 in `[0, 1]`: at
-/// most 2 ulp.
-#[test]
-fn ln_error_bound() {
-    let (lo, hi) = (1e-7f32.to_bits(), 2.0f32.to_bits());
+/// The worst error of `f` (against `exact`) over a sweep, on `backend`; also checks that the
+/// backend's results are bit-identical to the scalar path's when `same_bits`.
+fn measure(
+    backend: Backend,
+    f: Probe,
+    (lo, hi, stride): (f32, f32, u32),
+    exact: impl Fn(f64) -> f64,
+    same_bits: bool,
+) -> f64 {
     let mut worst = 0.0f64;
-    let mut bits = lo;
-    while bits <= hi {
-        let a: [f32; 8] = core::array::from_fn(|j| f32::from_bits((bits + 8 * j as u32).min(hi)));
-        let got = p::ln_x8(a);
-        for j in 0..8 {
-            let exact = (a[j] as f64).ln();
-            // near 1 the result is tiny: measure in ulps of the result, floored at ulp(2^-24)
-            let e = if exact.abs() < 1e-30 {
-                (got[j] as f64).abs() / 1e-30
-            } else {
-                ulp_err(got[j], exact)
-            };
-            worst = worst.max(e);
+    sweep(lo, hi, stride, |x| {
+        let mut got = vec![0.0f32; x.len()];
+        p::probe(backend, f, x, &mut got).expect("available");
+        let mut reference = vec![0.0f32; x.len()];
+        if same_bits {
+            p::probe(Backend::Scalar, f, x, &mut reference).unwrap();
         }
-        bits += 64;
-    }
-    println!("ln: max error {worst:.3} ulp");
-    assert!(worst <= 2.0, "ln error {worst} ulp");
+        for i in 0..x.len() {
+            worst = worst.max(ulp_err(got[i], exact(x[i] as f64)));
+            if same_bits {
+                assert_eq!(
+                    got[i].to_bits(),
+                    reference[i].to_bits(),
+                    "{f:?} on {backend:?} at {:e}",
+                    x[i]
+                );
+            }
+        }
+    });
+    worst
+}
 
-    let mut worst = 0.0f64;
-    let mut bits = 0u32;
-    let hi = 1.0f32.to_bits();
-    while bits <= hi {
-        let e: [f32; 8] = core::array::from_fn(|j| f32::from_bits((bits + 8 * j as u32).min(hi)));
-        let got = p::ln_1p_x8(e);
-        for j in 0..8 {
-            worst = worst.max(ulp_err(got[j], (e[j] as f64).ln_1p()));
-        }
-        bits += 64;
+/// `exp(-a)` over every 64th f32 in `[0, 87.3]` (where the result is normal) and the sigmoid
+/// over every 64th f32 in `[-87, 87]`: at most 1 ulp and 3 ulp, and bit-identical on every
+/// backend (they decide the bins). `ln` over `[1e-7, 2]` and `log1p` over `[0, 1]`: at most 2 ulp
+/// on every backend (they only feed losses, and may use fused multiply-add).
+#[test]
+fn vector_math_error_bounds_on_every_backend() {
+    for backend in Backend::all_available() {
+        let exp = measure(
+            backend,
+            Probe::ExpNeg,
+            (0.0, 87.3, 64),
+            |a| (-a).exp(),
+            true,
+        );
+        let sig = measure(
+            backend,
+            Probe::Sigmoid,
+            (0.0, 87.0, 64),
+            |x| 1.0 / (1.0 + (-x).exp()),
+            true,
+        );
+        let sig_neg = measure(
+            backend,
+            Probe::Sigmoid,
+            (-0.0, -87.0, 64),
+            |x| 1.0 / (1.0 + (-x).exp()),
+            true,
+        );
+        let ln = measure(backend, Probe::Ln, (1e-7, 2.0, 64), |x| x.ln(), false);
+        let log1p = measure(backend, Probe::Ln1p, (0.0, 1.0, 64), |x| x.ln_1p(), false);
+        let sig = sig.max(sig_neg);
+        println!(
+            "{:>8}: exp(-a) {exp:.3} ulp, sigmoid {sig:.3} ulp, ln {ln:.3} ulp, log1p {log1p:.3} ulp",
+            backend.name()
+        );
+        assert!(exp <= 1.0, "{backend:?}: exp {exp}");
+        assert!(sig <= 3.0, "{backend:?}: sigmoid {sig}");
+        assert!(ln <= 2.0, "{backend:?}: ln {ln}");
+        assert!(log1p <= 2.0, "{backend:?}: log1p {log1p}");
     }
-    println!("log1p: max error {worst:.3} ulp");
-    assert!(worst <= 2.0, "log1p error {worst} ulp");
+}
+
+/// Subnormal results round once, and `exp` underflows to 0 past `e^-104`.
+#[test]
+fn exp_neg_subnormals_and_underflow() {
+    for backend in Backend::all_available() {
+        let a = [87.5f32, 95.0, 100.0, 103.0, 104.0, 1e30, 0.0];
+        let mut e = [0.0f32; 7];
+        p::probe(backend, Probe::ExpNeg, &a, &mut e).unwrap();
+        for i in 0..4 {
+            let exact = (-(a[i] as f64)).exp();
+            assert!(
+                (e[i] as f64 - exact).abs() <= f32::from_bits(1) as f64,
+                "{backend:?} {}: {:e} vs {exact:e}",
+                a[i],
+                e[i]
+            );
+        }
+        assert_eq!(&e[4..], &[0.0, 0.0, 1.0], "{backend:?}");
+    }
 }
 
 /// The gradient norm is a pure function of the inputs: the same bits from the one-lane path

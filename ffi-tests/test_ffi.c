@@ -1,0 +1,2070 @@
+/*
+ * The C ABI of ghm (include/ghm.h, SPEC sections 2 and 3) exercised from C99.
+ *
+ *   test_ffi_c DATA_DIR      (DATA_DIR = tests/data/mmdet)
+ *
+ * Prints one line per group of checks (PASS/FAIL, with counts) and exits non-zero if any
+ * check failed. Built and run by ffi-tests/Makefile (plain, ASan+UBSan, valgrind).
+ *
+ * Misaligned buffers are made by placing bytes at an odd offset of a char block with memcpy
+ * and handing the library a pointer to them; this program never dereferences such a pointer
+ * itself. Blocks handed to the library are allocated at their exact size, so that valgrind
+ * sees any read or write past the end.
+ */
+#include "ghm.h"
+#include "check.h"
+
+#include <float.h>
+#include <limits.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* The struct layouts of SPEC section 3 (C99 has no _Static_assert: negative array sizes). */
+
+#define STATIC_ASSERT(name, cond) typedef char static_assert_##name[(cond) ? 1 : -1]
+STATIC_ASSERT(max_bins, GHM_MAX_BINS == 128);
+STATIC_ASSERT(c_config_size, sizeof(ghm_c_config) == 32);
+STATIC_ASSERT(r_config_size, sizeof(ghm_r_config) == 32);
+STATIC_ASSERT(c_config_input, offsetof(ghm_c_config, input) == 28);
+STATIC_ASSERT(r_config_skip_bad, offsetof(ghm_r_config, skip_bad) == 28);
+STATIC_ASSERT(ema_size, sizeof(ghm_ema) == 4 + 4 * 128);
+STATIC_ASSERT(hist_counts, offsetof(ghm_hist, counts) == 8);
+STATIC_ASSERT(hist_loss_sums, offsetof(ghm_hist, loss_sums) == 8 + 8 * 128);
+STATIC_ASSERT(hist_tot, offsetof(ghm_hist, tot) == 8 + 16 * 128);
+STATIC_ASSERT(hist_skipped, offsetof(ghm_hist, skipped) == 16 + 16 * 128);
+STATIC_ASSERT(hist_size, sizeof(ghm_hist) == 24 + 16 * 128);
+STATIC_ASSERT(stats_counts, offsetof(ghm_stats, counts) == 16);
+STATIC_ASSERT(stats_weights, offsetof(ghm_stats, weights) == 16 + 8 * 128);
+STATIC_ASSERT(stats_skipped, offsetof(ghm_stats, skipped) == 16 + 12 * 128);
+STATIC_ASSERT(weights_weight, offsetof(ghm_weights, weight) == 24);
+STATIC_ASSERT(weights_scale, offsetof(ghm_weights, scale) == 24 + 4 * 128);
+STATIC_ASSERT(status_codes, GHM_OK == 0 && GHM_ERR_NULL == -1 && GHM_ERR_CONFIG == -2 &&
+                                GHM_ERR_STATE == -3 && GHM_ERR_INPUT == -4 &&
+                                GHM_ERR_ALIAS == -5 && GHM_ERR_SHAPE == -6);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Utilities */
+
+static uint64_t rng = UINT64_C(0x243F6A8885A308D3);
+
+static uint32_t rnd(void) { /* xorshift64* */
+  rng ^= rng >> 12;
+  rng ^= rng << 25;
+  rng ^= rng >> 27;
+  return (uint32_t)((rng * UINT64_C(0x2545F4914F6CDD1D)) >> 32);
+}
+static size_t rndn(size_t n) { return n ? (size_t)rnd() % n : 0; } /* 0..n-1 */
+static float rndf(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() >> 8) / 16777216.0f; }
+
+static void *xmalloc(size_t bytes) {
+  void *p = malloc(bytes ? bytes : 1);
+  if (!p) {
+    fprintf(stderr, "out of memory (%zu bytes)\n", bytes);
+    exit(2);
+  }
+  return p;
+}
+
+static float *fvec(size_t n) { return (float *)xmalloc(n * sizeof(float)); }
+
+/* A block of exactly off + bytes bytes holding a copy of src (or 0x5A bytes) at offset off.
+ * Returns the placed address; free(*block) when done. */
+static void *placed(const void *src, size_t bytes, size_t off, void **block) {
+  unsigned char *b = (unsigned char *)xmalloc(off + bytes);
+  memset(b, 0x5A, off + bytes);
+  if (src && bytes) memcpy(b + off, src, bytes);
+  *block = b;
+  return b + off;
+}
+
+static int same_bytes(const void *a, const void *b, size_t n) { return memcmp(a, b, n) == 0; }
+
+/* First index where two float arrays differ bitwise, or -1. */
+static long first_diff(const float *a, const float *b, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (memcmp(&a[i], &b[i], sizeof(float)) != 0) return (long)i;
+  return -1;
+}
+
+static const char *sname(ghm_status s) {
+  switch (s) {
+    case GHM_OK: return "GHM_OK";
+    case GHM_ERR_NULL: return "GHM_ERR_NULL";
+    case GHM_ERR_CONFIG: return "GHM_ERR_CONFIG";
+    case GHM_ERR_STATE: return "GHM_ERR_STATE";
+    case GHM_ERR_INPUT: return "GHM_ERR_INPUT";
+    case GHM_ERR_ALIAS: return "GHM_ERR_ALIAS";
+    case GHM_ERR_SHAPE: return "GHM_ERR_SHAPE";
+    default: return "(unknown status)";
+  }
+}
+
+static float f_nan(void) { return (float)strtod("nan", NULL); }
+static float f_inf(void) { return (float)HUGE_VAL; }
+
+/* The differences that matter between two ghm_stats (NULL if equal). */
+static const char *stats_diff(const ghm_stats *a, const ghm_stats *b) {
+  unsigned k, m;
+  if (a->bins != b->bins) return "bins";
+  if (a->nonempty_bins != b->nonempty_bins) return "nonempty_bins";
+  if (memcmp(&a->tot, &b->tot, sizeof a->tot)) return "tot";
+  if (a->skipped != b->skipped) return "skipped";
+  m = a->bins <= GHM_MAX_BINS ? a->bins : GHM_MAX_BINS;
+  for (k = 0; k < m; k++) {
+    if (a->counts[k] != b->counts[k]) return "counts";
+    if (memcmp(&a->weights[k], &b->weights[k], sizeof(float))) return "weights";
+  }
+  return NULL;
+}
+
+/* Synthetic GHM-C inputs: logits (with saturated ones), hard and soft targets, label weights
+ * with zeros (ignored) and twos. */
+static void gen_c(float *pred, float *target, float *lw, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    uint32_t r = rnd() % 100;
+    pred[i] = r < 5 ? (rnd() & 1 ? 1.0f : -1.0f) * rndf(20.0f, 100.0f)
+              : r < 10 ? 0.0f : rndf(-6.0f, 6.0f);
+    r = rnd() % 10;
+    if (target) target[i] = r < 6 ? 0.0f : r < 9 ? 1.0f : rndf(0.0f, 1.0f);
+    r = rnd() % 20;
+    if (lw) lw[i] = r == 0 ? 0.0f : r == 1 ? 2.0f : 1.0f;
+  }
+}
+
+/* Synthetic GHM-R inputs: differences from tiny to large, targets not limited to [0, 1]. */
+static void gen_r(float *pred, float *target, float *lw, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    uint32_t r = rnd() % 10;
+    float d = r < 6 ? rndf(-0.05f, 0.05f) : r < 9 ? rndf(-1.0f, 1.0f) : rndf(-50.0f, 50.0f);
+    target[i] = rndf(-2.0f, 3.0f);
+    pred[i] = target[i] + d;
+    r = rnd() % 20;
+    if (lw) lw[i] = r == 0 ? 0.0f : r == 1 ? 2.0f : r == 2 ? 0.5f : 1.0f;
+  }
+}
+
+/* Class-index labels: classes 0..nc-1, background nc and -1. */
+static void gen_labels(int32_t *labels, size_t na, size_t nc) {
+  size_t a;
+  for (a = 0; a < na; a++) {
+    uint32_t r = rnd() % 10;
+    labels[a] = r < 6 ? (int32_t)nc : r == 6 ? -1 : (int32_t)rndn(nc);
+  }
+}
+
+/* [n][c] -> [c][n] */
+static void transpose(const float *in, float *out, size_t n, size_t c) {
+  size_t i, j;
+  for (i = 0; i < n; i++)
+    for (j = 0; j < c; j++) out[j * n + i] = in[i * c + j];
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* One call of any of the three one-call functions */
+
+enum kind { K_C = 0, K_R = 1, K_L = 2 };
+
+typedef struct call {
+  enum kind kind;
+  ghm_c_config c; /* K_C, K_L */
+  ghm_r_config r; /* K_R */
+  const float *pred;
+  const float *target;   /* K_C, K_R */
+  const int32_t *labels; /* K_L */
+  const float *lw;
+  size_t n;      /* elements (K_L: na * nc) */
+  size_t na, nc; /* K_L */
+  uint32_t layout;
+  const ghm_c_config *cp; /* if set, passed instead of &c (e.g. at a misaligned address) */
+  const ghm_r_config *rp; /* if set, passed instead of &r */
+} call;
+
+static call call_init(enum kind kind) {
+  call k;
+  memset(&k, 0, sizeof k);
+  k.kind = kind;
+  k.c = ghm_c_config_default();
+  k.r = ghm_r_config_default();
+  return k;
+}
+
+static void call_set(call *k, unsigned bins, float momentum) {
+  k->c.bins = k->r.bins = bins;
+  k->c.momentum = k->r.momentum = momentum;
+}
+
+static ghm_status call_run(const call *k, ghm_ema *ema, float *grad, float *loss, float *le,
+                           ghm_stats *st) {
+  const ghm_c_config *c = k->cp ? k->cp : &k->c;
+  const ghm_r_config *r = k->rp ? k->rp : &k->r;
+  switch (k->kind) {
+    case K_C:
+      return ghm_c_loss_grad(c, ema, k->pred, k->target, k->lw, k->n, grad, loss, le, st);
+    case K_R:
+      return ghm_r_loss_grad(r, ema, k->pred, k->target, k->lw, k->n, grad, loss, le, st);
+    default:
+      return ghm_c_loss_grad_labels(c, ema, k->pred, k->labels, k->lw, k->na, k->nc, k->layout,
+                                    grad, loss, le, st);
+  }
+}
+
+static float call_momentum(const call *k) { return k->kind == K_R ? k->r.momentum : k->c.momentum; }
+
+static const char *kind_name(const call *k) {
+  if (k->kind == K_C) return "ghm_c_loss_grad";
+  if (k->kind == K_R) return "ghm_r_loss_grad";
+  return k->layout == GHM_LAYOUT_CLASS_MAJOR ? "ghm_c_loss_grad_labels[CLASS_MAJOR]"
+                                             : "ghm_c_loss_grad_labels[ANCHOR_MAJOR]";
+}
+
+/* Inputs for a call: owned arrays (aligned), sized for the kind. */
+typedef struct inputs {
+  float *pred, *target, *lw;
+  int32_t *labels;
+  size_t n, na, nc;
+} inputs;
+
+static inputs inputs_gen(enum kind kind, size_t n_or_na, size_t nc) {
+  inputs in;
+  memset(&in, 0, sizeof in);
+  if (kind == K_L) {
+    in.na = n_or_na;
+    in.nc = nc;
+    in.n = n_or_na * nc;
+    in.pred = fvec(in.n);
+    in.labels = (int32_t *)xmalloc(in.na * sizeof(int32_t));
+    in.lw = fvec(in.na);
+    gen_c(in.pred, NULL, NULL, in.n);
+    gen_labels(in.labels, in.na, nc);
+    {
+      size_t a;
+      for (a = 0; a < in.na; a++) in.lw[a] = rnd() % 8 == 0 ? 0.0f : 1.0f;
+    }
+  } else {
+    in.n = n_or_na;
+    in.pred = fvec(in.n);
+    in.target = fvec(in.n);
+    in.lw = fvec(in.n);
+    if (kind == K_C)
+      gen_c(in.pred, in.target, in.lw, in.n);
+    else
+      gen_r(in.pred, in.target, in.lw, in.n);
+  }
+  return in;
+}
+
+static void inputs_free(inputs *in) {
+  free(in->pred);
+  free(in->target);
+  free(in->lw);
+  free(in->labels);
+  memset(in, 0, sizeof *in);
+}
+
+static void call_bind(call *k, const inputs *in) {
+  k->pred = in->pred;
+  k->target = in->target;
+  k->labels = in->labels;
+  k->lw = in->lw;
+  k->n = in->n;
+  k->na = in->na;
+  k->nc = in->nc;
+}
+
+/* ========================================================================================== */
+/* Group: ghm_status_str, ghm_version, ghm_backend, defaults */
+
+static void test_misc(void) {
+  static const ghm_status codes[] = {GHM_OK,        GHM_ERR_NULL,  GHM_ERR_CONFIG, GHM_ERR_STATE,
+                                     GHM_ERR_INPUT, GHM_ERR_ALIAS, GHM_ERR_SHAPE};
+  static const ghm_status unknown[] = {1, 2, -7, -100, INT32_MIN, INT32_MAX};
+  const size_t nc = sizeof codes / sizeof codes[0];
+  size_t i, j;
+  const char *b;
+  ghm_c_config c;
+  ghm_r_config r;
+  check_group("misc");
+  for (i = 0; i < nc; i++) {
+    const char *s = ghm_status_str(codes[i]);
+    CHECK(s != NULL && s[0] != 0, "ghm_status_str(%d) is NULL or empty", (int)codes[i]);
+    if (!s) continue;
+    for (j = 0; j < i; j++) {
+      const char *t = ghm_status_str(codes[j]);
+      CHECK(t == NULL || strcmp(s, t) != 0, "ghm_status_str(%d) == ghm_status_str(%d): \"%s\"",
+            (int)codes[i], (int)codes[j], s);
+    }
+  }
+  for (i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+    const char *s = ghm_status_str(unknown[i]);
+    CHECK(s != NULL && s[0] != 0, "ghm_status_str(%d) (unknown code) is NULL or empty",
+          (int)unknown[i]);
+  }
+  CHECK(ghm_version() == 0x000100, "ghm_version() = 0x%06x, want 0x000100 (0.1.0)",
+        (unsigned)ghm_version());
+  b = ghm_backend();
+  CHECK(b != NULL && b[0] != 0, "ghm_backend() is NULL or empty");
+  c = ghm_c_config_default();
+  CHECK(c.bins == 10 && c.momentum == 0.0f && c.loss_weight == 1.0f &&
+            c.reduction == GHM_REDUCTION_MEAN && c.grad_scale == 1.0f && c.accumulate == 0 &&
+            c.skip_bad == 0 && c.input == GHM_INPUT_LOGITS,
+        "ghm_c_config_default() is not the documented default");
+  r = ghm_r_config_default();
+  CHECK(r.bins == 10 && r.momentum == 0.0f && r.mu == 0.02f && r.loss_weight == 1.0f &&
+            r.reduction == GHM_REDUCTION_MEAN && r.grad_scale == 1.0f && r.accumulate == 0 &&
+            r.skip_bad == 0,
+        "ghm_r_config_default() is not the documented default");
+  check_group_end("backend \"%s\", version 0x%06x", b ? b : "(null)", (unsigned)ghm_version());
+}
+
+/* ========================================================================================== */
+/* Group: mmdet parity */
+
+static const char *const CASES[] = {
+    "ghmc_all_ignored",     "ghmc_bins1",         "ghmc_bins64",       "ghmc_dense_momentum",
+    "ghmc_dense_n1",        "ghmc_dense_n1000",   "ghmc_dense_n33",    "ghmc_dense_n4099",
+    "ghmc_dense_n7",        "ghmc_exact_edges",   "ghmc_labels_momentum", "ghmc_saturated",
+    "ghmc_soft_targets_none", "ghmr_extremes",    "ghmr_momentum",     "ghmr_mu_none",
+    "ghmr_n100",            "ghmr_n3001",         "ghmr_n5"};
+
+typedef struct worst {
+  double loss, grad, elems, acc;
+} worst;
+
+static uint32_t reduction_of(const char *r) {
+  if (strcmp(r, "sum") == 0) return GHM_REDUCTION_SUM;
+  if (strcmp(r, "none") == 0) return GHM_REDUCTION_NONE;
+  return GHM_REDUCTION_MEAN;
+}
+
+/* Every iteration of one case, in `layout` (labels cases), with all buffers at byte offset
+ * `off` (0: aligned). */
+static void parity_run(const jcase *c, uint32_t layout, size_t off, worst *w) {
+  ghm_ema ema;
+  size_t it;
+  int is_c = strcmp(c->kind, "ghmc") == 0;
+  call k = call_init(K_C);
+  if (!CHECK(ghm_ema_init(&ema, c->bins) == GHM_OK, "%s: ghm_ema_init(%u)", c->name, c->bins))
+    return;
+  CHECK(is_c || strcmp(c->kind, "ghmr") == 0, "%s: kind \"%s\"", c->name, c->kind);
+  for (it = 0; it < c->n_iters; it++) {
+    const jiter *j = &c->iters[it];
+    size_t n = j->n, na = c->shape[0], ncl = c->shape[1];
+    int labels = j->labels != NULL, cm = labels && layout == GHM_LAYOUT_CLASS_MAJOR;
+    float *pred = fvec(n), *wgrad = fvec(n), *wle = fvec(n), *grad = fvec(n), *le = fvec(n);
+    void *bp, *bt, *bw, *bg, *be;
+    float loss = -1.0f;
+    ghm_status st;
+    double e;
+    size_t q;
+    if (cm) {
+      transpose(j->pred, pred, na, ncl);
+      transpose(j->exp_grad, wgrad, na, ncl);
+      if (j->exp_loss_elems) transpose(j->exp_loss_elems, wle, na, ncl);
+    } else {
+      memcpy(pred, j->pred, n * sizeof(float));
+      memcpy(wgrad, j->exp_grad, n * sizeof(float));
+      if (j->exp_loss_elems) memcpy(wle, j->exp_loss_elems, n * sizeof(float));
+    }
+    k.kind = is_c ? (labels ? K_L : K_C) : K_R;
+    k.c = ghm_c_config_default();
+    k.r = ghm_r_config_default();
+    call_set(&k, c->bins, (float)c->momentum);
+    k.c.loss_weight = k.r.loss_weight = (float)c->loss_weight;
+    k.c.reduction = k.r.reduction = reduction_of(c->reduction);
+    if (!is_c) k.r.mu = (float)c->mu;
+    k.pred = (const float *)placed(pred, n * sizeof(float), off, &bp);
+    if (labels) {
+      k.labels = (const int32_t *)placed(j->labels, j->n_labels * sizeof(int32_t), off, &bt);
+      k.na = na;
+      k.nc = ncl;
+      k.layout = layout;
+    } else {
+      k.target = (const float *)placed(j->target, n * sizeof(float), off, &bt);
+    }
+    k.lw = (const float *)placed(j->label_weight, j->n_label_weight * sizeof(float), off, &bw);
+    k.n = n;
+    {
+      float *pg = (float *)placed(NULL, n * sizeof(float), off, &bg);
+      float *pe = j->exp_loss_elems ? (float *)placed(NULL, n * sizeof(float), off, &be) : NULL;
+      if (!pe) be = NULL;
+      st = call_run(&k, c->momentum > 0 ? &ema : NULL, pg, &loss, pe, NULL);
+      memcpy(grad, (unsigned char *)bg + off, n * sizeof(float));
+      if (pe) memcpy(le, (unsigned char *)be + off, n * sizeof(float));
+    }
+    CHECK(st == GHM_OK, "%s iter %zu (%s, offset %zu): %s", c->name, it, kind_name(&k), off,
+          sname(st));
+    if (st == GHM_OK) {
+      e = j->exp_loss == 0.0 ? fabs((double)loss) : check_rel(loss, j->exp_loss);
+      if (e > w->loss) w->loss = e;
+      CHECK(e <= 1e-5, "%s iter %zu (%s, offset %zu): loss %.9g, want %.9g (rel %.2e)", c->name,
+            it, kind_name(&k), off, (double)loss, j->exp_loss, e);
+      e = check_max_rel(grad, wgrad, n);
+      if (e > w->grad) w->grad = e;
+      CHECK(e <= 1e-5, "%s iter %zu (%s, offset %zu): grad max err / max|grad| = %.2e", c->name,
+            it, kind_name(&k), off, e);
+      if (j->exp_loss_elems) {
+        e = check_max_rel(le, wle, n);
+        if (e > w->elems) w->elems = e;
+        CHECK(e <= 1e-5, "%s iter %zu (%s, offset %zu): loss_elems max err / max = %.2e",
+              c->name, it, kind_name(&k), off, e);
+      }
+      if (j->exp_acc_sum) {
+        CHECK(ema.bins == c->bins, "%s: ema.bins %u", c->name, (unsigned)ema.bins);
+        for (q = 0; q < j->n_acc_sum && q < GHM_MAX_BINS; q++) {
+          e = check_rel(ema.acc_sum[q], j->exp_acc_sum[q]);
+          if (e > w->acc) w->acc = e;
+          CHECK(e <= 1e-6, "%s iter %zu (%s, offset %zu): acc_sum[%zu] %.9g, want %.9g",
+                c->name, it, kind_name(&k), off, q, (double)ema.acc_sum[q],
+                (double)j->exp_acc_sum[q]);
+        }
+      }
+    }
+    free(bp);
+    free(bt);
+    free(bw);
+    free(bg);
+    free(be);
+    free(pred);
+    free(wgrad);
+    free(wle);
+    free(grad);
+    free(le);
+  }
+}
+
+static void test_parity(const char *dir) {
+  worst w = {0, 0, 0, 0};
+  size_t i, runs = 0, loaded = 0;
+  check_group("mmdet parity");
+  for (i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+    char path[4096], err[4200];
+    jcase c;
+    uint32_t layout;
+    size_t off;
+    snprintf(path, sizeof path, "%s/%s.json", dir, CASES[i]);
+    if (!CHECK(jcase_load(path, &c, err, sizeof err) == 0, "cannot load: %s", err)) continue;
+    loaded++;
+    CHECK(strcmp(c.name, CASES[i]) == 0, "%s: name \"%s\"", path, c.name);
+    for (layout = 0; layout <= (c.iters[0].labels ? 1u : 0u); layout++) {
+      for (off = 0; off <= 1; off++) { /* aligned, and every buffer misaligned */
+        parity_run(&c, layout, off, &w);
+        runs++;
+      }
+    }
+    jcase_free(&c);
+  }
+  CHECK(loaded == 19, "%zu of 19 reference cases loaded", loaded);
+  check_group_end("%zu cases, %zu runs; worst: loss rel %.2e, grad %.2e, loss_elems %.2e, "
+                  "acc_sum rel %.2e",
+                  loaded, runs, w.loss, w.grad, w.elems, w.acc);
+}
+
+/* ========================================================================================== */
+/* Error groups: every status code, and nothing written. Everything a call could touch lives
+ * in one arena; the whole arena (inputs, outputs, state structs) is compared bytewise before
+ * and after each failing call. */
+
+#define NE 600 /* dense elements (more than the library's 256-element bounce chunk) */
+#define NA 150 /* anchors for labels calls */
+#define NCL 4  /* classes: NA * NCL == NE */
+#define PAD 16
+
+typedef struct arena {
+  ghm_c_config cc;
+  ghm_r_config rc;
+  float pred[NE + PAD], target[NE + PAD], lw[NE + PAD];
+  int32_t labels[NA + PAD];
+  float grad[NE + PAD], le[NE + PAD];
+  float loss;
+  ghm_stats stats;
+  ghm_ema ema, ema5;      /* valid, for 10 and 5 bins */
+  ghm_hist hist, hist5;   /* valid, for 10 and 5 bins */
+  ghm_weights w, w5;      /* valid, for 10 and 5 bins */
+  ghm_weights wout;       /* sentinel: the output of the finalize calls */
+  double big[2 * NE + 4 * PAD]; /* 8-aligned scratch to place buffers and structs over each other */
+} arena;
+
+static arena A, S; /* the arena and its snapshot */
+static size_t MIS; /* byte offset of the data arrays (0 aligned, 1 misaligned) */
+
+#define NO_DIFF ((size_t)-1)
+
+static void arena_snap(void) { memcpy(&S, &A, sizeof A); }
+
+static size_t arena_diff(void) {
+  const unsigned char *a = (const unsigned char *)&A, *s = (const unsigned char *)&S;
+  size_t i;
+  for (i = 0; i < sizeof A; i++)
+    if (a[i] != s[i]) return i;
+  return NO_DIFF;
+}
+
+static const char *arena_where(size_t off) {
+  static char buf[96];
+  static const struct {
+    const char *name;
+    size_t start, size;
+  } f[] = {
+      {"cfg (ghm_c_config)", offsetof(arena, cc), sizeof(ghm_c_config)},
+      {"cfg (ghm_r_config)", offsetof(arena, rc), sizeof(ghm_r_config)},
+      {"pred", offsetof(arena, pred), sizeof A.pred},
+      {"target", offsetof(arena, target), sizeof A.target},
+      {"label_weight", offsetof(arena, lw), sizeof A.lw},
+      {"labels", offsetof(arena, labels), sizeof A.labels},
+      {"grad", offsetof(arena, grad), sizeof A.grad},
+      {"loss_elems", offsetof(arena, le), sizeof A.le},
+      {"loss", offsetof(arena, loss), sizeof A.loss},
+      {"stats", offsetof(arena, stats), sizeof A.stats},
+      {"ema", offsetof(arena, ema), sizeof A.ema},
+      {"ema (5 bins)", offsetof(arena, ema5), sizeof A.ema5},
+      {"hist", offsetof(arena, hist), sizeof A.hist},
+      {"hist (5 bins)", offsetof(arena, hist5), sizeof A.hist5},
+      {"weights", offsetof(arena, w), sizeof A.w},
+      {"weights (5 bins)", offsetof(arena, w5), sizeof A.w5},
+      {"weights (finalize output)", offsetof(arena, wout), sizeof A.wout},
+      {"scratch", offsetof(arena, big), sizeof A.big},
+  };
+  size_t i;
+  if (off == NO_DIFF) return "nothing";
+  for (i = 0; i < sizeof f / sizeof f[0]; i++)
+    if (off >= f[i].start && off < f[i].start + f[i].size) {
+      snprintf(buf, sizeof buf, "%s (byte %zu)", f[i].name, off - f[i].start);
+      return buf;
+    }
+  snprintf(buf, sizeof buf, "arena byte %zu", off);
+  return buf;
+}
+
+/* The arena's data arrays at the current offset. */
+#define AF(arr) ((float *)(void *)((unsigned char *)(arr) + MIS))
+#define AI(arr) ((int32_t *)(void *)((unsigned char *)(arr) + MIS))
+
+/* Sets element i of a data array of the arena (at the current offset). */
+static void aset(float *arr, size_t i, float v) {
+  memcpy((unsigned char *)arr + MIS + i * sizeof v, &v, sizeof v);
+}
+
+static const char *mis_note(void) { return MIS ? " [misaligned]" : ""; }
+
+/* Valid inputs (GHM-C logits and targets, or GHM-R), valid EMA / hist / weights, sentinel
+ * outputs; data arrays moved to the current offset. */
+static void arena_reset(enum kind kind) {
+  ghm_c_config cm;
+  ghm_r_config rm;
+  ghm_status st = GHM_OK;
+  size_t a;
+  memset(&A, 0xA5, sizeof A);
+  A.cc = ghm_c_config_default();
+  A.rc = ghm_r_config_default();
+  if (kind == K_R)
+    gen_r(A.pred, A.target, A.lw, NE);
+  else
+    gen_c(A.pred, A.target, A.lw, NE);
+  gen_labels(A.labels, NA, NCL);
+  for (a = 0; a < NA; a++) A.lw[a] = kind == K_L ? (a % 7 == 0 ? 0.0f : 1.0f) : A.lw[a];
+  /* EMAs with non-zero history; histograms and weights of this data */
+  cm = A.cc;
+  cm.momentum = 0.5f;
+  rm = A.rc;
+  rm.momentum = 0.5f;
+  st |= ghm_ema_init(&A.ema, 10);
+  st |= ghm_ema_init(&A.ema5, 5);
+  if (kind == K_R) {
+    st |= ghm_r_loss_grad(&rm, &A.ema, A.pred, A.target, NULL, NE, NULL, NULL, NULL, NULL);
+    rm.bins = 5;
+    st |= ghm_r_loss_grad(&rm, &A.ema5, A.pred, A.target, NULL, NE, NULL, NULL, NULL, NULL);
+  } else {
+    st |= ghm_c_loss_grad(&cm, &A.ema, A.pred, A.target, NULL, NE, NULL, NULL, NULL, NULL);
+    cm.bins = 5;
+    st |= ghm_c_loss_grad(&cm, &A.ema5, A.pred, A.target, NULL, NE, NULL, NULL, NULL, NULL);
+  }
+  st |= ghm_hist_init(&A.hist, 10);
+  st |= ghm_hist_init(&A.hist5, 5);
+  if (kind == K_R) {
+    st |= ghm_r_accumulate(&A.rc, A.pred, A.target, A.lw, NE, &A.hist);
+    st |= ghm_r_finalize(&A.rc, NULL, &A.hist, &A.w);
+    rm.momentum = 0.0f;
+    rm.bins = 5;
+    st |= ghm_r_accumulate(&rm, A.pred, A.target, A.lw, NE, &A.hist5);
+    st |= ghm_r_finalize(&rm, NULL, &A.hist5, &A.w5);
+  } else {
+    if (kind == K_L)
+      st |= ghm_c_accumulate_labels(&A.cc, A.pred, A.labels, A.lw, NA, NCL, 0, 0, NA, &A.hist);
+    else
+      st |= ghm_c_accumulate(&A.cc, A.pred, A.target, A.lw, NE, &A.hist);
+    st |= ghm_c_finalize(&A.cc, NULL, &A.hist, &A.w);
+    cm.momentum = 0.0f;
+    cm.bins = 5;
+    st |= ghm_c_accumulate(&cm, A.pred, A.target, A.lw, NE, &A.hist5);
+    st |= ghm_c_finalize(&cm, NULL, &A.hist5, &A.w5);
+  }
+  CHECK(st == GHM_OK, "arena setup failed");
+  if (MIS) {
+    memmove((unsigned char *)A.pred + MIS, A.pred, NE * sizeof(float));
+    memmove((unsigned char *)A.target + MIS, A.target, NE * sizeof(float));
+    memmove((unsigned char *)A.lw + MIS, A.lw, NE * sizeof(float));
+    memmove((unsigned char *)A.labels + MIS, A.labels, NA * sizeof(int32_t));
+  }
+}
+
+/* The calls, on the arena (n elements; labels calls: NA anchors x NCL classes). */
+static ghm_status a_c(size_t n) {
+  return ghm_c_loss_grad(&A.cc, &A.ema, AF(A.pred), AF(A.target), AF(A.lw), n, AF(A.grad),
+                         &A.loss, AF(A.le), &A.stats);
+}
+static ghm_status a_r(size_t n) {
+  return ghm_r_loss_grad(&A.rc, &A.ema, AF(A.pred), AF(A.target), AF(A.lw), n, AF(A.grad),
+                         &A.loss, AF(A.le), &A.stats);
+}
+static ghm_status a_l(size_t na, size_t nc, uint32_t layout) {
+  return ghm_c_loss_grad_labels(&A.cc, &A.ema, AF(A.pred), AI(A.labels), AF(A.lw), na, nc,
+                                layout, AF(A.grad), &A.loss, AF(A.le), &A.stats);
+}
+static ghm_status a_cacc(size_t n) {
+  return ghm_c_accumulate(&A.cc, AF(A.pred), AF(A.target), AF(A.lw), n, &A.hist);
+}
+static ghm_status a_racc(size_t n) {
+  return ghm_r_accumulate(&A.rc, AF(A.pred), AF(A.target), AF(A.lw), n, &A.hist);
+}
+static ghm_status a_lacc(size_t na, size_t nc, uint32_t layout, size_t b, size_t e) {
+  return ghm_c_accumulate_labels(&A.cc, AF(A.pred), AI(A.labels), AF(A.lw), na, nc, layout, b,
+                                 e, &A.hist);
+}
+static ghm_status a_cfin(void) { return ghm_c_finalize(&A.cc, &A.ema, &A.hist, &A.wout); }
+static ghm_status a_rfin(void) { return ghm_r_finalize(&A.rc, &A.ema, &A.hist, &A.wout); }
+static ghm_status a_capp(size_t n) {
+  return ghm_c_apply(&A.cc, &A.w, AF(A.pred), AF(A.target), AF(A.lw), n, AF(A.grad), AF(A.le));
+}
+static ghm_status a_rapp(size_t n) {
+  return ghm_r_apply(&A.rc, &A.w, AF(A.pred), AF(A.target), AF(A.lw), n, AF(A.grad), AF(A.le));
+}
+static ghm_status a_lapp(size_t na, size_t nc, uint32_t layout, size_t b, size_t e) {
+  return ghm_c_apply_labels(&A.cc, &A.w, AF(A.pred), AI(A.labels), AF(A.lw), na, nc, layout, b,
+                            e, AF(A.grad), AF(A.le));
+}
+
+/* Expects status `want` from `call` and the arena unchanged. */
+#define EXPECT_ERR(want, call_expr, ...)                                                     \
+  do {                                                                                       \
+    char d_[256];                                                                            \
+    ghm_status st_;                                                                          \
+    size_t off_;                                                                             \
+    snprintf(d_, sizeof d_, __VA_ARGS__);                                                    \
+    arena_snap();                                                                            \
+    st_ = (call_expr);                                                                       \
+    CHECK(st_ == (want), "%s%s: got %s, want %s", d_, mis_note(), sname(st_), sname(want));  \
+    off_ = arena_diff();                                                                     \
+    CHECK(off_ == NO_DIFF, "%s%s: returned %s but wrote %s", d_, mis_note(), sname(st_),     \
+          arena_where(off_));                                                                \
+  } while (0)
+
+/* Expects GHM_OK from `call` (what it writes is not checked). */
+#define EXPECT_OK(call_expr, ...)                                                            \
+  do {                                                                                       \
+    char d_[256];                                                                            \
+    ghm_status st_;                                                                          \
+    snprintf(d_, sizeof d_, __VA_ARGS__);                                                    \
+    st_ = (call_expr);                                                                       \
+    CHECK(st_ == GHM_OK, "%s%s: got %s, want GHM_OK", d_, mis_note(), sname(st_));           \
+  } while (0)
+
+/* Expects GHM_OK, loss 0 written, and nothing else. */
+#define EXPECT_EMPTY(call_expr, loss_written, ...)                                           \
+  do {                                                                                       \
+    char d_[256];                                                                            \
+    ghm_status st_;                                                                          \
+    size_t off_;                                                                             \
+    snprintf(d_, sizeof d_, __VA_ARGS__);                                                    \
+    arena_snap();                                                                            \
+    st_ = (call_expr);                                                                       \
+    CHECK(st_ == GHM_OK, "%s%s: got %s, want GHM_OK", d_, mis_note(), sname(st_));           \
+    if (loss_written) {                                                                      \
+      CHECK(A.loss == 0.0f, "%s%s: loss %.9g, want 0", d_, mis_note(), (double)A.loss);      \
+      S.loss = A.loss;                                                                       \
+    }                                                                                        \
+    off_ = arena_diff();                                                                     \
+    CHECK(off_ == NO_DIFF, "%s%s: n == 0 but wrote %s", d_, mis_note(), arena_where(off_));  \
+  } while (0)
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_err_null(void) {
+  check_group("GHM_ERR_NULL");
+  for (MIS = 0; MIS <= 1; MIS++) {
+    arena_reset(K_C);
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_loss_grad(NULL, &A.ema, AF(A.pred), AF(A.target), AF(A.lw),
+                                             NE, AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(cfg NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_loss_grad(&A.cc, &A.ema, NULL, AF(A.target), AF(A.lw), NE,
+                                             AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(pred NULL, n %d)", NE);
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_loss_grad(&A.cc, &A.ema, AF(A.pred), NULL, AF(A.lw), 1,
+                                             AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(target NULL, n 1)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_loss_grad_labels(NULL, &A.ema, AF(A.pred), AI(A.labels),
+                                                    AF(A.lw), NA, NCL, 0, AF(A.grad), &A.loss,
+                                                    AF(A.le), &A.stats),
+               "ghm_c_loss_grad_labels(cfg NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_loss_grad_labels(&A.cc, &A.ema, NULL, AI(A.labels), AF(A.lw),
+                                                    NA, NCL, 0, AF(A.grad), &A.loss, AF(A.le),
+                                                    &A.stats),
+               "ghm_c_loss_grad_labels(pred NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_loss_grad_labels(&A.cc, &A.ema, AF(A.pred), NULL, AF(A.lw),
+                                                    NA, NCL, 1, AF(A.grad), &A.loss, AF(A.le),
+                                                    &A.stats),
+               "ghm_c_loss_grad_labels(labels NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_accumulate(NULL, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                              &A.hist),
+               "ghm_c_accumulate(cfg NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_accumulate(&A.cc, NULL, AF(A.target), AF(A.lw), NE, &A.hist),
+               "ghm_c_accumulate(pred NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_accumulate(&A.cc, AF(A.pred), NULL, AF(A.lw), NE, &A.hist),
+               "ghm_c_accumulate(target NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_accumulate(&A.cc, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                              NULL),
+               "ghm_c_accumulate(hist NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_accumulate_labels(&A.cc, AF(A.pred), AI(A.labels), AF(A.lw),
+                                                     NA, NCL, 0, 0, NA, NULL),
+               "ghm_c_accumulate_labels(hist NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_accumulate_labels(&A.cc, AF(A.pred), NULL, AF(A.lw), NA, NCL,
+                                                     0, 0, NA, &A.hist),
+               "ghm_c_accumulate_labels(labels NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_finalize(NULL, &A.ema, &A.hist, &A.wout),
+               "ghm_c_finalize(cfg NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_finalize(&A.cc, &A.ema, NULL, &A.wout),
+               "ghm_c_finalize(hist NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_finalize(&A.cc, &A.ema, &A.hist, NULL),
+               "ghm_c_finalize(weights NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_apply(NULL, &A.w, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                         AF(A.grad), AF(A.le)),
+               "ghm_c_apply(cfg NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_apply(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                         AF(A.grad), AF(A.le)),
+               "ghm_c_apply(weights NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_apply(&A.cc, &A.w, NULL, AF(A.target), AF(A.lw), NE,
+                                         AF(A.grad), AF(A.le)),
+               "ghm_c_apply(pred NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_c_apply_labels(&A.cc, NULL, AF(A.pred), AI(A.labels), AF(A.lw),
+                                                NA, NCL, 0, 0, NA, AF(A.grad), AF(A.le)),
+               "ghm_c_apply_labels(weights NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_hist_init(NULL, 10), "ghm_hist_init(NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_ema_init(NULL, 10), "ghm_ema_init(NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_hist_merge(NULL, &A.hist), "ghm_hist_merge(into NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_hist_merge(&A.hist, NULL), "ghm_hist_merge(from NULL)");
+
+    arena_reset(K_R);
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_loss_grad(NULL, &A.ema, AF(A.pred), AF(A.target), AF(A.lw),
+                                             NE, AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_r_loss_grad(cfg NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_loss_grad(&A.rc, &A.ema, NULL, AF(A.target), AF(A.lw), NE,
+                                             AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_r_loss_grad(pred NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_loss_grad(&A.rc, &A.ema, AF(A.pred), NULL, AF(A.lw), NE,
+                                             AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_r_loss_grad(target NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_accumulate(&A.rc, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                              NULL),
+               "ghm_r_accumulate(hist NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_accumulate(NULL, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                              &A.hist),
+               "ghm_r_accumulate(cfg NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_finalize(&A.rc, &A.ema, NULL, &A.wout),
+               "ghm_r_finalize(hist NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_finalize(&A.rc, &A.ema, &A.hist, NULL),
+               "ghm_r_finalize(weights NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_apply(&A.rc, NULL, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                         AF(A.grad), AF(A.le)),
+               "ghm_r_apply(weights NULL)");
+    EXPECT_ERR(GHM_ERR_NULL, ghm_r_apply(&A.rc, &A.w, AF(A.pred), NULL, AF(A.lw), NE,
+                                         AF(A.grad), AF(A.le)),
+               "ghm_r_apply(target NULL)");
+  }
+  MIS = 0;
+  check_group_done();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct cfg_mut {
+  const char *what;
+  int field; /* 0 bins, 1 momentum, 2 loss_weight, 3 grad_scale, 4 reduction, 5 input,
+                6 accumulate, 7 skip_bad, 8 mu */
+  double v;
+} cfg_mut;
+
+static void apply_mut(const cfg_mut *m) {
+  switch (m->field) {
+    case 0: A.cc.bins = A.rc.bins = (uint32_t)m->v; break;
+    case 1: A.cc.momentum = A.rc.momentum = (float)m->v; break;
+    case 2: A.cc.loss_weight = A.rc.loss_weight = (float)m->v; break;
+    case 3: A.cc.grad_scale = A.rc.grad_scale = (float)m->v; break;
+    case 4: A.cc.reduction = A.rc.reduction = (uint32_t)m->v; break;
+    case 5: A.cc.input = (uint32_t)m->v; break;
+    case 6: A.cc.accumulate = A.rc.accumulate = (uint32_t)m->v; break;
+    case 7: A.cc.skip_bad = A.rc.skip_bad = (uint32_t)m->v; break;
+    default: A.rc.mu = (float)m->v; break;
+  }
+}
+
+static void test_err_config(void) {
+  const double nan = f_nan(), inf = f_inf();
+  const cfg_mut muts[] = {
+      {"bins 0", 0, 0},
+      {"bins 129", 0, 129},
+      {"bins 4294967295", 0, 4294967295.0},
+      {"momentum -0.1", 1, -0.1},
+      {"momentum 1.0", 1, 1.0},
+      {"momentum NaN", 1, nan},
+      {"momentum inf", 1, inf},
+      {"loss_weight inf", 2, inf},
+      {"loss_weight -inf", 2, -inf},
+      {"loss_weight NaN", 2, nan},
+      {"grad_scale NaN", 3, nan},
+      {"grad_scale inf", 3, inf},
+      {"reduction 3", 4, 3},
+      {"input 2", 5, 2},
+      {"accumulate 2", 6, 2},
+      {"skip_bad 7", 7, 7},
+      {"mu 0", 8, 0},
+      {"mu -1", 8, -1},
+      {"mu inf", 8, inf},
+      {"mu NaN", 8, nan},
+  };
+  size_t i;
+  check_group("GHM_ERR_CONFIG");
+  for (MIS = 0; MIS <= 1; MIS++) {
+    for (i = 0; i < sizeof muts / sizeof muts[0]; i++) {
+      const cfg_mut *m = &muts[i];
+      if (m->field != 8) { /* GHM-C */
+        arena_reset(K_C);
+        apply_mut(m);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_c(NE), "ghm_c_loss_grad(%s)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_c(0), "ghm_c_loss_grad(%s, n 0)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_cacc(NE), "ghm_c_accumulate(%s)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_cfin(), "ghm_c_finalize(%s)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_capp(NE), "ghm_c_apply(%s)", m->what);
+        arena_reset(K_L);
+        apply_mut(m);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_l(NA, NCL, 0), "ghm_c_loss_grad_labels(%s)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_lacc(NA, NCL, 1, 0, NA), "ghm_c_accumulate_labels(%s)",
+                   m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_lapp(NA, NCL, 1, 0, NA), "ghm_c_apply_labels(%s)",
+                   m->what);
+      }
+      if (m->field != 5) { /* GHM-R */
+        arena_reset(K_R);
+        apply_mut(m);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_r(NE), "ghm_r_loss_grad(%s)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_r(0), "ghm_r_loss_grad(%s, n 0)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_racc(NE), "ghm_r_accumulate(%s)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_rfin(), "ghm_r_finalize(%s)", m->what);
+        EXPECT_ERR(GHM_ERR_CONFIG, a_rapp(NE), "ghm_r_apply(%s)", m->what);
+      }
+    }
+    /* layout is an argument, not a config field */
+    arena_reset(K_L);
+    EXPECT_ERR(GHM_ERR_CONFIG, a_l(NA, NCL, 5), "ghm_c_loss_grad_labels(layout 5)");
+    EXPECT_ERR(GHM_ERR_CONFIG, a_l(NA, NCL, 2), "ghm_c_loss_grad_labels(layout 2)");
+    EXPECT_ERR(GHM_ERR_CONFIG, a_lacc(NA, NCL, 5, 0, NA), "ghm_c_accumulate_labels(layout 5)");
+    EXPECT_ERR(GHM_ERR_CONFIG, a_lapp(NA, NCL, 5, 0, NA), "ghm_c_apply_labels(layout 5)");
+    /* bins of the state constructors */
+    EXPECT_ERR(GHM_ERR_CONFIG, ghm_ema_init(&A.ema, 0), "ghm_ema_init(bins 0)");
+    EXPECT_ERR(GHM_ERR_CONFIG, ghm_ema_init(&A.ema, 129), "ghm_ema_init(bins 129)");
+    EXPECT_ERR(GHM_ERR_CONFIG, ghm_hist_init(&A.hist, 0), "ghm_hist_init(bins 0)");
+    EXPECT_ERR(GHM_ERR_CONFIG, ghm_hist_init(&A.hist, 129), "ghm_hist_init(bins 129)");
+    /* the edges of the valid ranges are valid */
+    arena_reset(K_C);
+    A.cc.bins = 128;
+    A.cc.momentum = 0.0f;
+    EXPECT_OK(a_c(NE), "ghm_c_loss_grad(bins 128)");
+    A.cc.bins = 1;
+    EXPECT_OK(a_c(NE), "ghm_c_loss_grad(bins 1)");
+    A.cc.bins = 10;
+    A.cc.momentum = nextafterf(1.0f, 0.0f);
+    EXPECT_OK(a_c(NE), "ghm_c_loss_grad(momentum 1 - ulp)");
+    A.cc.momentum = 0.0f;
+    A.cc.loss_weight = FLT_MAX; /* MEAN: the gradient factors stay finite */
+    EXPECT_OK(a_c(NE), "ghm_c_loss_grad(loss_weight FLT_MAX)");
+    A.cc.loss_weight = 1.0f;
+    A.cc.grad_scale = -FLT_MAX;
+    EXPECT_OK(a_c(NE), "ghm_c_loss_grad(grad_scale -FLT_MAX)");
+    arena_reset(K_R);
+    A.rc.mu = FLT_MIN / 4; /* subnormal, positive */
+    EXPECT_OK(a_r(NE), "ghm_r_loss_grad(mu subnormal)");
+  }
+  MIS = 0;
+  check_group_done();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_err_state(void) {
+  check_group("GHM_ERR_STATE");
+  for (MIS = 0; MIS <= 1; MIS++) {
+    arena_reset(K_C);
+    A.cc.momentum = 0.5f;
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw),
+                                              NE, AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(momentum 0.5, ema NULL)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw),
+                                              0, AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(momentum 0.5, ema NULL, n 0)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_loss_grad(&A.cc, &A.ema5, AF(A.pred), AF(A.target),
+                                              AF(A.lw), NE, AF(A.grad), &A.loss, AF(A.le),
+                                              &A.stats),
+               "ghm_c_loss_grad(bins 10, ema of 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_finalize(&A.cc, NULL, &A.hist, &A.wout),
+               "ghm_c_finalize(momentum 0.5, ema NULL)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_finalize(&A.cc, &A.ema5, &A.hist, &A.wout),
+               "ghm_c_finalize(bins 10, ema of 5 bins)");
+    memset(&A.ema, 0xA5, sizeof A.ema); /* never initialised */
+    EXPECT_ERR(GHM_ERR_STATE, a_c(NE), "ghm_c_loss_grad(momentum 0.5, uninitialised ema)");
+    A.cc.momentum = 0.0f;
+    arena_reset(K_C);
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_accumulate(&A.cc, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                               &A.hist5),
+               "ghm_c_accumulate(bins 10, hist of 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_finalize(&A.cc, NULL, &A.hist5, &A.wout),
+               "ghm_c_finalize(bins 10, hist of 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_apply(&A.cc, &A.w5, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                          AF(A.grad), AF(A.le)),
+               "ghm_c_apply(bins 10, weights of 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_apply(&A.cc, &A.w5, AF(A.pred), AF(A.target), AF(A.lw), 0,
+                                          AF(A.grad), AF(A.le)),
+               "ghm_c_apply(bins 10, weights of 5 bins, n 0)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_hist_merge(&A.hist, &A.hist5), "ghm_hist_merge(10 += 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_hist_merge(&A.hist5, &A.hist), "ghm_hist_merge(5 += 10 bins)");
+
+    arena_reset(K_L);
+    A.cc.momentum = 0.5f;
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_loss_grad_labels(&A.cc, NULL, AF(A.pred), AI(A.labels),
+                                                     AF(A.lw), NA, NCL, 1, AF(A.grad), &A.loss,
+                                                     AF(A.le), &A.stats),
+               "ghm_c_loss_grad_labels(momentum 0.5, ema NULL)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_loss_grad_labels(&A.cc, &A.ema5, AF(A.pred), AI(A.labels),
+                                                     AF(A.lw), NA, NCL, 0, AF(A.grad), &A.loss,
+                                                     AF(A.le), &A.stats),
+               "ghm_c_loss_grad_labels(bins 10, ema of 5 bins)");
+    A.cc.momentum = 0.0f;
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_accumulate_labels(&A.cc, AF(A.pred), AI(A.labels), AF(A.lw),
+                                                      NA, NCL, 1, 0, NA, &A.hist5),
+               "ghm_c_accumulate_labels(bins 10, hist of 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_c_apply_labels(&A.cc, &A.w5, AF(A.pred), AI(A.labels),
+                                                 AF(A.lw), NA, NCL, 1, 0, NA, AF(A.grad),
+                                                 AF(A.le)),
+               "ghm_c_apply_labels(bins 10, weights of 5 bins)");
+
+    arena_reset(K_R);
+    A.rc.momentum = 0.5f;
+    EXPECT_ERR(GHM_ERR_STATE, ghm_r_loss_grad(&A.rc, NULL, AF(A.pred), AF(A.target), AF(A.lw),
+                                              NE, AF(A.grad), &A.loss, AF(A.le), &A.stats),
+               "ghm_r_loss_grad(momentum 0.5, ema NULL)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_r_loss_grad(&A.rc, &A.ema5, AF(A.pred), AF(A.target),
+                                              AF(A.lw), NE, AF(A.grad), &A.loss, AF(A.le),
+                                              &A.stats),
+               "ghm_r_loss_grad(bins 10, ema of 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_r_finalize(&A.rc, NULL, &A.hist, &A.wout),
+               "ghm_r_finalize(momentum 0.5, ema NULL)");
+    A.rc.momentum = 0.0f;
+    EXPECT_ERR(GHM_ERR_STATE, ghm_r_accumulate(&A.rc, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                               &A.hist5),
+               "ghm_r_accumulate(bins 10, hist of 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_r_finalize(&A.rc, NULL, &A.hist5, &A.wout),
+               "ghm_r_finalize(bins 10, hist of 5 bins)");
+    EXPECT_ERR(GHM_ERR_STATE, ghm_r_apply(&A.rc, &A.w5, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                          AF(A.grad), AF(A.le)),
+               "ghm_r_apply(bins 10, weights of 5 bins)");
+  }
+  MIS = 0;
+  check_group_done();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct bad {
+  const char *what;
+  int arr; /* 0 pred, 1 target, 2 label weight */
+  float v;
+} bad;
+
+static float *bad_arr(int arr) { return arr == 0 ? A.pred : arr == 1 ? A.target : A.lw; }
+
+static void test_err_input(void) {
+  const float nan = f_nan(), inf = f_inf();
+  const bad c_bad[] = {
+      {"pred NaN", 0, nan},      {"pred +inf", 0, inf},     {"pred -inf", 0, -inf},
+      {"target -0.5", 1, -0.5f}, {"target 1.5", 1, 1.5f},   {"target NaN", 1, nan},
+      {"target inf", 1, inf},    {"label_weight -1", 2, -1.0f}, {"label_weight NaN", 2, nan},
+      {"label_weight inf", 2, inf}, {"label_weight -FLT_MIN", 2, -FLT_MIN},
+  };
+  const bad r_bad[] = {
+      {"pred NaN", 0, nan},      {"pred -inf", 0, -inf},        {"target inf", 1, inf},
+      {"target NaN", 1, nan},    {"label_weight -1", 2, -1.0f}, {"label_weight NaN", 2, nan},
+      {"label_weight inf", 2, inf},
+  };
+  const size_t where[] = {0, NE / 2 + 1, NE - 1};
+  size_t i, j;
+  check_group("GHM_ERR_INPUT");
+  for (MIS = 0; MIS <= 1; MIS++) {
+    for (i = 0; i < sizeof c_bad / sizeof c_bad[0]; i++) {
+      for (j = 0; j < 3; j++) {
+        const bad *b = &c_bad[i];
+        arena_reset(K_C);
+        aset(bad_arr(b->arr), where[j], b->v);
+        EXPECT_ERR(GHM_ERR_INPUT, a_c(NE), "ghm_c_loss_grad(%s at %zu)", b->what, where[j]);
+        A.cc.momentum = 0.5f;
+        EXPECT_ERR(GHM_ERR_INPUT, a_c(NE), "ghm_c_loss_grad(%s at %zu, momentum 0.5)", b->what,
+                   where[j]);
+        A.cc.momentum = 0.0f;
+        A.cc.accumulate = 1;
+        A.cc.grad_scale = -1.0f;
+        EXPECT_ERR(GHM_ERR_INPUT, a_c(NE), "ghm_c_loss_grad(%s at %zu, accumulate)", b->what,
+                   where[j]);
+        A.cc.accumulate = 0;
+        A.cc.grad_scale = 1.0f;
+        EXPECT_ERR(GHM_ERR_INPUT, a_cacc(NE), "ghm_c_accumulate(%s at %zu)", b->what, where[j]);
+        EXPECT_ERR(GHM_ERR_INPUT, a_capp(NE), "ghm_c_apply(%s at %zu)", b->what, where[j]);
+      }
+    }
+    /* probability input: p outside [0, 1] is bad, 0 and 1 are fine */
+    arena_reset(K_C);
+    A.cc.input = GHM_INPUT_PROBS;
+    for (i = 0; i < NE; i++) aset(A.pred, i, rndf(0.0f, 1.0f));
+    aset(A.pred, 3, 0.0f);
+    aset(A.pred, 4, 1.0f);
+    EXPECT_OK(a_c(NE), "ghm_c_loss_grad(probabilities in [0, 1])");
+    arena_reset(K_C);
+    A.cc.input = GHM_INPUT_PROBS;
+    for (i = 0; i < NE; i++) aset(A.pred, i, rndf(0.0f, 1.0f));
+    aset(A.pred, NE - 2, 1.5f);
+    EXPECT_ERR(GHM_ERR_INPUT, a_c(NE), "ghm_c_loss_grad(probability 1.5)");
+    EXPECT_ERR(GHM_ERR_INPUT, a_cacc(NE), "ghm_c_accumulate(probability 1.5)");
+    aset(A.pred, NE - 2, -0.25f);
+    EXPECT_ERR(GHM_ERR_INPUT, a_c(NE), "ghm_c_loss_grad(probability -0.25)");
+    EXPECT_ERR(GHM_ERR_INPUT, a_capp(NE), "ghm_c_apply(probability -0.25)");
+
+    for (i = 0; i < sizeof r_bad / sizeof r_bad[0]; i++) {
+      for (j = 0; j < 3; j++) {
+        const bad *b = &r_bad[i];
+        arena_reset(K_R);
+        aset(bad_arr(b->arr), where[j], b->v);
+        EXPECT_ERR(GHM_ERR_INPUT, a_r(NE), "ghm_r_loss_grad(%s at %zu)", b->what, where[j]);
+        A.rc.momentum = 0.5f;
+        EXPECT_ERR(GHM_ERR_INPUT, a_r(NE), "ghm_r_loss_grad(%s at %zu, momentum 0.5)", b->what,
+                   where[j]);
+        A.rc.momentum = 0.0f;
+        EXPECT_ERR(GHM_ERR_INPUT, a_racc(NE), "ghm_r_accumulate(%s at %zu)", b->what, where[j]);
+        EXPECT_ERR(GHM_ERR_INPUT, a_rapp(NE), "ghm_r_apply(%s at %zu)", b->what, where[j]);
+      }
+    }
+    /* GHM-R: finite targets outside [0, 1] are fine */
+    arena_reset(K_R);
+    aset(A.target, 7, 5.0f);
+    aset(A.target, NE - 1, -3.0f);
+    EXPECT_OK(a_r(NE), "ghm_r_loss_grad(targets 5 and -3)");
+    EXPECT_OK(a_racc(NE), "ghm_r_accumulate(targets 5 and -3)");
+
+    /* labels: a bad logit or anchor weight; labels outside 0..C-1 are background, not bad */
+    for (j = 0; j < 3; j++) {
+      uint32_t layout = (uint32_t)(j & 1);
+      arena_reset(K_L);
+      aset(A.pred, where[j], nan);
+      EXPECT_ERR(GHM_ERR_INPUT, a_l(NA, NCL, layout), "ghm_c_loss_grad_labels(pred NaN at %zu)",
+                 where[j]);
+      EXPECT_ERR(GHM_ERR_INPUT, a_lacc(NA, NCL, layout, 0, NA),
+                 "ghm_c_accumulate_labels(pred NaN at %zu)", where[j]);
+      EXPECT_ERR(GHM_ERR_INPUT, a_lapp(NA, NCL, layout, 0, NA),
+                 "ghm_c_apply_labels(pred NaN at %zu)", where[j]);
+      arena_reset(K_L);
+      aset(A.lw, where[j] / NCL, j == 1 ? nan : -1.0f);
+      EXPECT_ERR(GHM_ERR_INPUT, a_l(NA, NCL, layout),
+                 "ghm_c_loss_grad_labels(anchor_weight %s at %zu)", j == 1 ? "NaN" : "-1",
+                 where[j] / NCL);
+      EXPECT_ERR(GHM_ERR_INPUT, a_lacc(NA, NCL, layout, 0, NA),
+                 "ghm_c_accumulate_labels(anchor_weight bad at %zu)", where[j] / NCL);
+      EXPECT_ERR(GHM_ERR_INPUT, a_lapp(NA, NCL, layout, 0, NA),
+                 "ghm_c_apply_labels(anchor_weight bad at %zu)", where[j] / NCL);
+    }
+    arena_reset(K_L);
+    {
+      int32_t l[3] = {-5, NCL + 3, INT32_MIN};
+      memcpy((unsigned char *)A.labels + MIS, l, sizeof l);
+    }
+    EXPECT_OK(a_l(NA, NCL, 0), "ghm_c_loss_grad_labels(labels -5, C+3, INT32_MIN)");
+  }
+  MIS = 0;
+  check_group_done();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_err_alias(void) {
+  float *big = (float *)(void *)A.big; /* 8-aligned scratch, 2*NE + 4*PAD... doubles */
+  const size_t n = 64;
+  check_group("GHM_ERR_ALIAS");
+  for (MIS = 0; MIS <= 1; MIS++) {
+    arena_reset(K_C);
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.pred), &A.loss, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(grad == pred)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.target) + n / 2, &A.loss, AF(A.le),
+                                              &A.stats),
+               "ghm_c_loss_grad(grad overlapping target partially)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.lw) - n / 2, &A.loss, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(grad overlapping label_weight partially)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.grad), &A.loss, AF(A.grad) + 3, &A.stats),
+               "ghm_c_loss_grad(loss_elems overlapping grad)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.grad), &A.loss, AF(A.target), &A.stats),
+               "ghm_c_loss_grad(loss_elems == target)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.grad), AF(A.grad) + 5, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(loss inside grad)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.grad), AF(A.pred) + n - 1, AF(A.le), &A.stats),
+               "ghm_c_loss_grad(loss on the last pred)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              (float *)(void *)&A.cc, &A.loss, AF(A.le),
+                                              &A.stats),
+               "ghm_c_loss_grad(grad over the config struct)");
+    /* a stats struct over the prediction buffer (both in the 8-aligned scratch) */
+    memcpy((unsigned char *)big + MIS, (unsigned char *)A.pred + MIS, n * sizeof(float));
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(big), AF(A.target), AF(A.lw), n,
+                                              AF(A.grad), &A.loss, AF(A.le),
+                                              (ghm_stats *)(void *)(A.big + 4)),
+               "ghm_c_loss_grad(stats overlapping pred)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.grad), &A.loss, AF(A.le),
+                                              (ghm_stats *)(void *)(A.le + 2)),
+               "ghm_c_loss_grad(stats overlapping loss_elems)");
+    /* an initialised EMA inside the gradient buffer */
+    A.cc.momentum = 0.5f;
+    {
+      ghm_ema *e = (ghm_ema *)(void *)(A.grad + 8);
+      CHECK(ghm_ema_init(e, 10) == GHM_OK, "ghm_ema_init inside grad");
+      EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, e, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                                AF(A.grad), &A.loss, AF(A.le), &A.stats),
+                 "ghm_c_loss_grad(ema overlapping grad)");
+      CHECK(ghm_ema_init((ghm_ema *)(void *)A.le, 10) == GHM_OK, "ghm_ema_init at loss_elems");
+      EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad(&A.cc, (ghm_ema *)(void *)A.le, AF(A.pred),
+                                                AF(A.target), AF(A.lw), n, AF(A.grad), &A.loss,
+                                                AF(A.le), &A.stats),
+                 "ghm_c_loss_grad(ema == loss_elems)");
+    }
+    A.cc.momentum = 0.0f;
+    /* adjacent, not overlapping: fine */
+    {
+      float *p = AF(big), *g = p + n;
+      memcpy((unsigned char *)big + MIS, (unsigned char *)A.pred + MIS, n * sizeof(float));
+      EXPECT_OK(ghm_c_loss_grad(&A.cc, NULL, p, AF(A.target), AF(A.lw), n, g, &A.loss, AF(A.le),
+                                &A.stats),
+                "ghm_c_loss_grad(grad right after pred)");
+      EXPECT_OK(ghm_c_loss_grad(&A.cc, NULL, g, AF(A.target), AF(A.lw), n, p, &A.loss, AF(A.le),
+                                &A.stats),
+                "ghm_c_loss_grad(grad right before pred)");
+    }
+    arena_reset(K_C);
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_hist_merge(&A.hist, &A.hist), "ghm_hist_merge(h, h)");
+    EXPECT_ERR(GHM_ERR_ALIAS,
+               ghm_hist_merge(&A.hist, (const ghm_hist *)(const void *)((const char *)&A.hist + 8)),
+               "ghm_hist_merge(h, h + 8 bytes)");
+    memcpy((unsigned char *)big + MIS, (unsigned char *)A.pred + MIS, n * sizeof(float));
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_accumulate(&A.cc, AF(big), AF(A.target), AF(A.lw), n,
+                                               (ghm_hist *)(void *)(A.big + 2)),
+               "ghm_c_accumulate(hist overlapping pred)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_finalize(&A.cc, NULL, &A.hist,
+                                             (ghm_weights *)(void *)((char *)&A.hist + 16)),
+               "ghm_c_finalize(weights overlapping hist)");
+    A.cc.momentum = 0.5f;
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_finalize(&A.cc, (ghm_ema *)(void *)&A.w, &A.hist, &A.w),
+               "ghm_c_finalize(ema == weights)");
+    A.cc.momentum = 0.0f;
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_apply(&A.cc, &A.w, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                          AF(A.pred), AF(A.le)),
+               "ghm_c_apply(grad == pred)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_apply(&A.cc, &A.w, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                          AF(A.grad), AF(A.grad) + n - 1),
+               "ghm_c_apply(loss_elems overlapping grad by one element)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_apply(&A.cc, &A.w, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                          (float *)(void *)&A.w, AF(A.le)),
+               "ghm_c_apply(grad over the weights struct)");
+
+    arena_reset(K_R);
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_r_loss_grad(&A.rc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.target), &A.loss, AF(A.le), &A.stats),
+               "ghm_r_loss_grad(grad == target)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_r_loss_grad(&A.rc, NULL, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                              AF(A.grad), AF(A.le) + 1, AF(A.le), &A.stats),
+               "ghm_r_loss_grad(loss inside loss_elems)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_r_apply(&A.rc, &A.w, AF(A.pred), AF(A.target), AF(A.lw), n,
+                                          AF(A.grad), AF(A.pred) + 1),
+               "ghm_r_apply(loss_elems overlapping pred)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_r_accumulate(&A.rc, AF(A.pred), AF(A.target), AF(A.lw), NE,
+                                               (ghm_hist *)(void *)(A.lw + NE - 2)),
+               "ghm_r_accumulate(hist overlapping label_weight)");
+
+    arena_reset(K_L);
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad_labels(&A.cc, NULL, AF(A.pred), AI(A.labels),
+                                                     AF(A.lw), 4, 4, 0, (float *)(void *)A.labels,
+                                                     &A.loss, AF(A.le), &A.stats),
+               "ghm_c_loss_grad_labels(grad over labels)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_loss_grad_labels(&A.cc, NULL, AF(A.pred), AI(A.labels),
+                                                     AF(A.lw), NA, NCL, 1, AF(A.grad), &A.loss,
+                                                     AF(A.lw) + NA - 1, &A.stats),
+               "ghm_c_loss_grad_labels(loss_elems over the last anchor weight)");
+    EXPECT_ERR(GHM_ERR_ALIAS, ghm_c_apply_labels(&A.cc, &A.w, AF(A.pred), AI(A.labels), AF(A.lw),
+                                                 NA, NCL, 0, 10, 20, AF(A.pred) + NE - 1,
+                                                 AF(A.le)),
+               "ghm_c_apply_labels(grad overlapping pred, partial anchor range)");
+  }
+  MIS = 0;
+  check_group_done();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_err_shape(void) {
+  const size_t huge[] = {SIZE_MAX / sizeof(float) + 1, SIZE_MAX / 2, SIZE_MAX,
+                         (size_t)PTRDIFF_MAX / sizeof(float) + 1};
+  size_t i;
+  check_group("GHM_ERR_SHAPE");
+  for (MIS = 0; MIS <= 1; MIS++) {
+    for (i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+      size_t n = huge[i];
+      arena_reset(K_C);
+      EXPECT_ERR(GHM_ERR_SHAPE, a_c(n), "ghm_c_loss_grad(n %zu)", n);
+      EXPECT_ERR(GHM_ERR_SHAPE, a_cacc(n), "ghm_c_accumulate(n %zu)", n);
+      EXPECT_ERR(GHM_ERR_SHAPE, a_capp(n), "ghm_c_apply(n %zu)", n);
+      EXPECT_ERR(GHM_ERR_SHAPE,
+                 ghm_c_loss_grad(&A.cc, NULL, AF(A.pred), AF(A.target), NULL, n, NULL, &A.loss,
+                                 NULL, NULL),
+                 "ghm_c_loss_grad(n %zu, no optional buffers)", n);
+      arena_reset(K_R);
+      EXPECT_ERR(GHM_ERR_SHAPE, a_r(n), "ghm_r_loss_grad(n %zu)", n);
+      EXPECT_ERR(GHM_ERR_SHAPE, a_racc(n), "ghm_r_accumulate(n %zu)", n);
+      EXPECT_ERR(GHM_ERR_SHAPE, a_rapp(n), "ghm_r_apply(n %zu)", n);
+    }
+    arena_reset(K_L);
+    EXPECT_ERR(GHM_ERR_SHAPE, a_l(SIZE_MAX / 2, 3, 0), "labels(num_anchors SIZE_MAX/2, classes 3)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_l(3, SIZE_MAX / 2, 1), "labels(num_anchors 3, classes SIZE_MAX/2)");
+    EXPECT_ERR(GHM_ERR_SHAPE,
+               a_l((size_t)1 << (sizeof(size_t) * 4), (size_t)1 << (sizeof(size_t) * 4), 0),
+               "labels(num_anchors * num_classes == 2^%zu)", sizeof(size_t) * 8);
+    EXPECT_ERR(GHM_ERR_SHAPE, a_l(SIZE_MAX / 8, 4, 0),
+               "labels(num_anchors SIZE_MAX/8, classes 4: the byte size overflows)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_lacc(SIZE_MAX / 2, 3, 0, 0, 1),
+               "ghm_c_accumulate_labels(num_anchors * num_classes overflows)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_lapp(SIZE_MAX / 2, 3, 1, 0, 1),
+               "ghm_c_apply_labels(num_anchors * num_classes overflows)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_lacc(NA, NCL, 0, 0, NA + 1),
+               "ghm_c_accumulate_labels(anchor_end > num_anchors)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_lacc(NA, NCL, 1, 10, 9),
+               "ghm_c_accumulate_labels(anchor_begin > anchor_end)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_lacc(NA, NCL, 1, NA + 1, NA + 1),
+               "ghm_c_accumulate_labels(empty range past the end)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_lacc(NA, NCL, 0, SIZE_MAX, 0),
+               "ghm_c_accumulate_labels(anchor_begin SIZE_MAX)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_lapp(NA, NCL, 0, 0, NA + 1),
+               "ghm_c_apply_labels(anchor_end > num_anchors)");
+    EXPECT_ERR(GHM_ERR_SHAPE, a_lapp(NA, NCL, 1, 5, 4),
+               "ghm_c_apply_labels(anchor_begin > anchor_end)");
+    /* a full and an empty range at the ends are fine */
+    EXPECT_OK(a_lacc(NA, NCL, 0, NA, NA), "ghm_c_accumulate_labels(empty range at the end)");
+    EXPECT_OK(a_lapp(NA, NCL, 1, 0, NA), "ghm_c_apply_labels(full range)");
+  }
+  MIS = 0;
+  check_group_done();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void test_n_zero(void) {
+  check_group("n == 0");
+  for (MIS = 0; MIS <= 1; MIS++) {
+    int m;
+    for (m = 0; m <= 1; m++) { /* momentum 0, then 0.5 with a valid EMA */
+      arena_reset(K_C);
+      A.cc.momentum = A.rc.momentum = m ? 0.5f : 0.0f;
+      EXPECT_EMPTY(a_c(0), 1, "ghm_c_loss_grad(n 0, momentum %d)", m);
+      EXPECT_EMPTY(ghm_c_loss_grad(&A.cc, &A.ema, NULL, NULL, NULL, 0, NULL, &A.loss, NULL,
+                                   &A.stats),
+                   1, "ghm_c_loss_grad(n 0, data NULL, momentum %d)", m);
+      EXPECT_EMPTY(ghm_c_loss_grad(&A.cc, &A.ema, AF(A.pred), AF(A.target), AF(A.lw), 0,
+                                   AF(A.pred), &A.loss, AF(A.pred), &A.stats),
+                   1, "ghm_c_loss_grad(n 0, grad == loss_elems == pred)");
+      EXPECT_EMPTY(a_l(0, NCL, 0), 1, "ghm_c_loss_grad_labels(0 anchors, momentum %d)", m);
+      EXPECT_EMPTY(a_l(NA, 0, 1), 1, "ghm_c_loss_grad_labels(0 classes, momentum %d)", m);
+      EXPECT_EMPTY(ghm_c_loss_grad_labels(&A.cc, &A.ema, NULL, NULL, NULL, 0, 0, 0, NULL,
+                                          &A.loss, NULL, &A.stats),
+                   1, "ghm_c_loss_grad_labels(0 x 0, data NULL, momentum %d)", m);
+      EXPECT_EMPTY(ghm_c_loss_grad_labels(&A.cc, &A.ema, NULL, NULL, NULL, 0, NCL, 1, NULL,
+                                          &A.loss, NULL, &A.stats),
+                   1, "ghm_c_loss_grad_labels(0 x C, data NULL, momentum %d)", m);
+      EXPECT_EMPTY(a_cacc(0), 0, "ghm_c_accumulate(n 0)");
+      EXPECT_EMPTY(ghm_c_accumulate(&A.cc, NULL, NULL, NULL, 0, &A.hist), 0,
+                   "ghm_c_accumulate(n 0, data NULL)");
+      EXPECT_EMPTY(a_capp(0), 0, "ghm_c_apply(n 0)");
+      EXPECT_EMPTY(ghm_c_apply(&A.cc, &A.w, NULL, NULL, NULL, 0, NULL, NULL), 0,
+                   "ghm_c_apply(n 0, data NULL)");
+      EXPECT_EMPTY(a_lacc(NA, NCL, 0, 7, 7), 0, "ghm_c_accumulate_labels(empty range)");
+      EXPECT_EMPTY(a_lapp(NA, NCL, 1, 7, 7), 0, "ghm_c_apply_labels(empty range)");
+      arena_reset(K_R);
+      A.cc.momentum = A.rc.momentum = m ? 0.5f : 0.0f;
+      EXPECT_EMPTY(a_r(0), 1, "ghm_r_loss_grad(n 0, momentum %d)", m);
+      EXPECT_EMPTY(ghm_r_loss_grad(&A.rc, &A.ema, NULL, NULL, NULL, 0, NULL, &A.loss, NULL,
+                                   &A.stats),
+                   1, "ghm_r_loss_grad(n 0, data NULL, momentum %d)", m);
+      EXPECT_EMPTY(a_racc(0), 0, "ghm_r_accumulate(n 0)");
+      EXPECT_EMPTY(ghm_r_apply(&A.rc, &A.w, NULL, NULL, NULL, 0, NULL, NULL), 0,
+                   "ghm_r_apply(n 0, data NULL)");
+    }
+  }
+  MIS = 0;
+  check_group_done();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* skip_bad = 1: the bad elements are excluded like ignored ones (label weight 0), counted in
+ * stats.skipped / hist.skipped, and get gradient 0 and loss element 0. */
+
+static void skip_bad_case(enum kind kind, uint32_t layout, size_t off) {
+  const float nan = f_nan(), inf = f_inf();
+  const size_t na = 300, ncl = 3;
+  inputs in = inputs_gen(kind, kind == K_L ? na : 1000, ncl);
+  inputs ref = inputs_gen(kind, kind == K_L ? na : 1000, ncl);
+  size_t n = in.n, i, nbad = 0, nlw = kind == K_L ? in.na : n;
+  unsigned char *isbad = (unsigned char *)calloc(n, 1);
+  float *g0 = fvec(n), *e0 = fvec(n), *g1, *e1, l0 = -1, l1 = -1;
+  void *bp, *bt, *bw, *bg, *be;
+  ghm_stats s0, s1;
+  call k = call_init(kind);
+  ghm_status st;
+  const char *name;
+  /* the same finite data in both; then bad values in `in`, weight 0 in `ref` */
+  memcpy(ref.pred, in.pred, n * sizeof(float));
+  memcpy(ref.lw, in.lw, nlw * sizeof(float));
+  if (kind == K_L)
+    memcpy(ref.labels, in.labels, in.na * sizeof(int32_t));
+  else
+    memcpy(ref.target, in.target, n * sizeof(float));
+  if (kind == K_L) {
+    /* elements with NaN / inf logits, and whole anchors with bad weights */
+    size_t a;
+    for (i = 5; i < n; i += 97) {
+      size_t anchor = layout == GHM_LAYOUT_CLASS_MAJOR ? i % in.na : i / ncl;
+      in.pred[i] = (i & 1) ? nan : inf;
+      ref.lw[anchor] = 0.0f; /* the reference ignores the whole anchor ... */
+    }
+    for (a = 11; a < in.na; a += 41) {
+      in.lw[a] = (a & 1) ? nan : -2.0f;
+      ref.lw[a] = 0.0f;
+    }
+    /* ... so its other classes are excluded in `in` too: give them weight 0 there. */
+    for (a = 0; a < in.na; a++)
+      if (ref.lw[a] == 0.0f && in.lw[a] == in.lw[a] && in.lw[a] >= 0.0f) in.lw[a] = 0.0f;
+    for (i = 0; i < n; i++) {
+      size_t anchor = layout == GHM_LAYOUT_CLASS_MAJOR ? i % in.na : i / ncl;
+      float lwv = in.lw[anchor];
+      if (in.pred[i] != in.pred[i] || in.pred[i] == inf || lwv != lwv || lwv < 0) {
+        isbad[i] = 1;
+        nbad++;
+      }
+    }
+  } else {
+    for (i = 3; i < n; i += 37) {
+      int which = (int)((i / 37) % 7);
+      if (kind == K_C) {
+        if (which == 0) in.pred[i] = nan;
+        if (which == 1) in.pred[i] = -inf;
+        if (which == 2) in.target[i] = 1.5f;
+        if (which == 3) in.target[i] = -0.5f;
+        if (which == 4) in.target[i] = nan;
+        if (which == 5) in.lw[i] = nan;
+        if (which == 6) in.lw[i] = -1.0f;
+      } else {
+        if (which == 0 || which == 2) in.pred[i] = nan;
+        if (which == 1 || which == 3) in.target[i] = -inf;
+        if (which == 4) in.target[i] = nan;
+        if (which == 5) in.lw[i] = inf;
+        if (which == 6) in.lw[i] = -1.0f;
+      }
+      ref.lw[i] = 0.0f;
+      isbad[i] = 1;
+      nbad++;
+    }
+  }
+  k.layout = layout;
+  call_bind(&k, &ref);
+  memset(g0, 0xA5, n * sizeof(float));
+  memset(e0, 0xA5, n * sizeof(float));
+  st = call_run(&k, NULL, g0, &l0, e0, &s0);
+  name = kind_name(&k);
+  CHECK(st == GHM_OK, "%s reference: %s", name, sname(st));
+  k.c.skip_bad = k.r.skip_bad = 1;
+  call_bind(&k, &in);
+  k.pred = (const float *)placed(in.pred, n * sizeof(float), off, &bp);
+  if (kind == K_L)
+    k.labels = (const int32_t *)placed(in.labels, in.na * sizeof(int32_t), off, &bt);
+  else
+    k.target = (const float *)placed(in.target, n * sizeof(float), off, &bt);
+  k.lw = (const float *)placed(in.lw, nlw * sizeof(float), off, &bw);
+  g1 = (float *)placed(NULL, n * sizeof(float), off, &bg);
+  e1 = (float *)placed(NULL, n * sizeof(float), off, &be);
+  st = call_run(&k, NULL, g1, &l1, e1, &s1);
+  CHECK(st == GHM_OK, "%s(skip_bad 1, offset %zu): %s", name, off, sname(st));
+  if (st == GHM_OK) {
+    size_t wrong_g = 0, wrong_e = 0, first = 0;
+    float gv, ev;
+    for (i = 0; i < n; i++) {
+      memcpy(&gv, (unsigned char *)bg + off + i * sizeof gv, sizeof gv);
+      memcpy(&ev, (unsigned char *)be + off + i * sizeof ev, sizeof ev);
+      if (isbad[i] ? gv != 0.0f : memcmp(&gv, &g0[i], sizeof gv) != 0) {
+        if (!wrong_g++) first = i;
+      }
+      if (isbad[i] ? ev != 0.0f : memcmp(&ev, &e0[i], sizeof ev) != 0) wrong_e++;
+    }
+    CHECK(wrong_g == 0, "%s(skip_bad, offset %zu): %zu gradients differ from the masked "
+          "reference (first at %zu%s)", name, off, wrong_g, first, isbad[first] ? ", bad" : "");
+    CHECK(wrong_e == 0, "%s(skip_bad, offset %zu): %zu loss elements differ", name, off, wrong_e);
+    CHECK(s1.skipped == nbad, "%s(skip_bad, offset %zu): stats.skipped %llu, want %zu", name,
+          off, (unsigned long long)s1.skipped, nbad);
+    s1.skipped = s0.skipped;
+    CHECK(stats_diff(&s1, &s0) == NULL, "%s(skip_bad, offset %zu): stats.%s differs from the "
+          "masked reference", name, off, stats_diff(&s1, &s0));
+    CHECK(check_ulps(l1, l0) <= 1, "%s(skip_bad, offset %zu): loss %.9g, masked reference %.9g",
+          name, off, (double)l1, (double)l0);
+  }
+  /* the phased API counts them in hist.skipped */
+  if (kind != K_L) {
+    ghm_hist h;
+    ghm_hist_init(&h, 10);
+    st = kind == K_C ? ghm_c_accumulate(&k.c, k.pred, k.target, k.lw, n, &h)
+                     : ghm_r_accumulate(&k.r, k.pred, k.target, k.lw, n, &h);
+    CHECK(st == GHM_OK && h.skipped == nbad, "%s accumulate(skip_bad, offset %zu): %s, "
+          "hist.skipped %llu, want %zu", name, off, sname(st), (unsigned long long)h.skipped, nbad);
+  } else {
+    ghm_hist h;
+    ghm_hist_init(&h, 10);
+    st = ghm_c_accumulate_labels(&k.c, k.pred, k.labels, k.lw, k.na, k.nc, layout, 0, k.na, &h);
+    CHECK(st == GHM_OK && h.skipped == nbad, "%s accumulate(skip_bad, offset %zu): %s, "
+          "hist.skipped %llu, want %zu", name, off, sname(st), (unsigned long long)h.skipped, nbad);
+  }
+  free(bp);
+  free(bt);
+  free(bw);
+  free(bg);
+  free(be);
+  free(g0);
+  free(e0);
+  free(isbad);
+  inputs_free(&in);
+  inputs_free(&ref);
+}
+
+static void test_skip_bad(void) {
+  size_t off;
+  check_group("skip_bad");
+  for (off = 0; off <= 1; off++) {
+    skip_bad_case(K_C, 0, off);
+    skip_bad_case(K_R, 0, off);
+    skip_bad_case(K_L, GHM_LAYOUT_ANCHOR_MAJOR, off);
+    skip_bad_case(K_L, GHM_LAYOUT_CLASS_MAJOR, off);
+  }
+  check_group_done();
+}
+
+/* ========================================================================================== */
+/* Group: optional outputs NULL, and label_weight NULL == all ones */
+
+typedef struct outs {
+  float *grad, *le, loss;
+  ghm_stats st;
+  ghm_ema ema;
+  ghm_status status;
+} outs;
+
+/* Runs k at byte offset off for all of (grad, loss, le, stats) not masked out by `skip`
+ * (bit 0 grad, 1 loss, 2 loss_elems, 3 stats), starting from EMA `ema0`. */
+static void run_outs(const call *k0, size_t off, int skip, const ghm_ema *ema0, outs *o) {
+  call k = *k0;
+  size_t n = k.n, nlw = k.kind == K_L ? k.na : n;
+  void *bp, *bt = NULL, *bw = NULL, *bg, *be;
+  float *g, *e;
+  k.pred = (const float *)placed(k0->pred, n * sizeof(float), off, &bp);
+  if (k.kind == K_L)
+    k.labels = (const int32_t *)placed(k0->labels, k.na * sizeof(int32_t), off, &bt);
+  else
+    k.target = (const float *)placed(k0->target, n * sizeof(float), off, &bt);
+  if (k0->lw) k.lw = (const float *)placed(k0->lw, nlw * sizeof(float), off, &bw);
+  g = (float *)placed(NULL, n * sizeof(float), off, &bg);
+  e = (float *)placed(NULL, n * sizeof(float), off, &be);
+  o->grad = fvec(n);
+  o->le = fvec(n);
+  memset(o->grad, 0x5A, n * sizeof(float));
+  memset(o->le, 0x5A, n * sizeof(float));
+  memset(&o->st, 0x5A, sizeof o->st);
+  o->loss = -1.0f;
+  o->ema = *ema0;
+  o->status = call_run(&k, call_momentum(&k) > 0 ? &o->ema : NULL, (skip & 1) ? NULL : g,
+                       (skip & 2) ? NULL : &o->loss, (skip & 4) ? NULL : e,
+                       (skip & 8) ? NULL : &o->st);
+  memcpy(o->grad, (unsigned char *)bg + off, n * sizeof(float));
+  memcpy(o->le, (unsigned char *)be + off, n * sizeof(float));
+  free(bp);
+  free(bt);
+  free(bw);
+  free(bg);
+  free(be);
+}
+
+static void outs_free(outs *o) {
+  free(o->grad);
+  free(o->le);
+}
+
+static void test_optional_outputs(void) {
+  const enum kind kinds[] = {K_C, K_R, K_L, K_L};
+  size_t ki, off;
+  int mom, skip;
+  check_group("optional outputs NULL");
+  for (ki = 0; ki < 4; ki++) {
+    for (mom = 0; mom <= 1; mom++) {
+      for (off = 0; off <= 1; off++) {
+        inputs in = inputs_gen(kinds[ki], kinds[ki] == K_L ? 333 : 1111, 3);
+        call k = call_init(kinds[ki]);
+        ghm_ema ema0;
+        outs all;
+        const char *name;
+        call_bind(&k, &in);
+        k.layout = ki == 3 ? GHM_LAYOUT_CLASS_MAJOR : GHM_LAYOUT_ANCHOR_MAJOR;
+        call_set(&k, 12, mom ? 0.75f : 0.0f);
+        k.c.reduction = GHM_REDUCTION_SUM;
+        name = kind_name(&k);
+        ghm_ema_init(&ema0, 12);
+        if (mom) { /* some history */
+          ghm_status st = call_run(&k, &ema0, NULL, NULL, NULL, NULL);
+          CHECK(st == GHM_OK, "%s: EMA warm-up: %s", name, sname(st));
+        }
+        run_outs(&k, off, 0, &ema0, &all);
+        CHECK(all.status == GHM_OK, "%s(all outputs, offset %zu): %s", name, off,
+              sname(all.status));
+        for (skip = 1; skip <= 8; skip <<= 1) {
+          outs o;
+          run_outs(&k, off, skip, &ema0, &o);
+          CHECK(o.status == GHM_OK, "%s(output %d NULL, offset %zu): %s", name, skip, off,
+                sname(o.status));
+          if (!(skip & 1)) CHECK(first_diff(o.grad, all.grad, k.n) < 0,
+                                 "%s(output %d NULL, momentum %d, offset %zu): grad differs at %ld",
+                                 name, skip, mom, off, first_diff(o.grad, all.grad, k.n));
+          if (!(skip & 2)) CHECK(same_bytes(&o.loss, &all.loss, sizeof o.loss),
+                                 "%s(output %d NULL, momentum %d, offset %zu): loss %.9g vs %.9g",
+                                 name, skip, mom, off, (double)o.loss, (double)all.loss);
+          if (!(skip & 4)) CHECK(first_diff(o.le, all.le, k.n) < 0,
+                                 "%s(output %d NULL, momentum %d, offset %zu): loss_elems differ",
+                                 name, skip, mom, off);
+          if (!(skip & 8)) CHECK(stats_diff(&o.st, &all.st) == NULL,
+                                 "%s(output %d NULL, momentum %d, offset %zu): stats.%s differs",
+                                 name, skip, mom, off, stats_diff(&o.st, &all.st));
+          CHECK(same_bytes(&o.ema, &all.ema, sizeof o.ema),
+                "%s(output %d NULL, momentum %d, offset %zu): EMA differs", name, skip, mom, off);
+          outs_free(&o);
+        }
+        /* label_weight NULL == all ones */
+        {
+          size_t nlw = k.kind == K_L ? k.na : k.n, i;
+          float *ones = fvec(nlw);
+          outs a, b;
+          for (i = 0; i < nlw; i++) ones[i] = 1.0f;
+          k.lw = NULL;
+          run_outs(&k, off, 0, &ema0, &a);
+          k.lw = ones;
+          run_outs(&k, off, 0, &ema0, &b);
+          CHECK(a.status == GHM_OK && b.status == GHM_OK, "%s(label_weight NULL / ones): %s / %s",
+                name, sname(a.status), sname(b.status));
+          CHECK(first_diff(a.grad, b.grad, k.n) < 0 && first_diff(a.le, b.le, k.n) < 0 &&
+                    same_bytes(&a.loss, &b.loss, sizeof a.loss) &&
+                    stats_diff(&a.st, &b.st) == NULL && same_bytes(&a.ema, &b.ema, sizeof a.ema),
+                "%s(momentum %d, offset %zu): label_weight NULL differs from all ones "
+                "(loss %.9g vs %.9g)", name, mom, off, (double)a.loss, (double)b.loss);
+          outs_free(&a);
+          outs_free(&b);
+          free(ones);
+        }
+        outs_free(&all);
+        inputs_free(&in);
+      }
+    }
+  }
+  check_group_done();
+}
+
+/* ========================================================================================== */
+/* Group: unaligned buffers and tails. Every n in 0..=70 and byte offsets 1, 2, 3 for every
+ * buffer together and each alone (and for the EMA and stats structs): the same results as
+ * with aligned buffers (gradients, loss elements, stats and EMA bitwise; loss within 1 ulp). */
+
+enum { P_ALL, P_PRED, P_TARGET, P_LW, P_GRAD, P_LE, P_EMA, P_STATS, P_CFG, P_COUNT };
+static const char *const P_NAME[] = {"all buffers", "pred", "target/labels", "label_weight",
+                                     "grad", "loss_elems", "ema", "stats", "cfg"};
+
+typedef struct res {
+  float *grad, *le, loss;
+  ghm_stats st;
+  ghm_ema ema;
+  ghm_status status;
+} res;
+
+/* One call with the buffers of `what` at byte offset `off` (0: all aligned). `grad0` is the
+ * initial gradient (read when accumulating). */
+static void run_placed(const call *k0, const ghm_ema *ema0, const float *grad0, int what,
+                       size_t off, res *r) {
+  call k = *k0;
+  size_t n = k.n, nlw = k.kind == K_L ? k.na : n;
+  size_t o_pred = (what == P_ALL || what == P_PRED) ? off : 0;
+  size_t o_tgt = (what == P_ALL || what == P_TARGET) ? off : 0;
+  size_t o_lw = (what == P_ALL || what == P_LW) ? off : 0;
+  size_t o_g = (what == P_ALL || what == P_GRAD) ? off : 0;
+  size_t o_le = (what == P_ALL || what == P_LE) ? off : 0;
+  size_t o_ema = (what == P_ALL || what == P_EMA) ? off : 0;
+  size_t o_st = (what == P_ALL || what == P_STATS) ? off : 0;
+  size_t o_cfg = (what == P_ALL || what == P_CFG) ? off : 0;
+  void *bp, *bt, *bw, *bg, *be, *bema, *bst, *bcc, *brc;
+  float *g, *e;
+  ghm_ema *ema;
+  ghm_stats *st, sentinel;
+  float loss = -1.0f;
+  memset(&sentinel, 0x5A, sizeof sentinel);
+  k.pred = (const float *)placed(k0->pred, n * sizeof(float), o_pred, &bp);
+  if (k.kind == K_L)
+    k.labels = (const int32_t *)placed(k0->labels, k.na * sizeof(int32_t), o_tgt, &bt);
+  else
+    k.target = (const float *)placed(k0->target, n * sizeof(float), o_tgt, &bt);
+  k.lw = (const float *)placed(k0->lw, nlw * sizeof(float), o_lw, &bw);
+  g = (float *)placed(grad0, n * sizeof(float), o_g, &bg);
+  e = (float *)placed(NULL, n * sizeof(float), o_le, &be);
+  ema = (ghm_ema *)placed(ema0, sizeof *ema0, o_ema, &bema);
+  st = (ghm_stats *)placed(&sentinel, sizeof sentinel, o_st, &bst);
+  k.cp = (const ghm_c_config *)placed(&k0->c, sizeof k0->c, o_cfg, &bcc);
+  k.rp = (const ghm_r_config *)placed(&k0->r, sizeof k0->r, o_cfg, &brc);
+  r->status = call_run(&k, call_momentum(&k) > 0 ? ema : NULL, g, &loss, e, st);
+  r->grad = fvec(n);
+  r->le = fvec(n);
+  /* read back through the blocks: never through a misaligned typed pointer */
+  memcpy(r->grad, (unsigned char *)bg + o_g, n * sizeof(float));
+  memcpy(r->le, (unsigned char *)be + o_le, n * sizeof(float));
+  memcpy(&r->ema, (unsigned char *)bema + o_ema, sizeof r->ema);
+  memcpy(&r->st, (unsigned char *)bst + o_st, sizeof r->st);
+  r->loss = loss;
+  free(bp);
+  free(bt);
+  free(bw);
+  free(bg);
+  free(be);
+  free(bema);
+  free(bst);
+  free(bcc);
+  free(brc);
+}
+
+static void res_free(res *r) {
+  free(r->grad);
+  free(r->le);
+}
+
+static void test_unaligned(void) {
+  /* kinds: 0 C, 1 C momentum + accumulate (Darknet delta), 2 R, 3 R momentum, 4 labels AM,
+   * 5 labels CM, 6 C probabilities */
+  const int nk = 7;
+  int ki, what;
+  size_t n, off, calls = 0;
+  check_group("unaligned buffers, tails");
+  for (ki = 0; ki < nk; ki++) {
+    for (n = 0; n <= 70; n++) {
+      enum kind kind = ki <= 1 || ki == 6 ? K_C : ki <= 3 ? K_R : K_L;
+      size_t ncl = 1 + n % 4;
+      inputs in = inputs_gen(kind, n, ncl);
+      call k = call_init(kind);
+      ghm_ema ema0;
+      float *grad0 = fvec(in.n);
+      res ref;
+      size_t i;
+      call_bind(&k, &in);
+      k.layout = ki == 5 ? GHM_LAYOUT_CLASS_MAJOR : GHM_LAYOUT_ANCHOR_MAJOR;
+      call_set(&k, 1 + (unsigned)n % 20, (ki == 1 || ki == 3) ? 0.75f : 0.0f);
+      if (ki == 1) {
+        k.c.accumulate = 1;
+        k.c.grad_scale = -1.0f;
+      }
+      if (ki == 6) {
+        k.c.input = GHM_INPUT_PROBS;
+        for (i = 0; i < in.n; i++) in.pred[i] = rnd() % 9 == 0 ? (float)(rnd() & 1) : rndf(0, 1);
+      }
+      for (i = 0; i < in.n; i++) grad0[i] = rndf(-1.0f, 1.0f);
+      ghm_ema_init(&ema0, k.c.bins);
+      for (i = 0; i < k.c.bins; i++) ema0.acc_sum[i] = (float)(rnd() % 50);
+      run_placed(&k, &ema0, grad0, P_ALL, 0, &ref);
+      CHECK(ref.status == GHM_OK, "%s n %zu aligned: %s", kind_name(&k), n, sname(ref.status));
+      for (off = 1; off <= 3; off++) {
+        for (what = 0; what < P_COUNT; what++) {
+          res r;
+          long d;
+          run_placed(&k, &ema0, grad0, what, off, &r);
+          calls++;
+          CHECK(r.status == ref.status, "%s n %zu, %s at offset %zu: %s, aligned %s",
+                kind_name(&k), n, P_NAME[what], off, sname(r.status), sname(ref.status));
+          d = first_diff(r.grad, ref.grad, in.n);
+          CHECK(d < 0, "%s n %zu, %s at offset %zu: grad[%ld] %.9g, aligned %.9g", kind_name(&k),
+                n, P_NAME[what], off, d, d < 0 ? 0.0 : (double)r.grad[d],
+                d < 0 ? 0.0 : (double)ref.grad[d]);
+          d = first_diff(r.le, ref.le, in.n);
+          CHECK(d < 0, "%s n %zu, %s at offset %zu: loss_elems[%ld] %.9g, aligned %.9g",
+                kind_name(&k), n, P_NAME[what], off, d, d < 0 ? 0.0 : (double)r.le[d],
+                d < 0 ? 0.0 : (double)ref.le[d]);
+          CHECK(check_ulps(r.loss, ref.loss) <= 1, "%s n %zu, %s at offset %zu: loss %.9g, "
+                "aligned %.9g", kind_name(&k), n, P_NAME[what], off, (double)r.loss,
+                (double)ref.loss);
+          if (n == 0 || (kind == K_L && in.n == 0))
+            CHECK(same_bytes(&r.st, &ref.st, sizeof r.st), "%s n 0, %s at offset %zu: stats "
+                  "written", kind_name(&k), P_NAME[what], off);
+          else
+            CHECK(stats_diff(&r.st, &ref.st) == NULL, "%s n %zu, %s at offset %zu: stats.%s "
+                  "differs", kind_name(&k), n, P_NAME[what], off, stats_diff(&r.st, &ref.st));
+          CHECK(same_bytes(&r.ema, &ref.ema, sizeof r.ema), "%s n %zu, %s at offset %zu: EMA "
+                "differs", kind_name(&k), n, P_NAME[what], off);
+          res_free(&r);
+        }
+      }
+      res_free(&ref);
+      free(grad0);
+      inputs_free(&in);
+    }
+  }
+  check_group_end("%zu misaligned calls", calls);
+}
+
+/* ========================================================================================== */
+/* Group: huge but finite loss_weight / grad_scale, whose product with the harmonizing weight
+ * overflows f32: the library refuses it with GHM_ERR_CONFIG (and writes nothing), the same
+ * whatever the buffers' alignment, and finalize refuses it like the one call. */
+
+static void test_huge_scales(void) {
+  static const struct {
+    enum kind kind;
+    float lw, gs;
+    uint32_t red;
+    int must_overflow; /* 0: the product may or may not overflow for this batch */
+    const char *what;
+  } cs[] = {
+      {K_C, FLT_MAX, 1.0f, GHM_REDUCTION_SUM, 1, "loss_weight FLT_MAX, SUM"},
+      {K_C, 1.0f, FLT_MAX, GHM_REDUCTION_SUM, 1, "grad_scale FLT_MAX, SUM"},
+      {K_C, 1e20f, -1e20f, GHM_REDUCTION_MEAN, 0, "loss_weight 1e20, grad_scale -1e20, MEAN"},
+      {K_R, 1e30f, 1e30f, GHM_REDUCTION_MEAN, 1, "loss_weight 1e30, grad_scale 1e30, MEAN"},
+  };
+  size_t i;
+  check_group("huge finite scales");
+  for (i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    inputs in = inputs_gen(cs[i].kind, 300, 1);
+    call k = call_init(cs[i].kind);
+    ghm_ema ema0;
+    res al, mis;
+    long d;
+    ghm_hist h;
+    ghm_weights w;
+    ghm_status s_acc, s_fin, s_app;
+    float *g = fvec(in.n);
+    const char *name;
+    call_bind(&k, &in);
+    k.c.loss_weight = k.r.loss_weight = cs[i].lw;
+    k.c.grad_scale = k.r.grad_scale = cs[i].gs;
+    k.c.reduction = k.r.reduction = cs[i].red;
+    name = kind_name(&k);
+    ghm_ema_init(&ema0, 10);
+    run_placed(&k, &ema0, NULL, P_ALL, 0, &al);
+    run_placed(&k, &ema0, NULL, P_ALL, 1, &mis);
+    CHECK(al.status == mis.status, "%s(%s): aligned buffers give %s, misaligned ones %s", name,
+          cs[i].what, sname(al.status), sname(mis.status));
+    if (al.status == GHM_OK && mis.status == GHM_OK) {
+      d = first_diff(mis.grad, al.grad, in.n);
+      CHECK(d < 0, "%s(%s): misaligned grad[%ld] differs", name, cs[i].what, d);
+    }
+    CHECK(al.status == GHM_ERR_CONFIG || (cs[i].must_overflow == 0 && al.status == GHM_OK),
+          "%s(%s): gives %s; an overflowing gradient factor must give GHM_ERR_CONFIG", name,
+          cs[i].what, sname(al.status));
+    ghm_hist_init(&h, 10);
+    s_app = GHM_OK;
+    if (k.kind == K_C) {
+      s_acc = ghm_c_accumulate(&k.c, k.pred, k.target, k.lw, k.n, &h);
+      s_fin = ghm_c_finalize(&k.c, NULL, &h, &w);
+      if (s_fin == GHM_OK) s_app = ghm_c_apply(&k.c, &w, k.pred, k.target, k.lw, k.n, g, NULL);
+    } else {
+      s_acc = ghm_r_accumulate(&k.r, k.pred, k.target, k.lw, k.n, &h);
+      s_fin = ghm_r_finalize(&k.r, NULL, &h, &w);
+      if (s_fin == GHM_OK) s_app = ghm_r_apply(&k.r, &w, k.pred, k.target, k.lw, k.n, g, NULL);
+    }
+    CHECK(s_acc == GHM_OK && s_fin == al.status && s_app == GHM_OK,
+          "%s(%s): one call %s, but phased accumulate %s, finalize %s, apply %s", name,
+          cs[i].what, sname(al.status), sname(s_acc), sname(s_fin), sname(s_app));
+    res_free(&al);
+    res_free(&mis);
+    free(g);
+    inputs_free(&in);
+  }
+  check_group_done();
+}
+
+/* ========================================================================================== */
+/* Group: Darknet's delta: grad_scale -1 with accumulate 1 adds exactly -grad. */
+
+static void test_darknet(void) {
+  int ki;
+  size_t off;
+  check_group("darknet delta");
+  for (ki = 0; ki < 5; ki++) {
+    for (off = 0; off <= 1; off++) {
+      enum kind kind = ki == 0 || ki == 4 ? K_C : ki == 1 ? K_R : K_L;
+      inputs in = inputs_gen(kind, kind == K_L ? 345 : 1000, 3);
+      call k = call_init(kind);
+      ghm_ema ema0;
+      float *delta = fvec(in.n), *want = fvec(in.n);
+      res g, d;
+      size_t i, wrong = 0, first = 0;
+      call_bind(&k, &in);
+      k.layout = ki == 3 ? GHM_LAYOUT_CLASS_MAJOR : GHM_LAYOUT_ANCHOR_MAJOR;
+      call_set(&k, 10, 0.0f);
+      if (ki == 4) {
+        k.c.loss_weight = 0.37f;
+        k.c.reduction = GHM_REDUCTION_NONE;
+      }
+      ghm_ema_init(&ema0, 10);
+      for (i = 0; i < in.n; i++) delta[i] = rndf(-2.0f, 2.0f);
+      run_placed(&k, &ema0, NULL, P_ALL, off, &g); /* grad_scale 1, accumulate 0 */
+      k.c.grad_scale = k.r.grad_scale = -1.0f;
+      k.c.accumulate = k.r.accumulate = 1;
+      run_placed(&k, &ema0, delta, P_ALL, off, &d);
+      CHECK(g.status == GHM_OK && d.status == GHM_OK, "%s: %s / %s", kind_name(&k),
+            sname(g.status), sname(d.status));
+      for (i = 0; i < in.n; i++) {
+        want[i] = delta[i] - g.grad[i];
+        if (!(d.grad[i] == want[i])) {
+          if (!wrong++) first = i;
+        }
+      }
+      CHECK(wrong == 0, "%s (offset %zu): %zu of %zu deltas != delta - grad (first at %zu: %.9g, "
+            "want %.9g - %.9g)", kind_name(&k), off, wrong, in.n, first,
+            (double)d.grad[first], (double)delta[first], (double)g.grad[first]);
+      CHECK(same_bytes(&d.loss, &g.loss, sizeof d.loss), "%s (offset %zu): loss %.9g vs %.9g",
+            kind_name(&k), off, (double)d.loss, (double)g.loss);
+      CHECK(first_diff(d.le, g.le, in.n) < 0, "%s (offset %zu): loss_elems depend on grad_scale",
+            kind_name(&k), off);
+      res_free(&g);
+      res_free(&d);
+      free(delta);
+      free(want);
+      inputs_free(&in);
+    }
+  }
+  check_group_done();
+}
+
+/* ========================================================================================== */
+/* Group: the phased API over chunks == the one call */
+
+static void shuffle(size_t *v, size_t n) {
+  size_t i;
+  for (i = n; i > 1; i--) {
+    size_t j = rndn(i), t = v[i - 1];
+    v[i - 1] = v[j];
+    v[j] = t;
+  }
+}
+
+#define MAXCH 12
+
+/* kind: 0 C, 1 R, 2 labels AM, 3 labels CM, 4 C probabilities + skip_bad; off: byte offset
+ * of every buffer and of the config, merged histogram, EMA and weights structs. Three batches
+ * in a row with an EMA (momentum 0.75). */
+static void phased_case(int kind, size_t off) {
+  const unsigned bins = 20;
+  enum kind kk = kind == 1 ? K_R : (kind == 2 || kind == 3) ? K_L : K_C;
+  ghm_ema ema1, ema2;
+  int batch;
+  call k = call_init(kk);
+  ghm_ema_init(&ema1, bins);
+  ghm_ema_init(&ema2, bins);
+  for (batch = 0; batch < 3; batch++) {
+    size_t units = kk == K_L ? 600 + rndn(400) : 2000 + rndn(3000), ncl = 5;
+    inputs in = inputs_gen(kk, units, ncl);
+    size_t n = in.n, nlw = kk == K_L ? in.na : n, i;
+    size_t cuts[MAXCH + 1], order[MAXCH], nch = 2 + rndn(MAXCH - 1);
+    ghm_hist hists[MAXCH], *total;
+    ghm_weights w, *pwts;
+    ghm_ema *pema;
+    const ghm_c_config *cc;
+    const ghm_r_config *rc;
+    res one;
+    void *bp, *bt, *bw, *bg, *be, *bh, *bwt, *bem, *bcc, *brc;
+    const float *pp, *pt = NULL, *pw;
+    const int32_t *pl = NULL;
+    float *pg, *pe, *g2 = fvec(n), *e2 = fvec(n);
+    ghm_status st;
+    long d;
+    call_bind(&k, &in);
+    k.layout = kind == 3 ? GHM_LAYOUT_CLASS_MAJOR : GHM_LAYOUT_ANCHOR_MAJOR;
+    call_set(&k, bins, 0.75f);
+    if (kind == 4) {
+      k.c.input = GHM_INPUT_PROBS;
+      k.c.skip_bad = 1;
+      k.c.reduction = GHM_REDUCTION_SUM;
+      for (i = 0; i < n; i++) in.pred[i] = i % 101 == 7 ? f_nan() : rndf(0.0f, 1.0f);
+    }
+    /* one call (its own EMA) */
+    run_placed(&k, &ema1, NULL, P_ALL, off, &one);
+    CHECK(one.status == GHM_OK, "%s one call: %s", kind_name(&k), sname(one.status));
+    ema1 = one.ema;
+    /* chunks of random sizes (some empty), over anchors for labels */
+    cuts[0] = 0;
+    cuts[nch] = units;
+    for (i = 1; i < nch; i++) cuts[i] = rndn(units + 1);
+    for (i = 1; i < nch; i++) { /* insertion sort of the inner cuts */
+      size_t j = i, v = cuts[i];
+      while (j > 1 && cuts[j - 1] > v) {
+        cuts[j] = cuts[j - 1];
+        j--;
+      }
+      cuts[j] = v;
+    }
+    pp = (const float *)placed(in.pred, n * sizeof(float), off, &bp);
+    if (kk == K_L)
+      pl = (const int32_t *)placed(in.labels, in.na * sizeof(int32_t), off, &bt);
+    else
+      pt = (const float *)placed(in.target, n * sizeof(float), off, &bt);
+    pw = (const float *)placed(in.lw, nlw * sizeof(float), off, &bw);
+    pg = (float *)placed(NULL, n * sizeof(float), off, &bg);
+    pe = (float *)placed(NULL, n * sizeof(float), off, &be);
+    /* the structs at the same offset as the data (configs, histogram, EMA, weights) */
+    cc = (const ghm_c_config *)placed(&k.c, sizeof k.c, off, &bcc);
+    rc = (const ghm_r_config *)placed(&k.r, sizeof k.r, off, &brc);
+    total = (ghm_hist *)placed(NULL, sizeof(ghm_hist), off, &bh);
+    pema = (ghm_ema *)placed(&ema2, sizeof ema2, off, &bem);
+    pwts = (ghm_weights *)placed(NULL, sizeof(ghm_weights), off, &bwt);
+    /* accumulate each chunk, in a shuffled order, into its own histogram */
+    for (i = 0; i < nch; i++) order[i] = i;
+    shuffle(order, nch);
+    st = GHM_OK;
+    for (i = 0; i < nch; i++) {
+      size_t c = order[i], b = cuts[c], e = cuts[c + 1];
+      st |= ghm_hist_init(&hists[c], bins);
+      if (kk == K_C)
+        st |= ghm_c_accumulate(cc, pp + b, pt + b, pw + b, e - b, &hists[c]);
+      else if (kk == K_R)
+        st |= ghm_r_accumulate(rc, pp + b, pt + b, pw + b, e - b, &hists[c]);
+      else
+        st |= ghm_c_accumulate_labels(cc, pp, pl, pw, in.na, ncl, k.layout, b, e, &hists[c]);
+    }
+    CHECK(st == GHM_OK, "%s: accumulate failed", kind_name(&k));
+    /* merge in another order, finalize once */
+    shuffle(order, nch);
+    st = ghm_hist_init(total, bins);
+    for (i = 0; i < nch; i++) st |= ghm_hist_merge(total, &hists[order[i]]);
+    CHECK(st == GHM_OK, "%s: merge failed", kind_name(&k));
+    st = kk == K_R ? ghm_r_finalize(rc, pema, total, pwts) : ghm_c_finalize(cc, pema, total, pwts);
+    CHECK(st == GHM_OK, "%s: finalize: %s", kind_name(&k), sname(st));
+    memcpy(&w, (unsigned char *)bwt + off, sizeof w);
+    memcpy(&ema2, (unsigned char *)bem + off, sizeof ema2);
+    /* apply each chunk, shuffled */
+    shuffle(order, nch);
+    st = GHM_OK;
+    for (i = 0; i < nch; i++) {
+      size_t c = order[i], b = cuts[c], e = cuts[c + 1];
+      if (kk == K_C)
+        st |= ghm_c_apply(cc, pwts, pp + b, pt + b, pw + b, e - b, pg + b, pe + b);
+      else if (kk == K_R)
+        st |= ghm_r_apply(rc, pwts, pp + b, pt + b, pw + b, e - b, pg + b, pe + b);
+      else
+        st |= ghm_c_apply_labels(cc, pwts, pp, pl, pw, in.na, ncl, k.layout, b, e, pg, pe);
+    }
+    CHECK(st == GHM_OK, "%s: apply failed", kind_name(&k));
+    memcpy(g2, (unsigned char *)bg + off, n * sizeof(float));
+    memcpy(e2, (unsigned char *)be + off, n * sizeof(float));
+    d = first_diff(g2, one.grad, n);
+    CHECK(d < 0, "%s batch %d (%zu chunks, offset %zu): grad[%ld] %.9g, one call %.9g",
+          kind_name(&k), batch, nch, off, d, d < 0 ? 0.0 : (double)g2[d],
+          d < 0 ? 0.0 : (double)one.grad[d]);
+    d = first_diff(e2, one.le, n);
+    CHECK(d < 0, "%s batch %d (%zu chunks, offset %zu): loss_elems[%ld] differ", kind_name(&k),
+          batch, nch, off, d);
+    CHECK(check_ulps((float)w.loss, one.loss) <= 1, "%s batch %d (%zu chunks, offset %zu): "
+          "weights.loss %.9g, one call %.9g", kind_name(&k), batch, nch, off, w.loss,
+          (double)one.loss);
+    CHECK(same_bytes(&ema1, &ema2, sizeof ema1), "%s batch %d: EMA differs", kind_name(&k),
+          batch);
+    CHECK(w.bins == bins && w.nonempty_bins == one.st.nonempty_bins && w.tot == one.st.tot,
+          "%s batch %d: weights bins %u nonempty %u tot %g, stats %u %g", kind_name(&k), batch,
+          (unsigned)w.bins, (unsigned)w.nonempty_bins, w.tot, (unsigned)one.st.nonempty_bins,
+          one.st.tot);
+    {
+      ghm_hist t;
+      memcpy(&t, (unsigned char *)bh + off, sizeof t);
+      CHECK(memcmp(t.counts, one.st.counts, bins * sizeof t.counts[0]) == 0 &&
+                memcmp(w.weight, one.st.weights, bins * sizeof w.weight[0]) == 0 &&
+                t.skipped == one.st.skipped,
+            "%s batch %d: merged counts / weights / skipped differ from the one call's stats",
+            kind_name(&k), batch);
+    }
+    free(bh);
+    free(bwt);
+    free(bem);
+    free(bcc);
+    free(brc);
+    free(bp);
+    free(bt);
+    free(bw);
+    free(bg);
+    free(be);
+    free(g2);
+    free(e2);
+    res_free(&one);
+    inputs_free(&in);
+  }
+}
+
+static void test_phased(void) {
+  int kind;
+  size_t off;
+  check_group("phased == one call");
+  for (kind = 0; kind < 5; kind++)
+    for (off = 0; off <= 1; off++) phased_case(kind, off);
+  check_group_end("5 kinds x aligned/misaligned x 3 batches");
+}
+
+/* ========================================================================================== */
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s DATA_DIR (tests/data/mmdet)\n", argv[0]);
+    return 2;
+  }
+  printf("test_ffi (C99) against ghm 0x%06x, backend %s\n", (unsigned)ghm_version(),
+         ghm_backend() ? ghm_backend() : "(null)");
+  test_misc();
+  test_parity(argv[1]);
+  test_err_null();
+  test_err_config();
+  test_err_state();
+  test_err_input();
+  test_err_alias();
+  test_err_shape();
+  test_n_zero();
+  test_skip_bad();
+  test_optional_outputs();
+  test_unaligned();
+  test_darknet();
+  test_phased();
+  test_huge_scales();
+  return check_exit_code();
+}
