@@ -305,6 +305,15 @@ static void test_misc(void) {
         (unsigned)ghm_version());
   b = ghm_backend();
   CHECK(b != NULL && b[0] != 0, "ghm_backend() is NULL or empty");
+  /* ghm_set_backend: force the scalar path, refuse unknown names, then back to automatic. */
+  CHECK(ghm_set_backend("scalar") == GHM_OK, "ghm_set_backend(\"scalar\") failed");
+  CHECK(strcmp(ghm_backend(), "scalar") == 0, "after ghm_set_backend(\"scalar\"): %s",
+        ghm_backend());
+  CHECK(ghm_set_backend("no-such-backend") == GHM_ERR_CONFIG, "unknown backend name accepted");
+  CHECK(strcmp(ghm_backend(), "scalar") == 0, "a refused name changed the backend");
+  CHECK(ghm_set_backend(NULL) == GHM_OK, "ghm_set_backend(NULL) failed");
+  CHECK(strcmp(ghm_backend(), b) == 0, "ghm_set_backend(NULL) did not restore %s: %s", b,
+        ghm_backend());
   c = ghm_c_config_default();
   CHECK(c.bins == 10 && c.momentum == 0.0f && c.loss_weight == 1.0f &&
             c.reduction == GHM_REDUCTION_MEAN && c.grad_scale == 1.0f && c.accumulate == 0 &&

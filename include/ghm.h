@@ -303,6 +303,17 @@ uint32_t ghm_version(void);
 const char *ghm_backend(void);
 
 /**
+ * Forces the kernel backend for every later call (`name`: "scalar", "sse2", "avx2", "avx512",
+ * "neon", "portable"), or returns to the automatic choice (`name` NULL). The same as the
+ * `GHM_BACKEND` environment variable, but at run time. GHM_ERR_CONFIG for an unknown name
+ * or a backend this machine cannot run (the active backend is then unchanged).
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string.
+ */
+ghm_status ghm_set_backend(const char *name);
+
+/**
  * GHM-C defaults (mmdet's `GHMC()`): bins 10, momentum 0, loss_weight 1, MEAN,
  * grad_scale 1, accumulate 0, skip_bad 0, LOGITS.
  */

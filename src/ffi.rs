@@ -1012,6 +1012,28 @@ pub extern "C" fn ghm_backend() -> *const c_char {
     Backend::active().c_name().as_ptr()
 }
 
+/// Forces the kernel backend for every later call (`name`: "scalar", "sse2", "avx2", "avx512",
+/// "neon", "portable"), or returns to the automatic choice (`name` NULL). The same as the
+/// `GHM_BACKEND` environment variable, but at run time. GHM_ERR_CONFIG for an unknown name
+/// or a backend this machine cannot run (the active backend is then unchanged).
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_set_backend(name: *const c_char) -> ghm_status {
+    let backend = if name.is_null() {
+        None
+    } else {
+        // SAFETY: a NUL-terminated string per the C contract.
+        let name = unsafe { core::ffi::CStr::from_ptr(name) };
+        match name.to_str().ok().and_then(Backend::from_name) {
+            Some(b) => Some(b),
+            None => return GHM_ERR_CONFIG,
+        }
+    };
+    status(crate::backend::set_backend(backend))
+}
+
 /// GHM-C defaults (mmdet's `GHMC()`): bins 10, momentum 0, loss_weight 1, MEAN,
 /// grad_scale 1, accumulate 0, skip_bad 0, LOGITS.
 #[no_mangle]
