@@ -13,7 +13,7 @@
 //!
 //! Data buffers of any alignment are accepted. Aligned ones are handed to the safe API as
 //! slices. If any is misaligned (which a Rust slice may not be), the call runs through the
-//! phased API on aligned stack copies, [`BOUNCE`] elements at a time: accumulate every chunk,
+//! phased API on aligned stack copies, `BOUNCE` (256) elements at a time: accumulate every chunk,
 //! finalize once, apply every chunk. The phased API's guarantee makes this bit-identical to
 //! the direct call for gradients and within 1 ulp for the loss.
 //!
