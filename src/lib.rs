@@ -80,6 +80,8 @@ mod error;
 pub mod ffi;
 mod kernel;
 mod model;
+#[cfg(feature = "rayon")]
+mod par;
 mod scalar;
 mod simd;
 mod source;
