@@ -7,6 +7,10 @@
 //! dir of its own, because the outer `cargo test` holds the lock on the main one.
 //! The sanitizer and valgrind runs of the same programs are CI steps (`.ci/run`).
 
+mod common;
+
+use common::{cargo, cross_compiled, have, run};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,37 +22,6 @@ fn root() -> &'static Path {
 fn output(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// Runs `cmd`, panicking with its output unless it succeeds; returns its stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The architecture `cargo` builds for by default (its host), e.g. `x86_64`.
-fn host_arch(cargo: &str) -> String {
-    let vv = run(Command::new(cargo).arg("-vV"));
-    let host = vv
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .unwrap_or_else(|| panic!("no `host:` line in `{cargo} -vV`:\n{vv}"));
-    host.split('-').next().unwrap().to_owned()
-}
-
-/// Whether `tool --version` runs.
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// The functions `src/ffi.rs` exports: the `fn` after each `#[no_mangle]`.
@@ -160,16 +133,11 @@ fn check_exports(so: &Path) {
 #[test]
 #[cfg(unix)]
 fn c_abi_from_c_and_cpp() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let cargo = cargo();
     // A cross-compiled test binary (aarch64 under qemu): the host `cargo` and `cc` would build
     // and run host programs, which says nothing about the target.
-    let host = host_arch(&cargo);
-    if host != std::env::consts::ARCH {
-        eprintln!(
-            "SKIPPED: c_abi_from_c_and_cpp: test binary is {} but the host toolchain builds \
-             {host} (cross-compiled run)",
-            std::env::consts::ARCH
-        );
+    if let Some(why) = cross_compiled() {
+        eprintln!("SKIPPED: c_abi_from_c_and_cpp: {why}");
         return;
     }
     let missing: Vec<&str> = ["cc", "c++", "make"]

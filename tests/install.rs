@@ -10,43 +10,14 @@
 //!
 //! and checks that both print this process's GHM-C loss for the same batch.
 
+mod common;
+
+use common::{cargo, cross_compiled, have, run};
+
 use std::path::Path;
 use std::process::Command;
 
 use ghm::{Dense, GhmC, Out};
-
-/// Runs `cmd`, panicking with its output unless it succeeds; returns its stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    String::from_utf8(out.stdout).expect("stdout is not UTF-8")
-}
-
-/// Whether `tool --version` runs and succeeds.
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The architecture `cargo` builds for by default (its host), e.g. `x86_64`.
-fn host_arch(cargo: &str) -> String {
-    let vv = run(Command::new(cargo).arg("-vV"));
-    let host = vv
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .unwrap_or_else(|| panic!("no `host:` line in `{cargo} -vV`:\n{vv}"));
-    host.split('-').next().unwrap().to_owned()
-}
 
 /// A C program computing the default GHM-C loss of `pred` / `target`; it prints the library
 /// version and the loss.
@@ -115,16 +86,11 @@ fn make_install_then_pkg_config() {
             return;
         }
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let cargo = cargo();
     // Cross-compiled (e.g. aarch64 under qemu): the host cargo and cc would build a library and
     // programs this process cannot compare against.
-    let host = host_arch(&cargo);
-    if host != std::env::consts::ARCH {
-        eprintln!(
-            "SKIPPED: make_install_then_pkg_config: test binary is {} but the host toolchain \
-             builds {host} (cross-compiled run)",
-            std::env::consts::ARCH
-        );
+    if let Some(why) = cross_compiled() {
+        eprintln!("SKIPPED: make_install_then_pkg_config: {why}");
         return;
     }
 

@@ -5,50 +5,24 @@
 //! `panic_impl` lang item). This test builds it, links it into a C program with `cc`, and
 //! checks that the C program gets the same GHM-C loss as this process.
 
+mod common;
+
+use common::{cargo, cross_compiled, run};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ghm::{Dense, GhmC, Out};
 
-/// Runs `cmd`, panicking with its output unless it succeeds; returns its stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    String::from_utf8(out.stdout).expect("stdout is not UTF-8")
-}
-
-/// The architecture `cargo` builds for by default (its host), e.g. `x86_64`.
-fn host_arch(cargo: &str) -> String {
-    let vv = run(Command::new(cargo).arg("-vV"));
-    let host = vv
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .unwrap_or_else(|| panic!("no `host:` line in `{cargo} -vV`:\n{vv}"));
-    host.split('-').next().unwrap().to_owned()
-}
-
 #[test]
 #[cfg(unix)]
 fn no_std_staticlib_links_into_c() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let cargo = cargo();
     // When this test binary is cross-compiled (e.g. aarch64 under qemu), the host `cargo` and
     // `cc` would build the consumer for the wrong architecture and the C program could not
     // call it: nothing to compare against this process.
-    let host = host_arch(&cargo);
-    if host != std::env::consts::ARCH {
-        eprintln!(
-            "SKIPPED no_std_staticlib_links_into_c: test binary is {} but the host toolchain \
-             builds {host} (cross-compiled run)",
-            std::env::consts::ARCH
-        );
+    if let Some(why) = cross_compiled() {
+        eprintln!("SKIPPED: no_std_staticlib_links_into_c: {why}");
         return;
     }
 

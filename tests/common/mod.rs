@@ -260,3 +260,49 @@ pub fn rel_err(got: f64, want: f64, floor: f64) -> f64 {
         (got - want).abs() / want.abs().max(floor)
     }
 }
+
+/// Runs `cmd`, panicking with its output unless it succeeds; returns its stdout.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `tool --version` runs and succeeds.
+pub fn have(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The `cargo` running the tests.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// `Some(why)` when this test binary is cross-compiled (e.g. aarch64 under qemu): then the
+/// host's cargo and cc build for another architecture, and this binary cannot start itself
+/// again. `None` on a native run.
+pub fn cross_compiled() -> Option<String> {
+    let vv = run(std::process::Command::new(cargo()).arg("-vV"));
+    let host = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("no `host:` line in `cargo -vV`:\n{vv}"));
+    let host = host.split('-').next().unwrap_or(host);
+    (host != std::env::consts::ARCH).then(|| {
+        format!(
+            "test binary is {} but the host toolchain builds {host} (cross-compiled run)",
+            std::env::consts::ARCH
+        )
+    })
+}
