@@ -117,8 +117,7 @@ impl Model for CProbs {
             let one = V::splat(1.0);
             // ln(1 - pc) as log1p(-pc): 1 - pc alone would lose the relative precision of
             // the small losses of confident negatives.
-            let minus_pc = V::splat(0.0).sub(pc);
-            let ln_q = vmath::ln_1p(minus_pc, one.div(one.sub(pc)));
+            let ln_q = vmath::ln_1m(pc, one.div(one.sub(pc)));
             let ll = t.mul(vmath::ln(pc));
             let ll = one.sub(t).mul_add(ln_q, ll);
             V::splat(0.0).sub(ll)

@@ -25,8 +25,13 @@ pub(crate) fn ln<V: Vector>(x: V) -> V {
     let small = m.lt(V::splat(SQRT_HALF));
     let f = V::select(small, m.add(m), m).sub(V::splat(1.0));
     let e = V::i_select(small, V::i_sub(e, V::i_splat(1)), e);
-    let ef = i_to_f::<V>(e);
+    ln_reduced(f, i_to_f::<V>(e))
+}
 
+/// `ln(m 2^e)` for `f = m - 1` with `m` in `[sqrt(1/2), sqrt(2))` and the exponent `e`
+/// (an integer, as f32): Cephes' polynomial and the two-part `e ln 2`.
+#[inline(always)]
+fn ln_reduced<V: Vector>(f: V, ef: V) -> V {
     // Cephes' degree-8 polynomial by Estrin's scheme (a dependency chain of 4 fused
     // multiply-adds instead of Horner's 8).
     let z = f.mul(f);
@@ -46,18 +51,34 @@ pub(crate) fn ln<V: Vector>(x: V) -> V {
     ef.mul_add(V::splat(LN2_HI), f.add(y))
 }
 
-/// `ln(1 + e)` for `e` in `[0, 1]` (the sigmoid's `exp(-|x|)`) or in `[-1 + 1e-7, 0]` (minus
-/// a clamped probability), given `r = 1 / (1 + e)`.
+/// `ln(1 + e)` for `e` in `[0, 1]` (the sigmoid's `exp(-|x|)`), given `r = 1 / (1 + e)`.
 ///
 /// With `u = 1 + e` rounded, `ln(1 + e) = ln(u) + (e - (u - 1)) / u` to first order; `u - 1`
-/// is exact (Sterbenz for `u` in `[1/2, 2]`; below 1/2, `u = 1 + e` itself is exact), so the
+/// is exact (Sterbenz), so the
 /// correction recovers what the rounding of `u` lost (this is how `log1p` stays accurate for
 /// tiny `|e|`, where `u == 1`). Error: at most 2 ulp (measured over every 16th f32 in `[0, 1]`:
 /// 1.05 ulp on the scalar and SSE2 paths, 1.01 ulp with fused multiply-add on AVX2/AVX-512).
 #[inline(always)]
 pub(crate) fn ln_1p<V: Vector>(e: V, r: V) -> V {
-    let u = V::splat(1.0).add(e);
-    let lost = e.sub(u.sub(V::splat(1.0)));
+    let one = V::splat(1.0);
+    let u = one.add(e);
+    let lost = e.sub(u.sub(one));
+    // u is in [1, 2]: the reduction of `ln` needs no exponent bits (the same f and exponent,
+    // so the same result, in fewer operations).
+    let big = u.ge(V::splat(core::f32::consts::SQRT_2));
+    let f = V::select(big, u.mul(V::splat(0.5)), u).sub(one);
+    let ef = V::select(big, one, V::splat(0.0));
+    lost.mul_add(r, ln_reduced(f, ef))
+}
+
+/// `ln(1 - p)` for `p` in `[1e-7, 1 - 1e-7]`, given `r = 1 / (1 - p)`: the same correction as
+/// [`ln_1p`] (here `1 - p` is exact for `p >= 1/2`, and `u - 1` exact otherwise), with the
+/// general reduction of [`ln`]. Error: at most 2 ulp.
+#[inline(always)]
+pub(crate) fn ln_1m<V: Vector>(p: V, r: V) -> V {
+    let one = V::splat(1.0);
+    let u = one.sub(p);
+    let lost = V::splat(0.0).sub(p).sub(u.sub(one));
     lost.mul_add(r, ln(u))
 }
 

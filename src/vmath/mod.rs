@@ -8,4 +8,4 @@ mod exp;
 mod ln;
 
 pub(crate) use exp::exp_neg;
-pub(crate) use ln::{ln, ln_1p};
+pub(crate) use ln::{ln, ln_1m, ln_1p};
