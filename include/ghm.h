@@ -455,6 +455,10 @@ ghm_status ghm_c_finalize(const struct ghm_c_config *cfg,
 /**
  * Phase 3 of GHM-C: gradients (and loss elements) of a chunk of `n` elements.
  *
+ * With skip_bad = 0 the inputs are checked before anything is written (an extra read pass).
+ * A chunk already accumulated with skip_bad = 0 holds no bad element: applying it with
+ * skip_bad = 1 gives identical results without that pass.
+ *
  * # Safety
  * As `ghm_c_loss_grad`; `w` points to valid weights.
  */

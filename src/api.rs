@@ -308,6 +308,11 @@ impl GhmC {
     }
 
     /// Phase 3: gradients (and per-element losses) of a chunk (dense targets).
+    ///
+    /// Unless `skip_bad` is set, the chunk's inputs are checked first (a separate read pass),
+    /// since nothing may be written if one is bad. A chunk that already went through
+    /// [`GhmC::accumulate`] with `skip_bad` off cannot hold a bad element, so applying it with
+    /// `skip_bad: true` gives identical results and saves that pass.
     pub fn apply(
         &self,
         weights: &Weights,
@@ -351,7 +356,8 @@ impl GhmR {
         finalize(self.plan()?, ema, hist)
     }
 
-    /// Phase 3: gradients (and per-element losses) of a chunk.
+    /// Phase 3: gradients (and per-element losses) of a chunk. (On `skip_bad` and the input
+    /// check, see [`GhmC::apply`].)
     pub fn apply(
         &self,
         weights: &Weights,

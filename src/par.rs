@@ -54,7 +54,12 @@ macro_rules! dense_phases {
                 grad: Option<&mut [f32]>,
                 loss_elems: Option<&mut [f32]>,
             ) -> Result<(), Error> {
-                self.apply(w, input, grad, loss_elems)
+                // After a successful accumulate over the same data (see `dense_par`).
+                Self {
+                    skip_bad: true,
+                    ..*self
+                }
+                .apply(w, input, grad, loss_elems)
             }
             fn one_call(
                 &self,
@@ -79,6 +84,9 @@ fn sub<'a>(input: &Dense<'a>, r: core::ops::Range<usize>) -> Dense<'a> {
     }
 }
 
+/// Apply after a successful accumulate over the same data: `skip_bad` lets apply skip its own
+/// validation pass (accumulate with `skip_bad` off has refused any bad element, so there is
+/// nothing to skip and the results are identical), reading the inputs once less.
 fn dense_par<L: DensePhases>(
     cfg: &L,
     ema: Option<&mut Ema>,
@@ -210,11 +218,16 @@ impl GhmC {
             split(grad, a0 * c..a1 * c, span, starts.len()),
             split(loss_elems, a0 * c..a1 * c, span, starts.len()),
         );
+        // After a successful accumulate over the same data (see `dense_par`).
+        let checked = GhmC {
+            skip_bad: true,
+            ..*self
+        };
         starts
             .par_iter()
             .zip(grads)
             .zip(elems)
-            .try_for_each(|((&s, g), l)| self.apply_labels(&w, &chunk(s), g, l))?;
+            .try_for_each(|((&s, g), l)| checked.apply_labels(&w, &chunk(s), g, l))?;
         if let Some(stats) = stats {
             *stats = Stats::of(&hist, &w);
         }
