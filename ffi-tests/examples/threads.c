@@ -135,14 +135,17 @@ static void *apply_chunk(void *arg) {
     /* This chunk went through accumulate with skip_bad = 0, which refuses any bad element: so
      * apply may run with skip_bad = 1 and skip its own validation pass over the inputs. The
      * results are identical (there is nothing to skip), and the inputs are read once less. */
-    ghm_c_config ccfg = *c->ccfg;
-    ghm_r_config rcfg = *c->rcfg;
-    ccfg.skip_bad = rcfg.skip_bad = 1;
-    c->st = c->regression
-                ? ghm_r_apply(&rcfg, c->w, b->pred + o, b->target + o, b->lw + o, n,
-                              c->grad + o, NULL)
-                : ghm_c_apply(&ccfg, c->w, b->pred + o, b->target + o, b->lw + o, n,
-                              c->grad + o, NULL);
+    if (c->regression) {
+        ghm_r_config rcfg = *c->rcfg;
+        rcfg.skip_bad = 1;
+        c->st = ghm_r_apply(&rcfg, c->w, b->pred + o, b->target + o, b->lw + o, n, c->grad + o,
+                            NULL);
+    } else {
+        ghm_c_config ccfg = *c->ccfg;
+        ccfg.skip_bad = 1;
+        c->st = ghm_c_apply(&ccfg, c->w, b->pred + o, b->target + o, b->lw + o, n, c->grad + o,
+                            NULL);
+    }
     return NULL;
 }
 
