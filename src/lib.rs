@@ -53,6 +53,26 @@
 //!   formulas with the same bins.
 //! - **EMA**: updated once per batch, only for non-empty bins, in f64 rounded to f32.
 //!
+//! # Determinism
+//!
+//! For any split of a batch into chunks, any order of accumulating and merging them, and any
+//! number of threads, processes or machines, the phased API ([`GhmC::accumulate`],
+//! [`Hist::merge`], [`GhmC::finalize`], [`GhmC::apply`]) gives **gradients bit-identical** to
+//! the one-call function, **the EMA state identical**, and **the loss within 1 ulp** of f32
+//! (the per-bin f64 loss sums are added in another order). Gradients depend only on exact
+//! quantities (integer bin counts, the valid count, the EMA made from them), and every backend
+//! computes the gradient norm and `dl/dx` with the same correctly rounded operations, so this
+//! also holds across machines with different backends. For GHM-R, whose `tot` is a sum of
+//! label weights, it holds whenever the partial sums are exact in f64 (0/1 or dyadic weights;
+//! any f32 weights whose total stays below 2^53 times the largest power of two dividing them
+//! all). Per-element losses are bit-identical for any chunking on one backend.
+//!
+//! # Resources
+//!
+//! No function allocates (the `rayon` convenience excepted) or touches global state other
+//! than the backend choice ([`set_backend`], the `GHM_BACKEND` environment variable read once
+//! with `std`). Pass 1 keeps its per-lane histogram on the stack: about 38 KiB.
+//!
 //! # Layout of the crate
 //!
 //! | module | what it holds |
