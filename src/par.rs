@@ -102,22 +102,10 @@ fn dense_par<L: DensePhases>(
         // Small batches, and every error report, are the serial call's.
         return cfg.one_call(ema, input, out);
     }
-    let empty = Hist::new(cfg.bins())?;
     let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
-    let hist = starts
-        .par_iter()
-        .map(|&s| {
-            let mut h = empty;
-            cfg.accumulate_dense(&sub(input, s..n.min(s + CHUNK)), &mut h)?;
-            Ok(h)
-        })
-        .try_reduce(
-            || empty,
-            |mut a, b| {
-                a.merge(&b)?;
-                Ok(a)
-            },
-        )?;
+    let hist = accumulate_par(cfg.bins(), &starts, |s, h| {
+        cfg.accumulate_dense(&sub(input, s..n.min(s + CHUNK)), h)
+    })?;
     let w = cfg.finalize_hist(ema, &hist)?;
     let Out {
         grad,
@@ -191,22 +179,10 @@ impl GhmC {
                 anchors: 0..e - s,
             }
         };
-        let empty = Hist::new(self.bins)?;
         let starts: Vec<usize> = (a0..a1).step_by(per).collect();
-        let hist = starts
-            .par_iter()
-            .map(|&s| {
-                let mut h = empty;
-                self.accumulate_labels(&chunk(s), &mut h)?;
-                Ok(h)
-            })
-            .try_reduce(
-                || empty,
-                |mut a, b| {
-                    a.merge(&b)?;
-                    Ok(a)
-                },
-            )?;
+        let hist = accumulate_par(self.bins, &starts, |s, h| {
+            self.accumulate_labels(&chunk(s), h)
+        })?;
         let w = self.finalize(ema, &hist)?;
         let Out {
             grad,
@@ -233,6 +209,29 @@ impl GhmC {
         }
         Ok(w.loss as f32)
     }
+}
+
+/// Phase 1 of the chunks starting at `starts`, in parallel, merged into one histogram.
+fn accumulate_par(
+    bins: u32,
+    starts: &[usize],
+    accumulate: impl Fn(usize, &mut Hist) -> Result<(), Error> + Sync,
+) -> Result<Hist, Error> {
+    let empty = Hist::new(bins)?;
+    starts
+        .par_iter()
+        .map(|&s| {
+            let mut h = empty;
+            accumulate(s, &mut h)?;
+            Ok(h)
+        })
+        .try_reduce(
+            || empty,
+            |mut a, b| {
+                a.merge(&b)?;
+                Ok(a)
+            },
+        )
 }
 
 /// `buf[range]` in pieces of `span` (or `count` Nones for an absent buffer).
