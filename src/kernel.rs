@@ -10,6 +10,11 @@
 //! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
 //! from [`Bins::vector`]. The histogram update buffers a block of bin indices and losses, then
 //! adds each into its lane's own accumulator for its bin (invalid lanes land in a trash bin).
+//! Two alternatives were measured and dropped: the scatter interleaved with the vector math
+//! (45% slower on AVX-512: its instructions crowd the long dependency chains out of the
+//! out-of-order window), and the two most common bins accumulated in vector registers with
+//! only the other lanes scattered (no faster for GHM-C on detector-like data, slower for
+//! GHM-R).
 
 use core::marker::PhantomData;
 use core::ops::Range;
