@@ -24,7 +24,7 @@ use crate::config::MAX_BINS;
 use crate::error::Error;
 use crate::model::Model;
 use crate::simd::{Vector, MAX_LANES};
-use crate::source::{Batch, Targets, Visitor};
+use crate::source::{prefetch, Batch, Targets, Visitor};
 use crate::state::{Hist, Weights};
 
 /// Per-bin accumulators, one per lane: `cells[bin * MAX_LANES + lane] = (loss sum, count)`.
@@ -69,6 +69,9 @@ trait Step<V: Vector> {
 /// Elements per stage block: the model's `pre` runs over a block before the rest of the work.
 const STAGE: usize = 256;
 
+/// Segments of at least this many elements are prefetched (4 MiB per f32 input: twice L2).
+const PREFETCH_MIN: usize = 1 << 20;
+
 /// Walks one segment a vector at a time, in blocks: first the model's `pre` for the whole
 /// block (a short dependency chain, so the out-of-order core overlaps many vectors of it),
 /// then the rest. One long chain per vector would fill the scheduler with waiting work.
@@ -82,8 +85,16 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
     let mut pre = [0.0f32; STAGE];
     let n = pred.len();
     let mut base = 0;
+    // Software prefetch, four blocks (4 KiB of each input) ahead, only for segments far larger
+    // than the caches: 11% faster at 16Mi elements, but 5-13% slower for data already in L2.
+    let far = n >= PREFETCH_MIN;
     while base < n {
         let end = n.min(base + STAGE);
+        if far {
+            let ahead = base + 4 * STAGE;
+            prefetch(pred, ahead, STAGE);
+            targets.prefetch(ahead, STAGE);
+        }
         if M::HAS_PRE {
             let mut i = base;
             while i < end {

@@ -16,9 +16,31 @@ use crate::simd::{Vector, MAX_LANES};
 
 /// Yields the targets and label weights of one segment, in order.
 pub(crate) trait Targets<V: Vector> {
+    /// A hint: elements `at..at + len` of the segment will be read soon.
+    #[inline(always)]
+    fn prefetch(&self, _at: usize, _len: usize) {}
     /// Targets, label weights and the lanes whose weight is bad (non-finite or negative) for
     /// the next `len` (`1..=V::LANES`) elements. Lanes at and beyond `len` are unspecified.
     fn next(&mut self, len: usize) -> (V, V, V::M);
+}
+
+/// Asks the CPU to start loading the cache lines of `s[at..at + len]` (those inside `s`).
+/// Worth it once the data is far outside the caches: the kernels' long per-vector dependency
+/// chains keep few loads in flight, so the hardware prefetchers alone fall behind.
+#[inline(always)]
+pub(crate) fn prefetch<T>(s: &[T], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let line = 64 / core::mem::size_of::<T>().max(1);
+        for item in s.iter().skip(at).take(len).step_by(line) {
+            // SAFETY: SSE is part of the x86_64 baseline; a prefetch never faults and reads
+            // nothing (the address is inside `s` anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>((item as *const T).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, at, len);
 }
 
 /// Label weights: present (checked per element) or absent (all ones).
@@ -47,6 +69,13 @@ pub(crate) struct DenseTargets<'a> {
 
 impl<V: Vector> Targets<V> for DenseTargets<'_> {
     #[inline(always)]
+    fn prefetch(&self, at: usize, len: usize) {
+        prefetch(self.target, at, len);
+        if let Some(w) = self.weight {
+            prefetch(w, at, len);
+        }
+    }
+    #[inline(always)]
     fn next(&mut self, len: usize) -> (V, V, V::M) {
         let t = if len == V::LANES {
             V::load(&self.target[self.pos..])
@@ -68,6 +97,13 @@ pub(crate) struct ClassPlane<'a> {
 }
 
 impl<V: Vector> Targets<V> for ClassPlane<'_> {
+    #[inline(always)]
+    fn prefetch(&self, at: usize, len: usize) {
+        prefetch(self.labels, at, len);
+        if let Some(w) = self.weight {
+            prefetch(w, at, len);
+        }
+    }
     #[inline(always)]
     fn next(&mut self, len: usize) -> (V, V, V::M) {
         let labels = if len == V::LANES {
