@@ -43,7 +43,7 @@ impl<'a> Dense<'a> {
         self
     }
 
-    fn batch(&self) -> Batch<'a> {
+    pub(crate) fn batch(&self) -> Batch<'a> {
         Batch::Dense {
             pred: self.pred,
             target: self.target,
@@ -97,7 +97,7 @@ impl<'a> Labels<'a> {
         self
     }
 
-    fn batch(&self) -> Batch<'a> {
+    pub(crate) fn batch(&self) -> Batch<'a> {
         Batch::Labels {
             pred: self.pred,
             labels: self.labels,
@@ -161,7 +161,11 @@ fn pass2<M: Model>(
 }
 
 /// [`Error::Shape`] unless every present output has `n` elements.
-fn check_outputs(n: usize, grad: Option<&[f32]>, loss_elems: Option<&[f32]>) -> Result<(), Error> {
+pub(crate) fn check_outputs(
+    n: usize,
+    grad: Option<&[f32]>,
+    loss_elems: Option<&[f32]>,
+) -> Result<(), Error> {
     let fits = |b: Option<&[f32]>| b.is_none_or(|b| b.len() == n);
     if fits(grad) && fits(loss_elems) {
         Ok(())
@@ -178,8 +182,9 @@ fn check_ema(plan: &Plan, ema: Option<&Ema>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Both passes and the step between them; the one-call functions.
-fn loss_grad(
+/// Both passes and the step between them: the one-call functions of GHM-C and GHM-R, and
+/// what the C layer and the rayon convenience build on.
+pub(crate) fn loss_grad(
     plan: Plan,
     ema: Option<&mut Ema>,
     batch: Batch<'_>,
@@ -219,7 +224,7 @@ fn loss_grad(
 }
 
 /// Pass 1 of a chunk, merged into `hist`.
-fn accumulate(plan: Plan, batch: Batch<'_>, hist: &mut Hist) -> Result<(), Error> {
+pub(crate) fn accumulate(plan: Plan, batch: Batch<'_>, hist: &mut Hist) -> Result<(), Error> {
     batch.check()?;
     if hist.bins as usize != plan.bins {
         return Err(Error::State);
@@ -233,7 +238,7 @@ fn accumulate(plan: Plan, batch: Batch<'_>, hist: &mut Hist) -> Result<(), Error
 }
 
 /// The per-batch step, committing the EMA.
-fn finalize(plan: Plan, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
+pub(crate) fn finalize(plan: Plan, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
     let (weights, new_ema) = state::finalize(&plan, ema.as_deref(), hist)?;
     if let (Some(ema), Some(new)) = (ema, new_ema) {
         *ema = new;
@@ -241,8 +246,13 @@ fn finalize(plan: Plan, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, E
     Ok(weights)
 }
 
-/// Pass 2 of a chunk, after checking its inputs.
-fn apply(
+/// [`Error::Input`] if any element of `batch` is bad (the input check alone).
+pub(crate) fn check(plan: Plan, batch: &Batch<'_>) -> Result<(), Error> {
+    with_model!(plan, |model| dispatch::check(plan.backend, model, batch))
+}
+
+/// Pass 2 of a chunk, after checking its inputs (unless `skip_bad`).
+pub(crate) fn apply(
     plan: Plan,
     weights: &Weights,
     batch: Batch<'_>,
@@ -256,10 +266,10 @@ fn apply(
         return Ok(());
     }
     let bins = Bins::new(plan.bins, plan.last_edge());
+    if !plan.skip_bad {
+        check(plan, &batch)?;
+    }
     with_model!(plan, |model| {
-        if !plan.skip_bad {
-            dispatch::check(plan.backend, model, &batch)?;
-        }
         let out = Outputs {
             grad,
             loss_elems,

@@ -199,6 +199,23 @@ impl Plan {
     }
 }
 
+/// A configuration the library runs from: GHM-C or GHM-R, validated into a [`Plan`].
+pub(crate) trait Planned {
+    fn plan(&self) -> Result<Plan, Error>;
+}
+
+impl Planned for GhmC {
+    fn plan(&self) -> Result<Plan, Error> {
+        GhmC::plan(self)
+    }
+}
+
+impl Planned for GhmR {
+    fn plan(&self) -> Result<Plan, Error> {
+        GhmR::plan(self)
+    }
+}
+
 impl GhmC {
     /// Checks every field; the error is [`Error::Config`].
     pub fn validate(&self) -> Result<(), Error> {

@@ -26,11 +26,19 @@ use core::mem::size_of;
 use core::ops::Range;
 use core::ptr;
 
-use crate::api::{Dense, Labels, Out};
+use crate::api::{self, Out};
 use crate::backend::Backend;
-use crate::config::{GhmC, GhmR, Input, Layout, Reduction, MAX_BINS};
+use crate::config::{GhmC, GhmR, Input, Layout, Plan, Planned, Reduction, MAX_BINS};
 use crate::error::Error;
+use crate::source::Batch;
 use crate::state::{Ema, Hist, Stats, Weights};
+
+/// No elements.
+const EMPTY: Batch<'static> = Batch::Dense {
+    pred: &[],
+    target: &[],
+    weight: None,
+};
 
 /// Status of a call: `GHM_OK` (0) or a negative `GHM_ERR_*` code.
 pub type ghm_status = i32;
@@ -451,7 +459,7 @@ impl Source {
     ///
     /// # Safety
     /// The buffers are valid for reads and [`Source::aligned`].
-    unsafe fn with<R>(&self, f: impl FnOnce(Input2<'_>) -> R) -> R {
+    unsafe fn with<R>(&self, f: impl FnOnce(Batch<'_>) -> R) -> R {
         // SAFETY: valid and aligned (caller).
         unsafe {
             match *self {
@@ -459,11 +467,11 @@ impl Source {
                     pred,
                     target,
                     weight,
-                } => f(Input2::Dense(Dense {
+                } => f(Batch::Dense {
                     pred: pred.slice(),
                     target: target.slice(),
-                    label_weight: weight.map(|w| w.slice()),
-                })),
+                    weight: weight.map(|w| w.slice()),
+                }),
                 Source::Labels {
                     pred,
                     labels,
@@ -471,14 +479,14 @@ impl Source {
                     classes,
                     layout,
                     anchors,
-                } => f(Input2::Labels(Labels {
+                } => f(Batch::Labels {
                     pred: pred.slice(),
                     labels: labels.slice(),
-                    anchor_weight: weight.map(|w| w.slice()),
-                    num_classes: classes,
+                    weight: weight.map(|w| w.slice()),
+                    classes,
                     layout,
                     anchors: anchors.0..anchors.1,
-                })),
+                }),
             }
         }
     }
@@ -534,129 +542,6 @@ impl Source {
     }
 }
 
-/// The safe API's view of a call's inputs.
-enum Input2<'a> {
-    Dense(Dense<'a>),
-    Labels(Labels<'a>),
-}
-
-/// What GHM-C and GHM-R have in common, for the generic drivers below.
-trait Loss {
-    fn one_call(
-        &self,
-        ema: Option<&mut Ema>,
-        input: &Input2<'_>,
-        out: Out<'_>,
-    ) -> Result<f32, Error>;
-    fn accumulate(&self, input: &Input2<'_>, hist: &mut Hist) -> Result<(), Error>;
-    fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error>;
-    fn apply(
-        &self,
-        w: &Weights,
-        input: &Input2<'_>,
-        grad: Option<&mut [f32]>,
-        loss_elems: Option<&mut [f32]>,
-    ) -> Result<(), Error>;
-    fn bins(&self) -> u32;
-    fn skip_bad(&self) -> bool;
-    fn accumulates(&self) -> bool;
-    fn momentum(&self) -> f32;
-}
-
-impl Loss for GhmC {
-    fn one_call(
-        &self,
-        ema: Option<&mut Ema>,
-        input: &Input2<'_>,
-        out: Out<'_>,
-    ) -> Result<f32, Error> {
-        match input {
-            Input2::Dense(d) => self.loss_grad(ema, d, out),
-            Input2::Labels(l) => self.loss_grad_labels(ema, l, out),
-        }
-    }
-    fn accumulate(&self, input: &Input2<'_>, hist: &mut Hist) -> Result<(), Error> {
-        match input {
-            Input2::Dense(d) => GhmC::accumulate(self, d, hist),
-            Input2::Labels(l) => self.accumulate_labels(l, hist),
-        }
-    }
-    fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
-        GhmC::finalize(self, ema, hist)
-    }
-    fn apply(
-        &self,
-        w: &Weights,
-        input: &Input2<'_>,
-        grad: Option<&mut [f32]>,
-        loss_elems: Option<&mut [f32]>,
-    ) -> Result<(), Error> {
-        match input {
-            Input2::Dense(d) => GhmC::apply(self, w, d, grad, loss_elems),
-            Input2::Labels(l) => self.apply_labels(w, l, grad, loss_elems),
-        }
-    }
-    fn bins(&self) -> u32 {
-        self.bins
-    }
-    fn skip_bad(&self) -> bool {
-        self.skip_bad
-    }
-    fn accumulates(&self) -> bool {
-        self.accumulate
-    }
-    fn momentum(&self) -> f32 {
-        self.momentum
-    }
-}
-
-impl Loss for GhmR {
-    fn one_call(
-        &self,
-        ema: Option<&mut Ema>,
-        input: &Input2<'_>,
-        out: Out<'_>,
-    ) -> Result<f32, Error> {
-        match input {
-            Input2::Dense(d) => self.loss_grad(ema, d, out),
-            Input2::Labels(_) => Err(Error::Config),
-        }
-    }
-    fn accumulate(&self, input: &Input2<'_>, hist: &mut Hist) -> Result<(), Error> {
-        match input {
-            Input2::Dense(d) => GhmR::accumulate(self, d, hist),
-            Input2::Labels(_) => Err(Error::Config),
-        }
-    }
-    fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
-        GhmR::finalize(self, ema, hist)
-    }
-    fn apply(
-        &self,
-        w: &Weights,
-        input: &Input2<'_>,
-        grad: Option<&mut [f32]>,
-        loss_elems: Option<&mut [f32]>,
-    ) -> Result<(), Error> {
-        match input {
-            Input2::Dense(d) => GhmR::apply(self, w, d, grad, loss_elems),
-            Input2::Labels(_) => Err(Error::Config),
-        }
-    }
-    fn bins(&self) -> u32 {
-        self.bins
-    }
-    fn skip_bad(&self) -> bool {
-        self.skip_bad
-    }
-    fn accumulates(&self) -> bool {
-        self.accumulate
-    }
-    fn momentum(&self) -> f32 {
-        self.momentum
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Misaligned buffers: the phased API on aligned stack copies
 
@@ -671,7 +556,7 @@ const BOUNCE: usize = 256;
 /// The source's buffers are valid for reads.
 unsafe fn for_each_chunk(
     src: &Source,
-    mut f: impl FnMut(Range<usize>, &Input2<'_>) -> Result<(), Error>,
+    mut f: impl FnMut(Range<usize>, &Batch<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut x = [0.0f32; BOUNCE];
     let mut t = [0.0f32; BOUNCE];
@@ -684,11 +569,11 @@ unsafe fn for_each_chunk(
                 // SAFETY: i + j is inside a segment; buffers valid (caller).
                 (x[j], t[j], w[j]) = unsafe { src.element(i + j) };
             }
-            let input = Input2::Dense(Dense {
+            let input = Batch::Dense {
                 pred: &x[..len],
                 target: &t[..len],
-                label_weight: Some(&w[..len]),
-            });
+                weight: Some(&w[..len]),
+            };
             f(i..i + len, &input)?;
             i += len;
         }
@@ -700,39 +585,54 @@ unsafe fn for_each_chunk(
 ///
 /// # Safety
 /// The source's buffers are valid for reads.
-unsafe fn accumulate_bounced<L: Loss>(cfg: &L, src: &Source, hist: &Hist) -> Result<Hist, Error> {
+unsafe fn accumulate_bounced(plan: Plan, src: &Source, hist: &Hist) -> Result<Hist, Error> {
     let mut h = *hist;
     // SAFETY: forwarded from the caller.
-    unsafe { for_each_chunk(src, |_, input| cfg.accumulate(input, &mut h))? };
+    unsafe { for_each_chunk(src, |_, input| api::accumulate(plan, input.clone(), &mut h))? };
     Ok(h)
 }
 
-/// Applies every chunk, through stack copies of the outputs.
+/// [`Error::Input`] if any covered element is bad.
+///
+/// # Safety
+/// The source's buffers are valid for reads.
+unsafe fn check_bounced(plan: Plan, src: &Source) -> Result<(), Error> {
+    // SAFETY: forwarded from the caller.
+    unsafe { for_each_chunk(src, |_, input| api::check(plan, input)) }
+}
+
+/// Applies every chunk, through stack copies of the outputs. The inputs have been checked
+/// already (or `skip_bad` is set): the chunks are not checked again.
 ///
 /// # Safety
 /// The source's buffers are valid for reads, `grad` and `loss_elems` (as long as the
 /// prediction buffer) for reads and writes.
-unsafe fn apply_bounced<L: Loss>(
-    cfg: &L,
+unsafe fn apply_bounced(
+    plan: Plan,
     w: &Weights,
     src: &Source,
     grad: Option<Buf<f32>>,
     loss_elems: Option<Buf<f32>>,
 ) -> Result<(), Error> {
+    let plan = Plan {
+        skip_bad: true,
+        ..plan
+    };
     let mut g = [0.0f32; BOUNCE];
     let mut le = [0.0f32; BOUNCE];
     // SAFETY: forwarded from the caller; every index is inside the prediction range.
     unsafe {
         for_each_chunk(src, |range, input| {
             let len = range.len();
-            if let (Some(gb), true) = (grad, cfg.accumulates()) {
+            if let (Some(gb), true) = (grad, plan.accumulate) {
                 for (j, v) in g[..len].iter_mut().enumerate() {
                     *v = gb.get(range.start + j);
                 }
             }
-            cfg.apply(
+            api::apply(
+                plan,
                 w,
-                input,
+                input.clone(),
                 grad.map(|_| &mut g[..len]),
                 loss_elems.map(|_| &mut le[..len]),
             )?;
@@ -757,8 +657,8 @@ unsafe fn apply_bounced<L: Loss>(
 /// # Safety
 /// Every non-NULL pointer is valid as the C contract says.
 #[allow(clippy::too_many_arguments)]
-unsafe fn one_call<L: Loss>(
-    cfg: Result<L, Error>,
+unsafe fn one_call(
+    plan: Result<Plan, Error>,
     ema: *mut Ema,
     src: Result<Source, Error>,
     grad: *mut f32,
@@ -768,7 +668,7 @@ unsafe fn one_call<L: Loss>(
     cfg_region: Option<Region>,
 ) -> ghm_status {
     let run = || -> Result<(), Error> {
-        let cfg = cfg?;
+        let plan = plan?;
         let src = src?;
         let n = src.len();
         let grad = Buf::optional(grad as *const f32, n)?;
@@ -799,27 +699,24 @@ unsafe fn one_call<L: Loss>(
                     loss_elems: loss_elems.map(|l| l.slice_mut()),
                     stats: stats.map(|_| &mut stats_local),
                 };
-                src.with(|input| cfg.one_call(ema_local.as_mut(), &input, out))?
+                src.with(|input| api::loss_grad(plan, ema_local.as_mut(), input, out))?
             } else {
                 if n == 0 || src.segments().all(|s| s.is_empty()) {
                     // Validate the configuration and state the same way, then nothing.
-                    cfg.one_call(
-                        ema_local.as_mut(),
-                        &Input2::Dense(Dense::new(&[], &[])),
-                        Out::default(),
-                    )?
+                    api::loss_grad(plan, ema_local.as_mut(), EMPTY, Out::default())?
                 } else {
-                    let hist = accumulate_bounced(&cfg, &src, &Hist::new(cfg.bins())?)?;
-                    let w = cfg.finalize(ema_local.as_mut(), &hist)?;
+                    // Accumulate checks every element, so apply need not check again.
+                    let hist = accumulate_bounced(plan, &src, &Hist::new(plan.bins as u32)?)?;
+                    let w = api::finalize(plan, ema_local.as_mut(), &hist)?;
                     if grad.is_some() || loss_elems.is_some() {
-                        apply_bounced(&cfg, &w, &src, grad, loss_elems)?;
+                        apply_bounced(plan, &w, &src, grad, loss_elems)?;
                     }
                     stats_local = Stats::of(&hist, &w);
                     w.loss as f32
                 }
             };
             if let (Some(e), Some(v)) = (ema, ema_local) {
-                if cfg.momentum() > 0.0 {
+                if plan.momentum > 0.0 {
                     e.set(0, v);
                 }
             }
@@ -841,15 +738,15 @@ unsafe fn one_call<L: Loss>(
 ///
 /// # Safety
 /// Every non-NULL pointer is valid as the C contract says.
-unsafe fn accumulate<L: Loss>(
-    cfg: Result<L, Error>,
+unsafe fn accumulate(
+    plan: Result<Plan, Error>,
     src: Result<Source, Error>,
     hist: *mut Hist,
     cfg_region: Option<Region>,
 ) -> ghm_status {
     let run = || -> Result<(), Error> {
         let hist_buf = one(hist as *const Hist)?.ok_or(Error::Null)?;
-        let cfg = cfg?;
+        let plan = plan?;
         let src = src?;
         let [a, b, c] = src.regions();
         disjoint(&[a, b, c, cfg_region], &[Some(hist_buf.region())])?;
@@ -857,12 +754,12 @@ unsafe fn accumulate<L: Loss>(
         unsafe {
             let mut h = read(hist_buf);
             if src.aligned() {
-                src.with(|input| cfg.accumulate(&input, &mut h))?;
+                src.with(|input| api::accumulate(plan, input, &mut h))?;
             } else {
-                if h.bins != cfg.bins() {
+                if h.bins as usize != plan.bins {
                     return Err(Error::State);
                 }
-                h = accumulate_bounced(&cfg, &src, &h)?;
+                h = accumulate_bounced(plan, &src, &h)?;
             }
             hist_buf.set(0, h);
         }
@@ -875,8 +772,8 @@ unsafe fn accumulate<L: Loss>(
 ///
 /// # Safety
 /// Every non-NULL pointer is valid as the C contract says.
-unsafe fn finalize<L: Loss>(
-    cfg: Result<L, Error>,
+unsafe fn finalize(
+    plan: Result<Plan, Error>,
     ema: *mut Ema,
     hist: *const Hist,
     weights: *mut Weights,
@@ -885,7 +782,7 @@ unsafe fn finalize<L: Loss>(
     let run = || -> Result<(), Error> {
         let h = one(hist)?.ok_or(Error::Null)?;
         let w = one(weights as *const Weights)?.ok_or(Error::Null)?;
-        let cfg = cfg?;
+        let plan = plan?;
         let e = one(ema as *const Ema)?;
         disjoint(
             &[Some(h.region()), cfg_region],
@@ -894,9 +791,9 @@ unsafe fn finalize<L: Loss>(
         // SAFETY: valid per the C contract; outputs overlap nothing (checked).
         unsafe {
             let mut ema_local = e.map(|e| read(e));
-            let result = cfg.finalize(ema_local.as_mut(), &read(h))?;
+            let result = api::finalize(plan, ema_local.as_mut(), &read(h))?;
             if let (Some(e), Some(v)) = (e, ema_local) {
-                if cfg.momentum() > 0.0 {
+                if plan.momentum > 0.0 {
                     e.set(0, v);
                 }
             }
@@ -911,8 +808,8 @@ unsafe fn finalize<L: Loss>(
 ///
 /// # Safety
 /// Every non-NULL pointer is valid as the C contract says.
-unsafe fn apply<L: Loss>(
-    cfg: Result<L, Error>,
+unsafe fn apply(
+    plan: Result<Plan, Error>,
     weights: *const Weights,
     src: Result<Source, Error>,
     grad: *mut f32,
@@ -921,7 +818,7 @@ unsafe fn apply<L: Loss>(
 ) -> ghm_status {
     let run = || -> Result<(), Error> {
         let wb = one(weights)?.ok_or(Error::Null)?;
-        let cfg = cfg?;
+        let plan = plan?;
         let src = src?;
         let n = src.len();
         let grad = Buf::optional(grad as *const f32, n)?;
@@ -939,21 +836,21 @@ unsafe fn apply<L: Loss>(
                 && loss_elems.is_none_or(|l| l.aligned())
             {
                 src.with(|input| {
-                    cfg.apply(
+                    api::apply(
+                        plan,
                         &w,
-                        &input,
+                        input,
                         grad.map(|g| g.slice_mut()),
                         loss_elems.map(|l| l.slice_mut()),
                     )
                 })?;
             } else {
-                // Refuse bad input before the first chunk is written.
-                if !cfg.skip_bad() {
-                    accumulate_bounced(&cfg, &src, &Hist::new(cfg.bins())?)?;
+                // Refuse bad weights and bad input before the first chunk is written.
+                w.check(plan.bins)?;
+                if !plan.skip_bad {
+                    check_bounced(plan, &src)?;
                 }
-                // An empty apply still validates the weights against the configuration.
-                cfg.apply(&w, &Input2::Dense(Dense::new(&[], &[])), None, None)?;
-                apply_bounced(&cfg, &w, &src, grad, loss_elems)?;
+                apply_bounced(plan, &w, &src, grad, loss_elems)?;
             }
         }
         Ok(())
@@ -965,15 +862,15 @@ unsafe fn apply<L: Loss>(
 ///
 /// # Safety
 /// `cfg` is NULL or points to a valid `C`.
-unsafe fn config<C: Copy, L>(cfg: *const C) -> (Result<L, Error>, Option<Region>)
+unsafe fn config<C: Copy, L>(cfg: *const C) -> (Result<Plan, Error>, Option<Region>)
 where
-    for<'a> L: TryFrom<&'a C, Error = Error>,
+    for<'a> L: TryFrom<&'a C, Error = Error> + Planned,
 {
     match one(cfg) {
         Ok(Some(b)) => {
             // SAFETY: valid per the C contract.
             let c = unsafe { read(b) };
-            (L::try_from(&c), Some(b.region()))
+            (L::try_from(&c).and_then(|l| l.plan()), Some(b.region()))
         }
         Ok(None) => (Err(Error::Null), None),
         Err(e) => (Err(e), None),

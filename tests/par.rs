@@ -88,6 +88,14 @@ fn parallel_equals_serial() {
             assert!(g1 == g2 && ulps(l1, l2) <= 1, "labels {layout:?} n {n}");
         }
     }
+    // Shape errors are reported, not panicked on, however large the batch.
+    let big = vec![0.5f32; 200_000];
+    let short = vec![0.0f32; 199_999];
+    let mut g = vec![5.0f32; 200_000];
+    let r = GhmC::default().loss_grad_par(None, &Dense::new(&big, &short), Out::grad(&mut g));
+    assert_eq!(r, Err(ghm::Error::Shape));
+    let r = GhmC::default().loss_grad_par(None, &Dense::new(&big, &big), Out::grad(&mut g[..10]));
+    assert_eq!(r, Err(ghm::Error::Shape));
     // Errors are the serial call's: nothing written.
     let x = vec![f32::NAN; 200_000];
     let t = vec![0.0f32; 200_000];
