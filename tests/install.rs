@@ -19,6 +19,14 @@ use std::process::Command;
 
 use ghm::{Dense, GhmC, Out};
 
+/// What `make install` lays out under the prefix.
+const INSTALLED: [&str; 4] = [
+    "include/ghm.h",
+    "lib/libghm.a",
+    "lib/libghm.so",
+    "lib/pkgconfig/ghm.pc",
+];
+
 /// A C program computing the default GHM-C loss of `pred` / `target`; it prints the library
 /// version and the loss.
 fn c_program(pred: &[f32], target: &[f32]) -> String {
@@ -119,21 +127,20 @@ fn make_install_then_pkg_config() {
     std::fs::create_dir_all(&tmp).expect("create the test directory");
     let prefix = tmp.join("prefix");
 
+    // `make TARGET PREFIX=prefix ARGS...` in the repository (not under cargo's make flags).
+    let make = |target: &str, args: &[String]| {
+        run(Command::new("make")
+            .arg("-C")
+            .arg(root)
+            .arg(target)
+            .arg(format!("PREFIX={}", prefix.display()))
+            .args(args)
+            .env_remove("MAKEFLAGS")
+            .env_remove("MFLAGS"))
+    };
     // Libraries from the build above: `make install` must not run cargo itself.
-    run(Command::new("make")
-        .arg("-C")
-        .arg(root)
-        .arg("install")
-        .arg(format!("PREFIX={}", prefix.display()))
-        .arg(format!("LIBDIR={}", libdir.display()))
-        .env_remove("MAKEFLAGS")
-        .env_remove("MFLAGS"));
-    for f in [
-        "include/ghm.h",
-        "lib/libghm.a",
-        "lib/libghm.so",
-        "lib/pkgconfig/ghm.pc",
-    ] {
+    make("install", &[format!("LIBDIR={}", libdir.display())]);
+    for f in INSTALLED {
         assert!(prefix.join(f).is_file(), "make install did not install {f}");
     }
     assert_eq!(
@@ -213,19 +220,8 @@ fn make_install_then_pkg_config() {
     check_output("static libghm.a", &printed, expected);
 
     // `make uninstall` removes what `make install` put there.
-    run(Command::new("make")
-        .arg("-C")
-        .arg(root)
-        .arg("uninstall")
-        .arg(format!("PREFIX={}", prefix.display()))
-        .env_remove("MAKEFLAGS")
-        .env_remove("MFLAGS"));
-    for f in [
-        "include/ghm.h",
-        "lib/libghm.a",
-        "lib/libghm.so",
-        "lib/pkgconfig/ghm.pc",
-    ] {
+    make("uninstall", &[]);
+    for f in INSTALLED {
         assert!(!prefix.join(f).exists(), "make uninstall left {f}");
     }
     let _ = std::fs::remove_dir_all(&tmp);
