@@ -204,7 +204,9 @@ mod env {
 mod x86 {
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     pub(super) fn has_avx2_fma() -> bool {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("popcnt")
     }
 
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
@@ -218,7 +220,11 @@ mod x86 {
 
     #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
     pub(super) fn has_avx2_fma() -> bool {
-        cfg!(all(target_feature = "avx2", target_feature = "fma"))
+        cfg!(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "popcnt"
+        ))
     }
 
     #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
@@ -229,7 +235,8 @@ mod x86 {
             target_feature = "avx512vl",
             target_feature = "avx512dq",
             target_feature = "avx2",
-            target_feature = "fma"
+            target_feature = "fma",
+            target_feature = "popcnt"
         ))
     }
 

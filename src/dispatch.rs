@@ -43,6 +43,28 @@ pub(crate) fn accumulate<M: Model>(
     }
 }
 
+/// Pass 1 of the one call (counts, no loss sums: see [`kernel::count`]) on `backend`. The
+/// scalar path runs its full pass 1.
+pub(crate) fn count<M: Model>(
+    backend: Backend,
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    skip_bad: bool,
+    weight_sum: bool,
+) -> Result<Hist, Error> {
+    match backend {
+        Backend::Scalar => scalar::accumulate(model, bins, batch, skip_bad, weight_sum),
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::count_avx512(model, bins, batch, skip_bad, weight_sum) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::count_avx2(model, bins, batch, skip_bad, weight_sum) },
+        _ => kernel::count::<wide::f32x8, M>(model, bins, batch, skip_bad, weight_sum),
+    }
+}
+
 /// The input check alone, on `backend`.
 pub(crate) fn check<M: Model>(backend: Backend, model: M, batch: &Batch<'_>) -> Result<(), Error> {
     match backend {
@@ -57,7 +79,8 @@ pub(crate) fn check<M: Model>(backend: Backend, model: M, batch: &Batch<'_>) -> 
     }
 }
 
-/// Pass 2 of `batch` on `backend`.
+/// Pass 2 of `batch` on `backend`; returns the loss sum if `out.sum_loss` (see
+/// [`kernel::apply`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply<M: Model>(
     backend: Backend,
@@ -68,7 +91,7 @@ pub(crate) fn apply<M: Model>(
     batch: &Batch<'_>,
     out: Outputs<'_>,
     skip_bad: bool,
-) -> Result<(), Error> {
+) -> Result<f64, Error> {
     if backend == Backend::Scalar {
         return scalar::apply(model, bins, w, loss_weight, batch, out);
     }
@@ -141,7 +164,7 @@ mod x86 {
 
     /// The three passes compiled for one `core::arch` vector type and its target features.
     macro_rules! instantiate {
-        ($features:literal, $v:ty, $accumulate:ident, $check:ident, $apply:ident, $probe:ident) => {
+        ($features:literal, $v:ty, $accumulate:ident, $count:ident, $check:ident, $apply:ident, $probe:ident) => {
             /// # Safety
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
@@ -165,6 +188,19 @@ mod x86 {
             /// # Safety
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
+            pub(super) unsafe fn $count<M: Model>(
+                model: M,
+                bins: &Bins,
+                batch: &Batch<'_>,
+                skip_bad: bool,
+                weight_sum: bool,
+            ) -> Result<Hist, Error> {
+                kernel::count::<$v, M>(model, bins, batch, skip_bad, weight_sum)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
             pub(super) unsafe fn $check<M: Model>(
                 model: M,
                 batch: &Batch<'_>,
@@ -182,24 +218,26 @@ mod x86 {
                 batch: &Batch<'_>,
                 out: Outputs<'_>,
                 skip_bad: bool,
-            ) -> Result<(), Error> {
+            ) -> Result<f64, Error> {
                 kernel::apply::<$v, M>(model, bins, tables, batch, out, skip_bad)
             }
         };
     }
 
     instantiate!(
-        "avx2,fma",
+        "avx2,fma,popcnt",
         F32x8,
         accumulate_avx2,
+        count_avx2,
         check_avx2,
         apply_avx2,
         probe_avx2
     );
     instantiate!(
-        "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma",
+        "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,popcnt",
         F32x16,
         accumulate_avx512,
+        count_avx512,
         check_avx512,
         apply_avx512,
         probe_avx512

@@ -1,20 +1,23 @@
 //! The two passes over the elements, written once over [`Vector`]: every vector backend runs
 //! this code, instantiated with its own vector type.
 //!
-//! - [`accumulate`] (pass 1) validates every element, computes its gradient norm, bin and
-//!   loss, and returns the chunk's [`Hist`]: counts, per-bin loss sums, `tot`, `skipped`.
+//! - [`accumulate`] (pass 1 of the phased API) validates every element, computes its gradient
+//!   norm, bin and loss, and returns the chunk's [`Hist`]: counts, per-bin loss sums, `tot`,
+//!   `skipped`.
+//! - [`count`] (pass 1 of the one call) does the same without the loss: counts only.
 //! - [`apply`] (pass 2) recomputes `g` and `dl/dx` (cheaper than storing them: it reads the
 //!   inputs once more instead of writing and re-reading an intermediate) and writes
-//!   `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`.
+//!   `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`; after
+//!   [`count`] it also sums `w[bin] * l` in f64 lanes, which is the one call's loss.
 //!
 //! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
-//! from [`Bins::vector`]. The histogram update buffers a block of bin indices and losses, then
-//! adds each into its lane's own accumulator for its bin (invalid lanes land in a trash bin).
-//! Two alternatives were measured and dropped: the scatter interleaved with the vector math
-//! (45% slower on AVX-512: its instructions crowd the long dependency chains out of the
-//! out-of-order window), and the two most common bins accumulated in vector registers with
-//! only the other lanes scattered (no faster for GHM-C on detector-like data, slower for
-//! GHM-R).
+//! from [`Bins::vector`]. The histogram update buffers a block of bin indices (and, in
+//! [`accumulate`], losses), then adds each into its lane's own accumulator for its bin
+//! (invalid lanes land in a trash bin). [`count`] keeps the most common bin out of the buffer:
+//! its lanes are counted from a comparison mask, the rest are compressed into the buffer.
+//! Measured and dropped: the scatter interleaved with the vector math (45% slower on AVX-512:
+//! its instructions crowd the long dependency chains out of the out-of-order window), and the
+//! two most common bins' losses accumulated in vector registers in [`accumulate`] (no faster).
 
 use core::marker::PhantomData;
 use core::ops::Range;
@@ -60,7 +63,7 @@ trait Step<V: Vector> {
         &mut self,
         at: usize,
         x: V,
-        pre: V,
+        pre: (V, V),
         twb: (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error>;
@@ -82,7 +85,7 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
     targets: &mut T,
     step: &mut S,
 ) -> Result<(), Error> {
-    let mut pre = [0.0f32; STAGE];
+    let mut pre = [[0.0f32; STAGE]; 2];
     let n = pred.len();
     let mut base = 0;
     // Software prefetch, four blocks (4 KiB of each input) ahead, only for segments far larger
@@ -95,28 +98,75 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
             prefetch(pred, ahead, STAGE);
             targets.prefetch(ahead, STAGE);
         }
-        if M::HAS_PRE {
-            let mut i = base;
-            while i < end {
-                let x = load::<V>(&pred[i..], (end - i < V::LANES).then_some(end - i));
-                model.pre(x).store(&mut pre[i - base..]);
-                i += V::LANES;
-            }
-        }
-        let mut i = base;
-        while i < end {
-            let tail = (end - i < V::LANES).then_some(end - i);
-            let len = tail.unwrap_or(V::LANES);
-            let x = load::<V>(&pred[i..], tail);
-            let p = if M::HAS_PRE {
-                V::load(&pre[i - base..])
-            } else {
-                x
-            };
-            step.step(i, x, p, targets.next(len), tail)?;
-            i += V::LANES;
+        // A whole block is whole vectors: compiled apart, without tail lanes.
+        if end - base == STAGE {
+            block::<V, M, T, S, true>(model, &pred[base..end], base, &mut pre, targets, step)?;
+        } else {
+            block::<V, M, T, S, false>(model, &pred[base..end], base, &mut pre, targets, step)?;
         }
         base = end;
+    }
+    Ok(())
+}
+
+/// One block of [`walk`]: `xs` are the predictions of elements `base..`; `FULL` when it
+/// holds exactly [`STAGE`] of them.
+#[inline(always)]
+fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool>(
+    model: &M,
+    xs: &[f32],
+    base: usize,
+    pre: &mut [[f32; STAGE]; 2],
+    targets: &mut T,
+    step: &mut S,
+) -> Result<(), Error> {
+    if FULL {
+        let [p0, p1] = pre;
+        if M::HAS_PRE {
+            let outs = p0
+                .chunks_exact_mut(V::LANES)
+                .zip(p1.chunks_exact_mut(V::LANES));
+            for (x, (o0, o1)) in xs.chunks_exact(V::LANES).zip(outs) {
+                let (a, b) = model.pre(V::load(x));
+                a.store(o0);
+                b.store(o1);
+            }
+        }
+        let pres = p0.chunks_exact(V::LANES).zip(p1.chunks_exact(V::LANES));
+        for (j, (x, (a, b))) in xs.chunks_exact(V::LANES).zip(pres).enumerate() {
+            let x = V::load(x);
+            let p = if M::HAS_PRE {
+                (V::load(a), V::load(b))
+            } else {
+                (x, x)
+            };
+            step.step(base + j * V::LANES, x, p, targets.next(V::LANES), None)?;
+        }
+        return Ok(());
+    }
+    let n = xs.len();
+    if M::HAS_PRE {
+        let mut i = 0;
+        while i < n {
+            let x = load::<V>(&xs[i..], (n - i < V::LANES).then_some(n - i));
+            let (a, b) = model.pre(x);
+            a.store(&mut pre[0][i..]);
+            b.store(&mut pre[1][i..]);
+            i += V::LANES;
+        }
+    }
+    let mut i = 0;
+    while i < n {
+        let tail = (n - i < V::LANES).then_some(n - i);
+        let len = tail.unwrap_or(V::LANES);
+        let x = load::<V>(&xs[i..], tail);
+        let p = if M::HAS_PRE {
+            (V::load(&pre[0][i..]), V::load(&pre[1][i..]))
+        } else {
+            (x, x)
+        };
+        step.step(base + i, x, p, targets.next(len), tail)?;
+        i += V::LANES;
     }
     Ok(())
 }
@@ -147,7 +197,7 @@ impl<V: Vector, M: Model> Step<V> for Accumulate<'_, V, M> {
         &mut self,
         _: usize,
         x: V,
-        pre: V,
+        pre: (V, V),
         (t, w, bad_w): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
@@ -257,6 +307,174 @@ pub(crate) fn accumulate<V: Vector, M: Model>(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pass 1 of the one call: counts only
+
+/// Per-lane bin counts: `cells[bin * MAX_LANES + lane]`, bin `M` the trash bin.
+type Counts = [u32; CELLS];
+
+/// Elements after which the `u32` cells are moved into `u64` totals (no cell can overflow).
+const COUNT_SPAN: u64 = 1 << 31;
+
+struct Count<'a, V, M> {
+    model: M,
+    bins: &'a Bins,
+    pred: &'a [f32],
+    skip_bad: bool,
+    cells: Counts,
+    totals: [u64; MAX_BINS + 1],
+    since: u64,
+    /// Cell indices of the elements since the last flush into `cells`, except those in the
+    /// hot bin; room for one more vector than a flush holds.
+    block_cell: [i32; BLOCK + MAX_LANES],
+    fill: usize,
+    /// The hot bin (after the first block, the most common one so far) and its count: its
+    /// elements are counted from the comparison mask and never reach the buffer.
+    hot: i32,
+    hot_count: u64,
+    picked: bool,
+    weight_sums: [f64; MAX_LANES],
+    weight_sum: bool,
+    skipped: u64,
+    _v: PhantomData<V>,
+}
+
+impl<V: Vector, M: Model> Step<V> for Count<'_, V, M> {
+    #[inline(always)]
+    fn step(
+        &mut self,
+        _: usize,
+        x: V,
+        pre: (V, V),
+        (t, w, bad_w): (V, V, V::M),
+        tail: Option<usize>,
+    ) -> Result<(), Error> {
+        let live = live::<V>(tail);
+        let bad = bad_lanes(&self.model, x, t, bad_w, live);
+        if V::m_any(bad) {
+            if !self.skip_bad {
+                return Err(Error::Input);
+            }
+            self.skipped += V::m_count(bad) as u64;
+        }
+        let valid = V::m_andnot(V::m_and(live, w.gt(V::splat(0.0))), bad);
+        let e = self.model.eval_pre::<V, false>(x, t, pre);
+        let k = self.bins.vector(e.g, valid);
+        // Lanes in the hot bin are only counted; the others (the trash bin `M` included: an
+        // invalid lane never matches `hot < M`) go to the buffer.
+        let hot = V::i_eq(k, V::i_splat(self.hot));
+        self.hot_count += V::m_count(hot) as u64;
+        let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
+        if self.fill > BLOCK {
+            self.flush();
+        }
+        let f = self.fill;
+        let rest = V::m_andnot(live, hot);
+        self.fill += V::i_compress(cell, rest, &mut self.block_cell[f..]);
+        if self.weight_sum {
+            V::select(valid, w, V::splat(0.0)).add_to_f64(&mut self.weight_sums);
+        }
+        Ok(())
+    }
+}
+
+impl<V: Vector, M: Model> Count<'_, V, M> {
+    /// Counts the buffered cell indices (kept apart from the vector math, as in pass 1).
+    #[inline(always)]
+    fn flush(&mut self) {
+        let n = self.fill;
+        for &c in &self.block_cell[..n] {
+            // Always inside: bins are at most M <= MAX_BINS and lanes below MAX_LANES.
+            if let Some(cell) = self.cells.get_mut(c as usize) {
+                *cell += 1;
+            }
+        }
+        self.fill = 0;
+        self.since += n as u64;
+        if self.since >= COUNT_SPAN {
+            self.settle();
+        }
+        if !self.picked {
+            self.picked = true;
+            // First flush: from now on the most common bin so far is counted in registers.
+            self.settle();
+            let m = self.bins.m;
+            if let Some((k, _)) = self.totals[..m].iter().enumerate().max_by_key(|(_, &c)| c) {
+                self.hot = k as i32;
+            }
+        }
+    }
+
+    /// Moves the cells and the hot bin's count into the `u64` totals.
+    fn settle(&mut self) {
+        if let Some(t) = self.totals.get_mut(self.hot as usize) {
+            *t += self.hot_count;
+        }
+        self.hot_count = 0;
+        for (k, total) in self.totals.iter_mut().enumerate() {
+            for cell in &mut self.cells[k * MAX_LANES..(k + 1) * MAX_LANES] {
+                *total += *cell as u64;
+                *cell = 0;
+            }
+        }
+        self.since = 0;
+    }
+}
+
+impl<V: Vector, M: Model> Visitor<V> for Count<'_, V, M> {
+    #[inline(always)]
+    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
+        let pred = &self.pred[range];
+        let model = self.model;
+        walk(&model, pred, &mut targets, self)
+    }
+}
+
+/// Pass 1 of the one-call functions: like [`accumulate`], but the histogram's loss sums are
+/// left at zero (pass 2 sums the weighted loss instead, see [`apply`]), so each element costs
+/// one integer increment instead of a loss and two f64 additions.
+#[inline(always)]
+pub(crate) fn count<V: Vector, M: Model>(
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    skip_bad: bool,
+    tot_is_weight_sum: bool,
+) -> Result<Hist, Error> {
+    let mut acc = Count::<V, M> {
+        model,
+        bins,
+        pred: batch.pred(),
+        skip_bad,
+        cells: [0; CELLS],
+        totals: [0; MAX_BINS + 1],
+        since: 0,
+        block_cell: [0; BLOCK + MAX_LANES],
+        fill: 0,
+        hot: 0,
+        hot_count: 0,
+        picked: false,
+        weight_sums: [0.0; MAX_LANES],
+        weight_sum: tot_is_weight_sum,
+        skipped: 0,
+        _v: PhantomData,
+    };
+    batch.visit::<V, _>(&mut acc)?;
+    acc.flush();
+    acc.settle();
+
+    let m = bins.m;
+    let mut hist = Hist::new(m as u32)?;
+    hist.counts[..m].copy_from_slice(&acc.totals[..m]);
+    hist.tot = if tot_is_weight_sum {
+        acc.weight_sums.iter().sum()
+    } else {
+        acc.totals[..m].iter().sum::<u64>() as f64
+    };
+    hist.skipped = acc.skipped;
+    Ok(hist)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Validation alone (the phased `apply` must refuse bad input before writing anything)
 
 struct Check<'a, V, M> {
@@ -271,7 +489,7 @@ impl<V: Vector, M: Model> Step<V> for Check<'_, V, M> {
         &mut self,
         _: usize,
         x: V,
-        _: V,
+        _: (V, V),
         (t, _, bad_w): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
@@ -310,12 +528,16 @@ pub(crate) struct Outputs<'a> {
     pub grad: Option<&'a mut [f32]>,
     pub loss_elems: Option<&'a mut [f32]>,
     pub accumulate: bool,
+    /// Also sum `weight[bin] * l` over the valid elements (in f64): the one call's loss,
+    /// when its pass 1 was [`count`].
+    pub sum_loss: bool,
 }
 
 /// Per-bin lookup tables of pass 2, padded to 256 entries; index `M` (trash) and beyond hold 0.
 pub(crate) struct Tables {
     scale: [f32; 256],
     weighted: [f32; 256],
+    weight: [f32; 256],
 }
 
 impl Tables {
@@ -325,9 +547,11 @@ impl Tables {
         let mut t = Tables {
             scale: [0.0; 256],
             weighted: [0.0; 256],
+            weight: [0.0; 256],
         };
         for k in 0..m {
             t.scale[k] = w.scale[k];
+            t.weight[k] = w.weight[k];
             t.weighted[k] = loss_weight * w.weight[k];
         }
         t
@@ -342,14 +566,18 @@ struct ApplyCtx<'a, V, M> {
     pred: &'a [f32],
     accumulate: bool,
     skip_bad: bool,
+    sum_loss: bool,
     _v: PhantomData<V>,
 }
 
-/// Pass 2 over a batch: what it reads, and the full output buffers.
+/// Pass 2 over a batch: what it reads, and the full output buffers. `LOSS`: the loss of
+/// each element is needed (for `loss_elems` or the loss sum).
 struct Apply<'a, V, M, const LOSS: bool> {
     ctx: ApplyCtx<'a, V, M>,
     grad: Option<&'a mut [f32]>,
     loss_elems: Option<&'a mut [f32]>,
+    /// Per-lane sums of `weight[bin] * l`.
+    sums: [f64; MAX_LANES],
 }
 
 /// Pass 2 over one segment: its part of the output buffers.
@@ -357,6 +585,7 @@ struct ApplySegment<'s, 'a, V, M, const LOSS: bool> {
     ctx: &'s ApplyCtx<'a, V, M>,
     grad: Option<&'s mut [f32]>,
     loss_elems: Option<&'s mut [f32]>,
+    sums: &'s mut [f64; MAX_LANES],
 }
 
 impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, M, LOSS> {
@@ -365,7 +594,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
         &mut self,
         i: usize,
         x: V,
-        pre: V,
+        pre: (V, V),
         (t, w, bad_w): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
@@ -393,6 +622,11 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
                 let v = V::select(valid, V::lut(&c.tables.weighted, k, m).mul(e.loss), zero);
                 store(&mut le[i..], tail, v);
             }
+            if c.sum_loss {
+                // Invalid lanes add 0 * 0 (their loss may be anything, even NaN).
+                let l = V::select(valid, e.loss, zero);
+                V::lut(&c.tables.weight, k, m).mul_add_to_f64(l, self.sums);
+            }
         }
         Ok(())
     }
@@ -408,6 +642,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Apply<'_, V, M, LOSS>
                 .loss_elems
                 .as_deref_mut()
                 .map(|l| &mut l[range.clone()]),
+            sums: &mut self.sums,
         };
         walk(
             &self.ctx.model,
@@ -436,8 +671,9 @@ fn store<V: Vector>(out: &mut [f32], tail: Option<usize>, v: V) {
     }
 }
 
-/// Pass 2 over `batch`: writes the requested outputs. Never fails on valid shapes; the caller
-/// has already refused bad input unless `skip_bad`.
+/// Pass 2 over `batch`: writes the requested outputs and returns the sum of
+/// `weight[bin] * l` over the valid elements if `out.sum_loss` (0 otherwise). Never fails on
+/// valid shapes; the caller has already refused bad input unless `skip_bad`.
 #[inline(always)]
 pub(crate) fn apply<V: Vector, M: Model>(
     model: M,
@@ -446,7 +682,7 @@ pub(crate) fn apply<V: Vector, M: Model>(
     batch: &Batch<'_>,
     out: Outputs<'_>,
     skip_bad: bool,
-) -> Result<(), Error> {
+) -> Result<f64, Error> {
     let ctx = ApplyCtx {
         model,
         bins,
@@ -454,19 +690,26 @@ pub(crate) fn apply<V: Vector, M: Model>(
         pred: batch.pred(),
         accumulate: out.accumulate,
         skip_bad,
+        sum_loss: out.sum_loss,
         _v: PhantomData,
     };
-    if out.loss_elems.is_some() {
-        batch.visit::<V, _>(&mut Apply::<V, M, true> {
+    let sums = if out.loss_elems.is_some() || out.sum_loss {
+        let mut a = Apply::<V, M, true> {
             ctx,
             grad: out.grad,
             loss_elems: out.loss_elems,
-        })
+            sums: [0.0; MAX_LANES],
+        };
+        batch.visit::<V, _>(&mut a)?;
+        a.sums
     } else {
         batch.visit::<V, _>(&mut Apply::<V, M, false> {
             ctx,
             grad: out.grad,
             loss_elems: None,
-        })
-    }
+            sums: [0.0; MAX_LANES],
+        })?;
+        [0.0; MAX_LANES]
+    };
+    Ok(sums.iter().sum())
 }

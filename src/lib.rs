@@ -159,6 +159,14 @@ pub mod __private {
             <wide::f32x8 as Vector>::i_to_array(v)[0] as usize,
         )
     }
+    /// The fused multiply-add emulations: one lane, and eight lanes (SSE2 on x86_64).
+    pub fn fma_emulated(a: f32, b: f32, c: f32) -> f32 {
+        crate::simd::fma_emu::fma1(a, b, c)
+    }
+    /// See [`fma_emulated`].
+    pub fn fma_emulated8(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
+        crate::simd::fma_emu::fma8(a, b, c)
+    }
     /// `(g, dl/dx)` of one GHM-C logits element, as every backend computes it.
     pub fn ghmc_g(x: f32, t: f32) -> (f32, f32) {
         use crate::model::Model;

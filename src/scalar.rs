@@ -120,6 +120,7 @@ struct Apply<'a, M> {
     loss_weight: f32,
     pred: &'a [f32],
     out: Outputs<'a>,
+    sum: f64,
 }
 
 impl<M: Model> Visitor<f32> for Apply<'_, M> {
@@ -142,6 +143,10 @@ impl<M: Model> Visitor<f32> for Apply<'_, M> {
                     None => 0.0,
                 };
                 grad[i] = if self.out.accumulate { grad[i] + g } else { g };
+            }
+            if let (true, Some(k)) = (self.out.sum_loss, bin) {
+                let l = self.model.loss_scalar(el.x, el.t);
+                self.sum += self.weights.weight[k] as f64 * l as f64;
             }
             if let Some(le) = self.out.loss_elems.as_deref_mut() {
                 le[i] = match bin {
@@ -166,13 +171,16 @@ pub(crate) fn apply<M: Model>(
     loss_weight: f32,
     batch: &Batch<'_>,
     out: Outputs<'_>,
-) -> Result<(), Error> {
-    batch.visit::<f32, _>(&mut Apply {
+) -> Result<f64, Error> {
+    let mut a = Apply {
         model,
         bins,
         weights,
         loss_weight,
         pred: batch.pred(),
         out,
-    })
+        sum: 0.0,
+    };
+    batch.visit::<f32, _>(&mut a)?;
+    Ok(a.sum)
 }

@@ -222,10 +222,7 @@ pub(crate) fn finalize(
         weight: [0.0; MAX_BINS],
         scale: [0.0; MAX_BINS],
     };
-    let norm = match plan.reduction {
-        Reduction::Mean => 1.0 / (tot + f32::EPSILON as f64),
-        Reduction::Sum | Reduction::None => 1.0,
-    };
+    let norm = norm(plan, tot);
     let lw = plan.loss_weight as f64;
     let mut loss = 0.0;
     for k in 0..m {
@@ -253,6 +250,19 @@ pub(crate) fn finalize(
         w.scale[k] = scale;
         loss += wk as f64 * hist.loss_sums[k];
     }
-    w.loss = lw * loss * norm;
+    w.loss = reduced_loss(plan, tot, loss);
     Ok((w, new_ema))
+}
+
+/// The reduction's factor: `1 / (tot + FLT_EPSILON)` for MEAN, 1 otherwise.
+fn norm(plan: &Plan, tot: f64) -> f64 {
+    match plan.reduction {
+        Reduction::Mean => 1.0 / (tot + f32::EPSILON as f64),
+        Reduction::Sum | Reduction::None => 1.0,
+    }
+}
+
+/// The batch's loss from `sum_k(w_k * loss_sums[k])` (or the same sum taken per element).
+pub(crate) fn reduced_loss(plan: &Plan, tot: f64, weighted_sum: f64) -> f64 {
+    plan.loss_weight as f64 * weighted_sum * norm(plan, tot)
 }

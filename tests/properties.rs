@@ -604,3 +604,80 @@ fn chunked_labels_equal_one_call(seed: u64, n: u16, c: u8, bins: u8, momentum: b
 fn chunked_labels_equal_one_call_in_both_layouts() {
     qc(60).quickcheck(chunked_labels_equal_one_call as fn(u64, u16, u8, u8, bool) -> bool);
 }
+
+/// The one call counts its histogram apart from the phased API (the most common bin from a
+/// comparison mask, the rest through a buffer flushed every 256 elements, the hot bin chosen
+/// after the first flush). A batch whose distribution drifts block by block, so that the hot
+/// bin is first rare, then common, then absent, gives the same counts, gradients and EMA as
+/// the phased API and the scalar path, and the loss within 1 ulp.
+#[test]
+fn one_call_counts_equal_phased_counts_when_the_distribution_drifts() {
+    let n = 256 * 21 + 7;
+    let mut r = Rng(99);
+    let mut x = Vec::with_capacity(n);
+    let mut t = Vec::with_capacity(n);
+    let mut w = Vec::with_capacity(n);
+    for i in 0..n {
+        let block = i / 256;
+        // Targets 0: g = sigmoid(x). Block 0 mostly in bin 3 of 10, then bin 0, then
+        // spread, then bin 9.
+        let g: f64 = match block {
+            0 => 0.3 + 0.1 * r.unit(),
+            1..=6 => 0.1 * r.unit(),
+            7..=12 => r.unit(),
+            _ => 0.9 + 0.1 * r.unit(),
+        };
+        let g = g.clamp(1e-6, 1.0 - 1e-6);
+        x.push((g / (1.0 - g)).ln() as f32);
+        t.push(0.0);
+        w.push(if r.chance(0.05) { 0.0 } else { 1.0 });
+    }
+    let input = Dense::new(&x, &t).label_weight(&w);
+    let mut want: Option<(Stats, Vec<f32>)> = None;
+    for backend in Backend::all_available() {
+        let c = GhmC {
+            bins: 10,
+            momentum: 0.5,
+            backend: Some(backend),
+            ..GhmC::default()
+        };
+        let mut ema1 = Ema::new(10).unwrap();
+        let mut ema2 = ema1;
+        let mut g1 = vec![0.0f32; n];
+        let mut stats = Stats::default();
+        let out = Out {
+            grad: Some(&mut g1),
+            loss_elems: None,
+            stats: Some(&mut stats),
+        };
+        let loss1 = c.loss_grad(Some(&mut ema1), &input, out).unwrap();
+        let mut hist = Hist::new(10).unwrap();
+        c.accumulate(&input, &mut hist).unwrap();
+        let wts = c.finalize(Some(&mut ema2), &hist).unwrap();
+        let mut g2 = vec![0.0f32; n];
+        c.apply(&wts, &input, Some(&mut g2), None).unwrap();
+        assert_eq!(stats.counts, hist.counts, "{backend:?}: counts");
+        assert!(stats.counts.iter().filter(|&&k| k > 0).count() >= 8);
+        assert_eq!(
+            stats.counts.iter().sum::<u64>(),
+            w.iter().filter(|&&v| v > 0.0).count() as u64
+        );
+        assert!(g1 == g2, "{backend:?}: gradients");
+        assert_eq!(ema1, ema2, "{backend:?}: EMA");
+        assert!(
+            ulps(loss1, wts.loss as f32) <= 1,
+            "{backend:?}: loss {loss1} vs {}",
+            wts.loss
+        );
+        match &want {
+            None => want = Some((stats, g1)),
+            Some((s, g)) => {
+                assert_eq!(
+                    s.counts, stats.counts,
+                    "{backend:?}: counts vs first backend"
+                );
+                assert!(*g == g1, "{backend:?}: gradients vs first backend");
+            }
+        }
+    }
+}

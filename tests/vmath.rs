@@ -193,3 +193,83 @@ fn sigmoid_is_exact_where_it_can_be() {
         "{g:e}"
     );
 }
+
+/// The emulated fused multiply-add (scalar path; SSE2 builds without FMA) gives the bits of a
+/// single rounding, as `f32::mul_add` (hardware FMA or a correctly rounded fallback) does:
+/// near-cancellations, exact ties in f32, subnormal and overflowing results, signed zeros,
+/// and random operands over the whole exponent range.
+#[test]
+fn fma_emulation_is_exact() {
+    let mut cases: Vec<[f32; 3]> = vec![
+        [1.0, 1.0, -1.0],
+        [1.0 + f32::EPSILON, 1.0 - f32::EPSILON, -1.0],
+        [3.0, 1.0 / 3.0, -1.0],
+        [1.0 + f32::EPSILON, 1.0 + f32::EPSILON, 0.0], // tie in f32 broken by the fused bit
+        [0.5 + f32::EPSILON / 2.0, 2.0, -1.0],
+        [1e-30, 1e-10, 1e-45],
+        [1e-20, 1e-20, 0.0], // subnormal product
+        [3e38, 2.0, -3e38],
+        [3e38, 3e38, 0.0], // overflow
+        [-0.0, 1.0, 0.0],
+        [-0.0, 1.0, -0.0],
+        [1.0, -1.0, 1.0],
+        [f32::MAX, 1.0, f32::MAX],
+    ];
+    // a * b an exact f32 tie, c far below it: rounding the sum to f64 first would land on
+    // the tie and round to even; one rounding must follow the sign of c.
+    for i in (1..64).step_by(2) {
+        for j in (1..64).step_by(2) {
+            let a = 1.0 + i as f32 / 4096.0;
+            let b = 1.0 + j as f32 / 4096.0;
+            for k in [60, 70, 90, 120] {
+                let tiny = (2.0f32).powi(-k);
+                cases.push([a, b, tiny]);
+                cases.push([a, b, -tiny]);
+                cases.push([-a, b, tiny]);
+            }
+        }
+    }
+    let mut rng = common::Rng(7);
+    for _ in 0..400_000 {
+        let v = |rng: &mut common::Rng| {
+            let bits = rng.next_u64() as u32;
+            // Finite values of every exponent, and values near 1 (where cancellation is).
+            if bits & 1 == 0 {
+                f32::from_bits(bits >> 1 | (bits & 0x8000_0000)).clamp(-f32::MAX, f32::MAX)
+            } else {
+                1.0 + (bits as f32 / u32::MAX as f32 - 0.5) * 1e-3
+            }
+        };
+        let (a, b) = (v(&mut rng), v(&mut rng));
+        // c near -a*b half the time: the hard cases are near-cancellations.
+        let c = if rng.next_u64() & 1 == 0 {
+            -(a * b) * (1.0 + (rng.next_u64() % 5) as f32 * f32::EPSILON)
+        } else {
+            v(&mut rng)
+        };
+        cases.push([a, b, c]);
+    }
+    let same = |x: f32, y: f32| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+    for chunk in cases.chunks(8) {
+        let mut abc = [[0.0f32; 8]; 3];
+        for (j, c) in chunk.iter().enumerate() {
+            for k in 0..3 {
+                abc[k][j] = c[k];
+            }
+        }
+        let lanes = p::fma_emulated8(abc[0], abc[1], abc[2]);
+        for (j, &[a, b, c]) in chunk.iter().enumerate() {
+            let want = a.mul_add(b, c);
+            let one = p::fma_emulated(a, b, c);
+            assert!(
+                same(one, want),
+                "fma({a:e}, {b:e}, {c:e}) = {one:e}, want {want:e}"
+            );
+            let eight = lanes[j];
+            assert!(
+                same(eight, want),
+                "fma8({a:e}, {b:e}, {c:e}) = {eight:e}, want {want:e}"
+            );
+        }
+    }
+}

@@ -111,6 +111,11 @@ impl Vector for F32x8 {
         F32x8(unsafe { _mm256_fmadd_ps(self.0, a.0, b.0) })
     }
     #[inline(always)]
+    fn fma(self, a: Self, b: Self) -> Self {
+        // SAFETY: FMA present (module invariant).
+        F32x8(unsafe { _mm256_fmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
     fn abs(self) -> Self {
         // SAFETY: AVX2 present.
         F32x8(unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0) })
@@ -169,6 +174,11 @@ impl Vector for F32x8 {
     fn m_any(m: __m256i) -> bool {
         // SAFETY: AVX2 present.
         unsafe { _mm256_movemask_ps(_mm256_castsi256_ps(m)) != 0 }
+    }
+    #[inline(always)]
+    fn m_bits(m: __m256i) -> u32 {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_movemask_ps(_mm256_castsi256_ps(m)) as u32 }
     }
     #[inline(always)]
     fn m_count(m: __m256i) -> u32 {

@@ -107,6 +107,11 @@ impl Vector for F32x16 {
         F32x16(unsafe { _mm512_fmadd_ps(self.0, a.0, b.0) })
     }
     #[inline(always)]
+    fn fma(self, a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512F present.
+        F32x16(unsafe { _mm512_fmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
     fn abs(self) -> Self {
         // SAFETY: AVX-512F present.
         F32x16(unsafe { _mm512_abs_ps(self.0) })
@@ -161,6 +166,30 @@ impl Vector for F32x16 {
     #[inline(always)]
     fn m_any(m: __mmask16) -> bool {
         m != 0
+    }
+    #[inline(always)]
+    fn m_bits(m: __mmask16) -> u32 {
+        m as u32
+    }
+    #[inline(always)]
+    fn i_compress(a: __m512i, m: __mmask16, out: &mut [i32]) -> usize {
+        if out.len() < 16 {
+            // Never taken by the kernels (their buffers have room); kept safe regardless.
+            let a = Self::i_to_array(a);
+            let mut n = 0;
+            for (j, &v) in a.iter().enumerate() {
+                if m >> j & 1 == 1 && n < out.len() {
+                    out[n] = v;
+                    n += 1;
+                }
+            }
+            return n;
+        }
+        // SAFETY: AVX-512F present; `out` has room for the 16 lanes stored.
+        unsafe {
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_maskz_compress_epi32(m, a));
+        }
+        m.count_ones() as usize
     }
     #[inline(always)]
     fn m_count(m: __mmask16) -> u32 {
@@ -302,10 +331,10 @@ impl Vector for F32x16 {
         }
     }
     #[inline(always)]
-    fn ldexp(self, n: __m512i) -> Self {
+    fn ldexp(self, n: Self) -> Self {
         // SAFETY: AVX-512F present. vscalefps rounds p * 2^n once, like the default's two
         // products: the same bits.
-        F32x16(unsafe { _mm512_scalef_ps(self.0, _mm512_cvtepi32_ps(n)) })
+        F32x16(unsafe { _mm512_scalef_ps(self.0, n.0) })
     }
     #[inline(always)]
     fn pairs_with_one(self) -> [[f64; 2]; MAX_LANES] {
@@ -327,6 +356,30 @@ impl Vector for F32x16 {
             _mm512_storeu_pd(q.add(24), _mm512_permutex2var_pd(hi, second, one));
         }
         p
+    }
+    #[inline(always)]
+    fn mul_add_to_f64(self, b: Self, acc: &mut [f64; MAX_LANES]) {
+        // SAFETY: AVX-512F present; `acc` holds 16 f64 (two halves of 8).
+        unsafe {
+            let half = |v: __m512, hi: bool| {
+                if hi {
+                    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                        _mm512_castps_pd(v),
+                    )))
+                } else {
+                    _mm512_cvtps_pd(_mm512_castps512_ps256(v))
+                }
+            };
+            let p = acc.as_mut_ptr();
+            let lo = _mm512_fmadd_pd(half(self.0, false), half(b.0, false), _mm512_loadu_pd(p));
+            let hi = _mm512_fmadd_pd(
+                half(self.0, true),
+                half(b.0, true),
+                _mm512_loadu_pd(p.add(8)),
+            );
+            _mm512_storeu_pd(p, lo);
+            _mm512_storeu_pd(p.add(8), hi);
+        }
     }
     #[inline(always)]
     fn add_to_f64(self, acc: &mut [f64; MAX_LANES]) {

@@ -22,6 +22,7 @@
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+pub(crate) mod fma_emu;
 pub(crate) mod one;
 pub(crate) mod portable;
 
@@ -82,6 +83,10 @@ pub(crate) trait Vector: Copy {
     /// `self * a + b`, fused where the hardware can. Never used on the path that computes the
     /// gradient norm, whose result must not depend on the backend.
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// `self * a + b` rounded once (IEEE-754 fusedMultiplyAdd): the same bits on every
+    /// backend. Hardware FMA where the backend has it; an exact emulation otherwise (the
+    /// scalar path and SSE2, see [`fma_emu`]).
+    fn fma(self, a: Self, b: Self) -> Self;
     /// Clears the sign bit.
     fn abs(self) -> Self;
     /// Lane-wise minimum; only used where neither side is NaN.
@@ -105,6 +110,8 @@ pub(crate) trait Vector: Copy {
     fn m_any(m: Self::M) -> bool;
     /// Number of lanes set.
     fn m_count(m: Self::M) -> u32;
+    /// Bit `j` set for each set lane `j`.
+    fn m_bits(m: Self::M) -> u32;
 
     // ---- i32 lanes ----
 
@@ -184,6 +191,31 @@ pub(crate) trait Vector: Copy {
         }
     }
 
+    /// Writes the lanes of `a` that `m` selects, in lane order, to the front of `out` (which
+    /// must have room for `LANES`; what follows them is unspecified) and returns how many.
+    #[inline(always)]
+    fn i_compress(a: Self::I, m: Self::M, out: &mut [i32]) -> usize {
+        let (a, bits) = (Self::i_to_array(a), Self::m_bits(m));
+        let mut n = 0;
+        for (j, &v) in a.iter().enumerate().take(Self::LANES) {
+            // Branch-free: every lane is written, only the selected ones advance.
+            if let Some(o) = out.get_mut(n) {
+                *o = v;
+            }
+            n += (bits >> j) as usize & 1;
+        }
+        n
+    }
+
+    /// Adds `self[j] * b[j]`, computed in f64 (so the product is exact), to `acc[j]`.
+    #[inline(always)]
+    fn mul_add_to_f64(self, b: Self, acc: &mut [f64; MAX_LANES]) {
+        let (a, b) = (self.to_array(), b.to_array());
+        for j in 0..Self::LANES {
+            acc[j] += a[j] as f64 * b[j] as f64;
+        }
+    }
+
     /// `(lane as f64, 1.0)` per lane: what pass 1 adds into a bin's `(loss sum, count)`.
     #[inline(always)]
     fn pairs_with_one(self) -> [[f64; 2]; MAX_LANES] {
@@ -195,12 +227,13 @@ pub(crate) trait Vector: Copy {
         p
     }
 
-    /// `self * 2^n`, correctly rounded (so exact unless the result is subnormal), for
-    /// `-150 <= n <= 0`: the same bits on every backend. The default multiplies by two
-    /// normal powers of two, `2^(n/2)` and `2^(n - n/2)`: the first product is exact and the
-    /// second rounds once.
+    /// `self * 2^n`, correctly rounded (so exact unless the result is subnormal), for an
+    /// integer `-150 <= n <= 0` given as f32: the same bits on every backend. The default
+    /// multiplies by two normal powers of two, `2^(n/2)` and `2^(n - n/2)`: the first product
+    /// is exact and the second rounds once.
     #[inline(always)]
-    fn ldexp(self, n: Self::I) -> Self {
+    fn ldexp(self, n: Self) -> Self {
+        let n = n.trunc_i();
         let n1 = Self::i_sra::<1>(n);
         let n2 = Self::i_sub(n, n1);
         let bias = Self::i_splat(127);

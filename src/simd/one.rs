@@ -47,6 +47,10 @@ impl Vector for f32 {
         self * a + b
     }
     #[inline(always)]
+    fn fma(self, a: Self, b: Self) -> Self {
+        super::fma_emu::fma1(self, a, b)
+    }
+    #[inline(always)]
     fn abs(self) -> Self {
         f32::from_bits(self.to_bits() & 0x7fff_ffff)
     }
@@ -105,6 +109,10 @@ impl Vector for f32 {
     #[inline(always)]
     fn m_any(m: bool) -> bool {
         m
+    }
+    #[inline(always)]
+    fn m_bits(m: bool) -> u32 {
+        m as u32
     }
     #[inline(always)]
     fn m_count(m: bool) -> u32 {

@@ -71,6 +71,28 @@ impl Vector for f32x8 {
         f32x8::mul_add(self, a, b)
     }
     #[inline(always)]
+    fn fma(self, a: Self, b: Self) -> Self {
+        #[cfg(any(
+            target_feature = "fma",
+            all(target_arch = "aarch64", target_feature = "neon")
+        ))]
+        {
+            // `wide` fuses exactly when the build has FMA (x86_64) or NEON (aarch64).
+            f32x8::mul_add(self, a, b)
+        }
+        #[cfg(not(any(
+            target_feature = "fma",
+            all(target_arch = "aarch64", target_feature = "neon")
+        )))]
+        {
+            f32x8::new(super::fma_emu::fma8(
+                f32x8::to_array(self),
+                f32x8::to_array(a),
+                f32x8::to_array(b),
+            ))
+        }
+    }
+    #[inline(always)]
     fn abs(self) -> Self {
         f32x8::abs(self)
     }
@@ -117,6 +139,10 @@ impl Vector for f32x8 {
     #[inline(always)]
     fn m_any(m: i32x8) -> bool {
         m.any()
+    }
+    #[inline(always)]
+    fn m_bits(m: i32x8) -> u32 {
+        m.to_bitmask()
     }
     #[inline(always)]
     fn m_count(m: i32x8) -> u32 {

@@ -16,44 +16,37 @@ const MIN_ARG: f32 = -104.0;
 ///
 /// Algorithm: Cephes `expf` (S. L. Moshier): `n = round(x / ln 2)`, Cody-Waite reduction
 /// `r = x - n ln 2` in two parts, the degree-7 minimax polynomial `1 + r + r^2 P(r)` on
-/// `[-ln2/2, ln2/2]` (`P` evaluated by Estrin's scheme), then the correctly rounded scaling by `2^n` of [`Vector::ldexp`], so
-/// that subnormal results round once.
+/// `[-ln2/2, ln2/2]` (evaluated by Horner's scheme as `1 + r (1 + r P(r))`), then the
+/// correctly rounded scaling by `2^n` of [`Vector::ldexp`], so that subnormal results round
+/// once.
 ///
-/// Every step is a correctly rounded f32 `+`, `-`, `*` or an exact bit operation, and no step
-/// is fused: the result is bit-identical on every backend (scalar included). This is what
-/// makes the gradient norm, and so the bin of every element, independent of the backend.
+/// Every step is a correctly rounded f32 `-` or fused multiply-add ([`Vector::fma`], emulated
+/// exactly where the hardware has none) or an exact operation: the result is bit-identical on
+/// every backend (scalar included). This is what makes the gradient norm, and so the bin of
+/// every element, independent of the backend.
 ///
 /// Error: at most 1 ulp for results in the normal range, the same bits on every backend
 /// (measured by the `vector_math_error_bounds_on_every_backend` test against f64 `exp`:
-/// 0.993 ulp over every 16th f32 in `[0, 87.3]`, 0.976 ulp over every 64th, which it checks on
-/// each run, on scalar, SSE2, AVX2, AVX-512 and NEON); subnormal results are within one
-/// subnormal step.
+/// 0.85 ulp over every 16th f32 in `[0, 87.3]`, which it checks on each run, on scalar, SSE2,
+/// AVX2, AVX-512 and NEON); subnormal results are within one subnormal step.
 #[inline(always)]
 pub(crate) fn exp_neg<V: Vector>(a: V) -> V {
     let x = V::splat(0.0).sub(a).max(V::splat(MIN_ARG));
-    // n = round(x * log2(e)); t holds n in its low mantissa bits.
-    let t = x.mul(V::splat(LOG2_E)).add(V::splat(ROUND_MAGIC));
-    let n_f = t.sub(V::splat(ROUND_MAGIC));
-    let n = V::i_sub(t.to_bits(), V::splat(ROUND_MAGIC).to_bits());
-    let r = x
-        .sub(n_f.mul(V::splat(LN2_HI)))
-        .sub(n_f.mul(V::splat(LN2_LO)));
+    // n = round(x * log2(e)), rounded once; t holds n in its low mantissa bits.
+    let t = x.fma(V::splat(LOG2_E), V::splat(ROUND_MAGIC));
+    let n = t.sub(V::splat(ROUND_MAGIC));
+    let r = n.fma(V::splat(-LN2_HI), x);
+    let r = n.fma(V::splat(-LN2_LO), r);
 
-    // Cephes' polynomial, evaluated by Estrin's scheme (its three pairs and the powers of r
-    // are independent, so the dependency chain is half as long as Horner's).
-    let z = r.mul(r);
-    let z2 = z.mul(z);
-    let hi = r
-        .mul(V::splat(1.987_569_15e-4))
-        .add(V::splat(1.398_199_950_7e-3));
-    let mid = r
-        .mul(V::splat(8.333_451_907_3e-3))
-        .add(V::splat(4.166_579_589_4e-2));
-    let lo = r
-        .mul(V::splat(1.666_666_545_9e-1))
-        .add(V::splat(5.000_000_120_1e-1));
-    let p = lo.add(z.mul(mid)).add(z2.mul(hi));
-    let p = p.mul(z).add(r).add(V::splat(1.0));
+    // Cephes' polynomial by Horner's scheme: six dependent fused steps, which the kernels
+    // overlap across many vectors (they run `exp` as a stage of its own).
+    let p = r.fma(V::splat(1.987_569_15e-4), V::splat(1.398_199_950_7e-3));
+    let p = p.fma(r, V::splat(8.333_451_907_3e-3));
+    let p = p.fma(r, V::splat(4.166_579_589_4e-2));
+    let p = p.fma(r, V::splat(1.666_666_545_9e-1));
+    let p = p.fma(r, V::splat(5.000_000_120_1e-1));
+    let p = p.fma(r, V::splat(1.0));
+    let p = p.fma(r, V::splat(1.0));
 
     // p * 2^n, rounded once into the subnormals when it must be.
     p.ldexp(n)
