@@ -204,7 +204,8 @@ impl Model for R {
             grad
         };
         Elem {
-            g: d.abs().div(root),
+            // |d / root| is |d| / root exactly (division rounds the magnitude only).
+            g: grad.abs(),
             grad,
             loss,
         }

@@ -18,18 +18,14 @@ pub(crate) fn fma1(a: f32, b: f32, c: f32) -> f32 {
     // TwoSum: s + err == p + c exactly (for finite values).
     let bb = s - p;
     let err = (p - (s - bb)) + (c as f64 - bb);
+    // Branch-free (the conditions are data-dependent coin flips): in the inexact, finite
+    // lanes with an even last bit, one ulp toward the true value, i.e. up in magnitude if
+    // err has the sign of s.
     let bits = s.to_bits();
-    let odd = if err != 0.0 && bits & 1 == 0 && s.is_finite() {
-        // One ulp toward the true value: up in magnitude if err has the sign of s.
-        if (err > 0.0) == (s > 0.0) {
-            f64::from_bits(bits + 1)
-        } else {
-            f64::from_bits(bits - 1)
-        }
-    } else {
-        s
-    };
-    odd as f32
+    let fix = (err != 0.0 && s.is_finite()) as u64 & !bits & 1;
+    let down = (bits ^ err.to_bits()) >> 63;
+    let step = fix.wrapping_sub(2 * (fix & down));
+    f64::from_bits(bits.wrapping_add(step)) as f32
 }
 
 /// [`fma1`] on eight lanes: SSE2 on x86_64, lane by lane elsewhere.

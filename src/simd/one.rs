@@ -48,7 +48,16 @@ impl Vector for f32 {
     }
     #[inline(always)]
     fn fma(self, a: Self, b: Self) -> Self {
-        super::fma_emu::fma1(self, a, b)
+        // With std, the platform's correctly rounded fmaf (hardware FMA where the CPU has it,
+        // chosen at run time by the C library); the exact emulation otherwise.
+        #[cfg(feature = "std")]
+        {
+            f32::mul_add(self, a, b)
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            super::fma_emu::fma1(self, a, b)
+        }
     }
     #[inline(always)]
     fn abs(self) -> Self {
