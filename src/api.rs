@@ -10,7 +10,7 @@ use crate::bins::Bins;
 use crate::config::{GhmC, GhmR, Layout, Plan};
 use crate::dispatch;
 use crate::error::Error;
-use crate::kernel::Outputs;
+use crate::kernel::{Outputs, Pass1Opts};
 use crate::model::{AnyModel, Model};
 use crate::source::Batch;
 use crate::state::{self, Ema, Hist, Stats, Weights};
@@ -141,10 +141,20 @@ macro_rules! with_model {
     };
 }
 
-/// Pass 1 on the plan's backend.
-fn pass1<M: Model>(plan: &Plan, model: M, bins: &Bins, batch: &Batch<'_>) -> Result<Hist, Error> {
-    let weight_sum = plan.tot_is_weight_sum();
-    dispatch::accumulate(plan.backend, model, bins, batch, plan.skip_bad, weight_sum)
+/// Pass 1 on the plan's backend, with per-bin loss sums if `loss`.
+fn pass1<M: Model>(
+    plan: &Plan,
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    loss: bool,
+) -> Result<Hist, Error> {
+    let opts = Pass1Opts {
+        loss,
+        skip_bad: plan.skip_bad,
+        weight_sum: plan.tot_is_weight_sum(),
+    };
+    dispatch::accumulate(plan.backend, model, bins, batch, opts)
 }
 
 /// Pass 2 on the plan's backend; returns the loss sum if `out.sum_loss`.
@@ -207,19 +217,7 @@ pub(crate) fn loss_grad(
         // additions per element into per-bin sums). Either way the loss is the f64 sum of the
         // same f32 products `w_k * l_i`, so it agrees with the phased API's to within 1 ulp.
         let two_pass = out.grad.is_some() || out.loss_elems.is_some();
-        let hist = if two_pass {
-            let weight_sum = plan.tot_is_weight_sum();
-            dispatch::count(
-                plan.backend,
-                model,
-                &bins,
-                &batch,
-                plan.skip_bad,
-                weight_sum,
-            )?
-        } else {
-            pass1(&plan, model, &bins, &batch)?
-        };
+        let hist = pass1(&plan, model, &bins, &batch, !two_pass)?;
         let (mut weights, new_ema) = state::finalize(&plan, ema.as_deref(), &hist)?;
         // Nothing can fail from here on: commit.
         if let (Some(ema), Some(new)) = (ema, new_ema) {
@@ -252,7 +250,7 @@ pub(crate) fn accumulate(plan: Plan, batch: Batch<'_>, hist: &mut Hist) -> Resul
         return Ok(());
     }
     let bins = Bins::new(plan.bins, plan.last_edge());
-    let chunk = with_model!(plan, |model| pass1(&plan, model, &bins, &batch))?;
+    let chunk = with_model!(plan, |model| pass1(&plan, model, &bins, &batch, true))?;
     hist.merge(&chunk)
 }
 

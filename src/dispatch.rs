@@ -13,55 +13,30 @@
 use crate::backend::Backend;
 use crate::bins::Bins;
 use crate::error::Error;
-use crate::kernel::{self, Outputs, Tables};
+use crate::kernel::{self, Outputs, Pass1Opts, Tables};
 use crate::model::Model;
 use crate::scalar;
 use crate::source::Batch;
 use crate::state::{Hist, Weights};
 
 /// Pass 1 of `batch` on `backend`, which must be available on this machine (every
-/// [`crate::config::Plan`] holds one that is).
+/// [`crate::config::Plan`] holds one that is). The scalar path always sums the losses.
 pub(crate) fn accumulate<M: Model>(
     backend: Backend,
     model: M,
     bins: &Bins,
     batch: &Batch<'_>,
-    skip_bad: bool,
-    weight_sum: bool,
+    opts: Pass1Opts,
 ) -> Result<Hist, Error> {
     match backend {
-        Backend::Scalar => scalar::accumulate(model, bins, batch, skip_bad, weight_sum),
+        Backend::Scalar => scalar::accumulate(model, bins, batch, opts.skip_bad, opts.weight_sum),
         // SAFETY: the backend is available, so the CPU has its features.
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx512 => unsafe {
-            x86::accumulate_avx512(model, bins, batch, skip_bad, weight_sum)
-        },
+        Backend::Avx512 => unsafe { x86::accumulate_avx512(model, bins, batch, opts) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx2 => unsafe { x86::accumulate_avx2(model, bins, batch, skip_bad, weight_sum) },
-        _ => kernel::accumulate::<wide::f32x8, M>(model, bins, batch, skip_bad, weight_sum),
-    }
-}
-
-/// Pass 1 of the one call (counts, no loss sums: see [`kernel::count`]) on `backend`. The
-/// scalar path runs its full pass 1.
-pub(crate) fn count<M: Model>(
-    backend: Backend,
-    model: M,
-    bins: &Bins,
-    batch: &Batch<'_>,
-    skip_bad: bool,
-    weight_sum: bool,
-) -> Result<Hist, Error> {
-    match backend {
-        Backend::Scalar => scalar::accumulate(model, bins, batch, skip_bad, weight_sum),
-        // SAFETY: the backend is available, so the CPU has its features.
-        #[cfg(target_arch = "x86_64")]
-        Backend::Avx512 => unsafe { x86::count_avx512(model, bins, batch, skip_bad, weight_sum) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Backend::Avx2 => unsafe { x86::count_avx2(model, bins, batch, skip_bad, weight_sum) },
-        _ => kernel::count::<wide::f32x8, M>(model, bins, batch, skip_bad, weight_sum),
+        Backend::Avx2 => unsafe { x86::accumulate_avx2(model, bins, batch, opts) },
+        _ => kernel::accumulate::<wide::f32x8, M>(model, bins, batch, opts),
     }
 }
 
@@ -164,7 +139,7 @@ mod x86 {
 
     /// The three passes compiled for one `core::arch` vector type and its target features.
     macro_rules! instantiate {
-        ($features:literal, $v:ty, $accumulate:ident, $count:ident, $check:ident, $apply:ident, $probe:ident) => {
+        ($features:literal, $v:ty, $accumulate:ident, $check:ident, $apply:ident, $probe:ident) => {
             /// # Safety
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
@@ -179,23 +154,9 @@ mod x86 {
                 model: M,
                 bins: &Bins,
                 batch: &Batch<'_>,
-                skip_bad: bool,
-                weight_sum: bool,
+                opts: Pass1Opts,
             ) -> Result<Hist, Error> {
-                kernel::accumulate::<$v, M>(model, bins, batch, skip_bad, weight_sum)
-            }
-
-            /// # Safety
-            /// The CPU has the target features.
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn $count<M: Model>(
-                model: M,
-                bins: &Bins,
-                batch: &Batch<'_>,
-                skip_bad: bool,
-                weight_sum: bool,
-            ) -> Result<Hist, Error> {
-                kernel::count::<$v, M>(model, bins, batch, skip_bad, weight_sum)
+                kernel::accumulate::<$v, M>(model, bins, batch, opts)
             }
 
             /// # Safety
@@ -228,7 +189,6 @@ mod x86 {
         "avx2,fma,popcnt",
         F32x8,
         accumulate_avx2,
-        count_avx2,
         check_avx2,
         apply_avx2,
         probe_avx2
@@ -237,7 +197,6 @@ mod x86 {
         "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,popcnt",
         F32x16,
         accumulate_avx512,
-        count_avx512,
         check_avx512,
         apply_avx512,
         probe_avx512

@@ -1,23 +1,21 @@
 //! The two passes over the elements, written once over [`Vector`]: every vector backend runs
 //! this code, instantiated with its own vector type.
 //!
-//! - [`accumulate`] (pass 1 of the phased API) validates every element, computes its gradient
-//!   norm, bin and loss, and returns the chunk's [`Hist`]: counts, per-bin loss sums, `tot`,
-//!   `skipped`.
-//! - [`count`] (pass 1 of the one call) does the same without the loss: counts only.
+//! - [`accumulate`] (pass 1) validates every element, computes its gradient norm and bin and
+//!   returns the chunk's [`Hist`]: counts, `tot`, `skipped` and, for the phased API, per-bin
+//!   loss sums. The one call skips the loss here.
 //! - [`apply`] (pass 2) recomputes `g` and `dl/dx` (cheaper than storing them: it reads the
 //!   inputs once more instead of writing and re-reading an intermediate) and writes
-//!   `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`; after
-//!   [`count`] it also sums `w[bin] * l` in f64 lanes, which is the one call's loss.
+//!   `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`; for the one
+//!   call it also sums `w[bin] * l` in f64 lanes, which is its loss.
 //!
 //! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
-//! from [`Bins::vector`]. The histogram update buffers a block of bin indices (and, in
-//! [`accumulate`], losses), then adds each into its lane's own accumulator for its bin
-//! (invalid lanes land in a trash bin). [`count`] keeps the most common bin out of the buffer:
-//! its lanes are counted from a comparison mask, the rest are compressed into the buffer.
-//! Measured and dropped: the scatter interleaved with the vector math (45% slower on AVX-512:
-//! its instructions crowd the long dependency chains out of the out-of-order window), and the
-//! two most common bins' losses accumulated in vector registers in [`accumulate`] (no faster).
+//! from [`Bins::vector`]. The histogram update keeps the most common bin in registers (counted
+//! from a comparison mask), compresses the other lanes' bins (and losses) into a buffer, and
+//! adds the buffer into per-lane accumulators once per block (invalid lanes land in a trash
+//! bin). Measured and dropped: the scatter interleaved with the vector math (45% slower on
+//! AVX-512: its instructions crowd the long dependency chains out of the out-of-order
+//! window).
 
 use core::marker::PhantomData;
 use core::ops::Range;
@@ -30,12 +28,11 @@ use crate::simd::{Vector, MAX_LANES};
 use crate::source::{prefetch, Batch, Targets, Visitor};
 use crate::state::{Hist, Weights};
 
-/// Per-bin accumulators, one per lane: `cells[bin * MAX_LANES + lane] = (loss sum, count)`.
-/// A run of elements in one bin (the usual case: most are easy negatives) then forms `LANES`
-/// independent dependency chains through memory instead of one chain of store-to-load
-/// forwards. Bin `M` is the trash bin.
+/// Per-bin accumulators, one per lane: `cells[bin * MAX_LANES + lane]`. A run of elements in
+/// one bin (the usual case: most are easy negatives) then forms `LANES` independent dependency
+/// chains through memory instead of one chain of store-to-load forwards. Bin `M` is the trash
+/// bin.
 const CELLS: usize = (MAX_BINS + 1) * MAX_LANES;
-type Cells = [[f64; 2]; CELLS];
 
 /// Elements buffered between the vector math and the histogram update.
 const BLOCK: usize = 256;
@@ -174,16 +171,34 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool>(
 // ---------------------------------------------------------------------------------------------
 // Pass 1
 
-struct Accumulate<'a, V, M> {
+/// Elements after which the `u32` count cells are moved into `u64` totals (no cell can
+/// overflow).
+const COUNT_SPAN: u64 = 1 << 31;
+
+/// Pass 1: counts per bin and, if `LOSS`, per-bin sums of the loss.
+///
+/// The most common bin ("hot": bin 0 until the first flush, then the most common one so far)
+/// is accumulated from a comparison mask, in registers; the other lanes' cells (and losses)
+/// are compressed into a buffer that [`Pass1::flush`] adds into per-lane cells.
+struct Pass1<'a, V, M, const LOSS: bool> {
     model: M,
     bins: &'a Bins,
     pred: &'a [f32],
     skip_bad: bool,
-    cells: Cells,
-    /// Cell indices and `(loss, 1.0)` pairs of the vectors since the last flush into `cells`.
-    block_cell: [i32; BLOCK],
-    block_pair: [[f64; 2]; BLOCK],
+    counts: [u32; CELLS],
+    loss_cells: [f64; CELLS],
+    /// Counts moved out of `counts`, per bin.
+    totals: [u64; MAX_BINS + 1],
+    since: u64,
+    /// Cell indices (and loss bits) of the elements since the last flush, except those in the
+    /// hot bin; room for one more vector than a flush holds.
+    block_cell: [i32; BLOCK + MAX_LANES],
+    block_loss: [i32; BLOCK + MAX_LANES],
     fill: usize,
+    hot: i32,
+    hot_count: u64,
+    hot_loss: [f64; MAX_LANES],
+    picked: bool,
     /// Per-lane sums of label weights, kept for GHM-R's `tot` only.
     weight_sums: [f64; MAX_LANES],
     weight_sum: bool,
@@ -191,7 +206,7 @@ struct Accumulate<'a, V, M> {
     _v: PhantomData<V>,
 }
 
-impl<V: Vector, M: Model> Step<V> for Accumulate<'_, V, M> {
+impl<V: Vector, M: Model, const LOSS: bool> Step<V> for Pass1<'_, V, M, LOSS> {
     #[inline(always)]
     fn step(
         &mut self,
@@ -210,166 +225,26 @@ impl<V: Vector, M: Model> Step<V> for Accumulate<'_, V, M> {
             self.skipped += V::m_count(bad) as u64;
         }
         let valid = V::m_andnot(V::m_and(live, w.gt(V::splat(0.0))), bad);
-        let e = self.model.eval_pre::<V, true>(x, t, pre);
-        // Cell of lane j in bin k: k * MAX_LANES + j.
-        let k = self.bins.vector(e.g, valid);
-        let cell = V::i_to_array(V::i_add(V::i_shl::<4>(k), V::i_iota()));
-        if self.fill + V::LANES > BLOCK {
-            self.flush();
-        }
-        let f = self.fill;
-        self.block_cell[f..f + V::LANES].copy_from_slice(&cell[..V::LANES]);
-        self.block_pair[f..f + V::LANES].copy_from_slice(&e.loss.pairs_with_one()[..V::LANES]);
-        self.fill += V::LANES;
-        if self.weight_sum {
-            V::select(valid, w, V::splat(0.0)).add_to_f64(&mut self.weight_sums);
-        }
-        Ok(())
-    }
-}
-
-impl<V: Vector, M: Model> Accumulate<'_, V, M> {
-    /// Adds the buffered bins and losses into the per-lane accumulators. (Kept apart from the
-    /// vector math so that the out-of-order core overlaps many vectors' long dependency
-    /// chains, which the scatter's instructions would otherwise crowd out of its window.)
-    #[inline(always)]
-    fn flush(&mut self) {
-        let n = self.fill;
-        for (&c, p) in self.block_cell[..n].iter().zip(&self.block_pair[..n]) {
-            // Always inside: bins are at most M <= MAX_BINS and lanes below MAX_LANES.
-            if let Some(cell) = self.cells.get_mut(c as usize) {
-                cell[0] += p[0];
-                cell[1] += p[1];
-            }
-        }
-        self.fill = 0;
-    }
-}
-
-impl<V: Vector, M: Model> Visitor<V> for Accumulate<'_, V, M> {
-    #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        let pred = &self.pred[range];
-        let model = self.model;
-        walk(&model, pred, &mut targets, self)
-    }
-}
-
-/// Pass 1 over `batch`: its histogram, or [`Error::Input`] at the first bad element unless
-/// `skip_bad`. `tot_is_weight_sum` selects GHM-R's `tot` (sum of label weights) over GHM-C's
-/// (valid count).
-#[inline(always)]
-pub(crate) fn accumulate<V: Vector, M: Model>(
-    model: M,
-    bins: &Bins,
-    batch: &Batch<'_>,
-    skip_bad: bool,
-    tot_is_weight_sum: bool,
-) -> Result<Hist, Error> {
-    let pred = batch.pred();
-    let mut acc = Accumulate::<V, M> {
-        model,
-        bins,
-        pred,
-        skip_bad,
-        cells: [[0.0; 2]; CELLS],
-        block_cell: [0; BLOCK],
-        block_pair: [[0.0; 2]; BLOCK],
-        fill: 0,
-        weight_sums: [0.0; MAX_LANES],
-        weight_sum: tot_is_weight_sum,
-        skipped: 0,
-        _v: PhantomData,
-    };
-    batch.visit::<V, _>(&mut acc)?;
-    acc.flush();
-
-    let m = bins.m;
-    let mut hist = Hist::new(m as u32)?;
-    let mut valid = 0u64;
-    for k in 0..m {
-        let (mut sum, mut count) = (0.0, 0.0);
-        for lane in &acc.cells[k * MAX_LANES..(k + 1) * MAX_LANES] {
-            sum += lane[0];
-            count += lane[1];
-        }
-        hist.loss_sums[k] = sum;
-        hist.counts[k] = count as u64;
-        valid += count as u64;
-    }
-    hist.tot = if tot_is_weight_sum {
-        acc.weight_sums.iter().sum()
-    } else {
-        valid as f64
-    };
-    hist.skipped = acc.skipped;
-    Ok(hist)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pass 1 of the one call: counts only
-
-/// Per-lane bin counts: `cells[bin * MAX_LANES + lane]`, bin `M` the trash bin.
-type Counts = [u32; CELLS];
-
-/// Elements after which the `u32` cells are moved into `u64` totals (no cell can overflow).
-const COUNT_SPAN: u64 = 1 << 31;
-
-struct Count<'a, V, M> {
-    model: M,
-    bins: &'a Bins,
-    pred: &'a [f32],
-    skip_bad: bool,
-    cells: Counts,
-    totals: [u64; MAX_BINS + 1],
-    since: u64,
-    /// Cell indices of the elements since the last flush into `cells`, except those in the
-    /// hot bin; room for one more vector than a flush holds.
-    block_cell: [i32; BLOCK + MAX_LANES],
-    fill: usize,
-    /// The hot bin (after the first block, the most common one so far) and its count: its
-    /// elements are counted from the comparison mask and never reach the buffer.
-    hot: i32,
-    hot_count: u64,
-    picked: bool,
-    weight_sums: [f64; MAX_LANES],
-    weight_sum: bool,
-    skipped: u64,
-    _v: PhantomData<V>,
-}
-
-impl<V: Vector, M: Model> Step<V> for Count<'_, V, M> {
-    #[inline(always)]
-    fn step(
-        &mut self,
-        _: usize,
-        x: V,
-        pre: (V, V),
-        (t, w, bad_w): (V, V, V::M),
-        tail: Option<usize>,
-    ) -> Result<(), Error> {
-        let live = live::<V>(tail);
-        let bad = bad_lanes(&self.model, x, t, bad_w, live);
-        if V::m_any(bad) {
-            if !self.skip_bad {
-                return Err(Error::Input);
-            }
-            self.skipped += V::m_count(bad) as u64;
-        }
-        let valid = V::m_andnot(V::m_and(live, w.gt(V::splat(0.0))), bad);
-        let e = self.model.eval_pre::<V, false>(x, t, pre);
+        let e = self.model.eval_pre::<V, LOSS>(x, t, pre);
         let k = self.bins.vector(e.g, valid);
         // Lanes in the hot bin are only counted; the others (the trash bin `M` included: an
         // invalid lane never matches `hot < M`) go to the buffer.
         let hot = V::i_eq(k, V::i_splat(self.hot));
         self.hot_count += V::m_count(hot) as u64;
-        let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
+        if LOSS {
+            V::select(hot, e.loss, V::splat(0.0)).add_to_f64(&mut self.hot_loss);
+        }
         if self.fill > BLOCK {
             self.flush();
         }
         let f = self.fill;
         let rest = V::m_andnot(live, hot);
+        // Cell of lane j in bin k: k * MAX_LANES + j.
+        let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
         self.fill += V::i_compress(cell, rest, &mut self.block_cell[f..]);
+        if LOSS {
+            V::i_compress(e.loss.to_bits(), rest, &mut self.block_loss[f..]);
+        }
         if self.weight_sum {
             V::select(valid, w, V::splat(0.0)).add_to_f64(&mut self.weight_sums);
         }
@@ -377,15 +252,24 @@ impl<V: Vector, M: Model> Step<V> for Count<'_, V, M> {
     }
 }
 
-impl<V: Vector, M: Model> Count<'_, V, M> {
-    /// Counts the buffered cell indices (kept apart from the vector math, as in pass 1).
+impl<V: Vector, M: Model, const LOSS: bool> Pass1<'_, V, M, LOSS> {
+    /// Adds the buffered elements into the per-lane cells. (Kept apart from the vector math so
+    /// that the out-of-order core overlaps many vectors' long dependency chains, which the
+    /// scatter's instructions would otherwise crowd out of its window.)
     #[inline(always)]
     fn flush(&mut self) {
         let n = self.fill;
+        // Always inside: bins are at most M <= MAX_BINS and lanes below MAX_LANES.
         for &c in &self.block_cell[..n] {
-            // Always inside: bins are at most M <= MAX_BINS and lanes below MAX_LANES.
-            if let Some(cell) = self.cells.get_mut(c as usize) {
-                *cell += 1;
+            if let Some(count) = self.counts.get_mut(c as usize) {
+                *count += 1;
+            }
+        }
+        if LOSS {
+            for (&c, &l) in self.block_cell[..n].iter().zip(&self.block_loss[..n]) {
+                if let Some(sum) = self.loss_cells.get_mut(c as usize) {
+                    *sum += f32::from_bits(l as u32) as f64;
+                }
             }
         }
         self.fill = 0;
@@ -394,33 +278,45 @@ impl<V: Vector, M: Model> Count<'_, V, M> {
             self.settle();
         }
         if !self.picked {
+            // First flush: from now on the most common bin so far is the hot one.
             self.picked = true;
-            // First flush: from now on the most common bin so far is counted in registers.
             self.settle();
             let m = self.bins.m;
             if let Some((k, _)) = self.totals[..m].iter().enumerate().max_by_key(|(_, &c)| c) {
-                self.hot = k as i32;
+                self.set_hot(k);
             }
         }
     }
 
-    /// Moves the cells and the hot bin's count into the `u64` totals.
+    /// Moves the count cells and the hot bin's count into the `u64` totals.
     fn settle(&mut self) {
         if let Some(t) = self.totals.get_mut(self.hot as usize) {
             *t += self.hot_count;
         }
         self.hot_count = 0;
         for (k, total) in self.totals.iter_mut().enumerate() {
-            for cell in &mut self.cells[k * MAX_LANES..(k + 1) * MAX_LANES] {
+            for cell in &mut self.counts[k * MAX_LANES..(k + 1) * MAX_LANES] {
                 *total += *cell as u64;
                 *cell = 0;
             }
         }
         self.since = 0;
     }
+
+    /// Makes `k` the hot bin, moving the old hot bin's loss lanes into its cells.
+    fn set_hot(&mut self, k: usize) {
+        let old = self.hot as usize * MAX_LANES;
+        if let Some(cells) = self.loss_cells.get_mut(old..old + MAX_LANES) {
+            for (cell, lane) in cells.iter_mut().zip(&mut self.hot_loss) {
+                *cell += *lane;
+                *lane = 0.0;
+            }
+        }
+        self.hot = k as i32;
+    }
 }
 
-impl<V: Vector, M: Model> Visitor<V> for Count<'_, V, M> {
+impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Pass1<'_, V, M, LOSS> {
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
         let pred = &self.pred[range];
@@ -429,43 +325,77 @@ impl<V: Vector, M: Model> Visitor<V> for Count<'_, V, M> {
     }
 }
 
-/// Pass 1 of the one-call functions: like [`accumulate`], but the histogram's loss sums are
-/// left at zero (pass 2 sums the weighted loss instead, see [`apply`]), so each element costs
-/// one integer increment instead of a loss and two f64 additions.
+/// What pass 1 is asked for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pass1Opts {
+    /// Per-bin loss sums (the phased API); off, they stay zero (the one call sums the
+    /// weighted loss in pass 2 instead, see [`apply`]).
+    pub loss: bool,
+    /// Exclude and count bad elements instead of failing with [`Error::Input`].
+    pub skip_bad: bool,
+    /// GHM-R's `tot` (sum of label weights) instead of GHM-C's (valid count).
+    pub weight_sum: bool,
+}
+
+/// Pass 1 over `batch`: its histogram, or [`Error::Input`] at the first bad element unless
+/// `opts.skip_bad`.
 #[inline(always)]
-pub(crate) fn count<V: Vector, M: Model>(
+pub(crate) fn accumulate<V: Vector, M: Model>(
     model: M,
     bins: &Bins,
     batch: &Batch<'_>,
-    skip_bad: bool,
-    tot_is_weight_sum: bool,
+    opts: Pass1Opts,
 ) -> Result<Hist, Error> {
-    let mut acc = Count::<V, M> {
+    if opts.loss {
+        pass1::<V, M, true>(model, bins, batch, opts)
+    } else {
+        pass1::<V, M, false>(model, bins, batch, opts)
+    }
+}
+
+#[inline(always)]
+fn pass1<V: Vector, M: Model, const LOSS: bool>(
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    opts: Pass1Opts,
+) -> Result<Hist, Error> {
+    let mut acc = Pass1::<V, M, LOSS> {
         model,
         bins,
         pred: batch.pred(),
-        skip_bad,
-        cells: [0; CELLS],
+        skip_bad: opts.skip_bad,
+        counts: [0; CELLS],
+        loss_cells: [0.0; CELLS],
         totals: [0; MAX_BINS + 1],
         since: 0,
         block_cell: [0; BLOCK + MAX_LANES],
+        block_loss: [0; BLOCK + MAX_LANES],
         fill: 0,
         hot: 0,
         hot_count: 0,
+        hot_loss: [0.0; MAX_LANES],
         picked: false,
         weight_sums: [0.0; MAX_LANES],
-        weight_sum: tot_is_weight_sum,
+        weight_sum: opts.weight_sum,
         skipped: 0,
         _v: PhantomData,
     };
     batch.visit::<V, _>(&mut acc)?;
     acc.flush();
     acc.settle();
+    let hot = acc.hot as usize;
+    acc.set_hot(hot); // moves the hot lanes' losses into the cells
 
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;
     hist.counts[..m].copy_from_slice(&acc.totals[..m]);
-    hist.tot = if tot_is_weight_sum {
+    for (k, sum) in hist.loss_sums[..m].iter_mut().enumerate() {
+        *sum = acc.loss_cells[k * MAX_LANES..(k + 1) * MAX_LANES]
+            .iter()
+            .sum();
+    }
+    hist.tot = if opts.weight_sum {
         acc.weight_sums.iter().sum()
     } else {
         acc.totals[..m].iter().sum::<u64>() as f64

@@ -71,7 +71,7 @@
 //!
 //! No function allocates (the `rayon` convenience excepted) or touches global state other
 //! than the backend choice ([`set_backend`], the `GHM_BACKEND` environment variable read once
-//! with `std`). Pass 1 keeps its per-lane histogram on the stack: about 38 KiB.
+//! with `std`). Pass 1 keeps its per-lane histogram on the stack: about 30 KiB.
 //!
 //! # Layout of the crate
 //!

@@ -337,61 +337,36 @@ impl Vector for F32x16 {
         F32x16(unsafe { _mm512_scalef_ps(self.0, n.0) })
     }
     #[inline(always)]
-    fn pairs_with_one(self) -> [[f64; 2]; MAX_LANES] {
-        let mut p = [[0.0; 2]; MAX_LANES];
-        // SAFETY: AVX-512F present; `p` holds 32 f64, written as four vectors of 8.
-        unsafe {
-            let one = _mm512_set1_pd(1.0);
-            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(self.0));
-            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(self.0),
-            )));
-            // Interleave each half with ones: (l0, 1, l1, 1, ...).
-            let first = _mm512_setr_epi64(0, 8, 1, 8, 2, 8, 3, 8);
-            let second = _mm512_setr_epi64(4, 8, 5, 8, 6, 8, 7, 8);
-            let q = p.as_mut_ptr().cast::<f64>();
-            _mm512_storeu_pd(q, _mm512_permutex2var_pd(lo, first, one));
-            _mm512_storeu_pd(q.add(8), _mm512_permutex2var_pd(lo, second, one));
-            _mm512_storeu_pd(q.add(16), _mm512_permutex2var_pd(hi, first, one));
-            _mm512_storeu_pd(q.add(24), _mm512_permutex2var_pd(hi, second, one));
-        }
-        p
-    }
-    #[inline(always)]
     fn mul_add_to_f64(self, b: Self, acc: &mut [f64; MAX_LANES]) {
+        let ((a0, a1), (b0, b1)) = (to_f64(self.0), to_f64(b.0));
         // SAFETY: AVX-512F present; `acc` holds 16 f64 (two halves of 8).
         unsafe {
-            let half = |v: __m512, hi: bool| {
-                if hi {
-                    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                        _mm512_castps_pd(v),
-                    )))
-                } else {
-                    _mm512_cvtps_pd(_mm512_castps512_ps256(v))
-                }
-            };
             let p = acc.as_mut_ptr();
-            let lo = _mm512_fmadd_pd(half(self.0, false), half(b.0, false), _mm512_loadu_pd(p));
-            let hi = _mm512_fmadd_pd(
-                half(self.0, true),
-                half(b.0, true),
-                _mm512_loadu_pd(p.add(8)),
-            );
-            _mm512_storeu_pd(p, lo);
-            _mm512_storeu_pd(p.add(8), hi);
+            _mm512_storeu_pd(p, _mm512_fmadd_pd(a0, b0, _mm512_loadu_pd(p)));
+            _mm512_storeu_pd(p.add(8), _mm512_fmadd_pd(a1, b1, _mm512_loadu_pd(p.add(8))));
         }
     }
     #[inline(always)]
     fn add_to_f64(self, acc: &mut [f64; MAX_LANES]) {
+        let (lo, hi) = to_f64(self.0);
         // SAFETY: AVX-512F present; `acc` holds 16 f64 (two halves of 8).
         unsafe {
-            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(self.0));
-            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(self.0),
-            )));
             let p = acc.as_mut_ptr();
             _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), lo));
             _mm512_storeu_pd(p.add(8), _mm512_add_pd(_mm512_loadu_pd(p.add(8)), hi));
         }
+    }
+}
+
+/// Lanes 0..8 and 8..16 of `v`, widened to f64 (exactly).
+#[inline(always)]
+fn to_f64(v: __m512) -> (__m512d, __m512d) {
+    // SAFETY: AVX-512F present (module invariant).
+    unsafe {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        (
+            _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+            _mm512_cvtps_pd(hi),
+        )
     }
 }

@@ -216,17 +216,6 @@ pub(crate) trait Vector: Copy {
         }
     }
 
-    /// `(lane as f64, 1.0)` per lane: what pass 1 adds into a bin's `(loss sum, count)`.
-    #[inline(always)]
-    fn pairs_with_one(self) -> [[f64; 2]; MAX_LANES] {
-        let a = self.to_array();
-        let mut p = [[0.0, 1.0]; MAX_LANES];
-        for j in 0..Self::LANES {
-            p[j][0] = a[j] as f64;
-        }
-        p
-    }
-
     /// `self * 2^n`, correctly rounded (so exact unless the result is subnormal), for an
     /// integer `-150 <= n <= 0` given as f32: the same bits on every backend. The default
     /// multiplies by two normal powers of two, `2^(n/2)` and `2^(n - n/2)`: the first product
