@@ -92,6 +92,7 @@ typedef struct ghm_c_config {
   uint32_t accumulate;
   /**
    * 1: exclude bad elements and count them; 0: fail with GHM_ERR_INPUT (default 0).
+   * 1 is also faster when only grad is asked for and overwritten (see the README).
    */
   uint32_t skip_bad;
   /**

@@ -198,7 +198,7 @@ pub(crate) fn loss_grad(
     plan: Plan,
     ema: Option<&mut Ema>,
     batch: Batch<'_>,
-    out: Out<'_>,
+    mut out: Out<'_>,
 ) -> Result<f32, Error> {
     check_ema(&plan, ema.as_deref())?;
     batch.check()?;
@@ -212,6 +212,16 @@ pub(crate) fn loss_grad(
     }
     let bins = Bins::new(plan.bins, plan.last_edge());
     with_model!(plan, |model| {
+        if let Some(grad) = out.grad.as_deref_mut() {
+            if plan.skip_bad
+                && stored_pass(&model)
+                && out.loss_elems.is_none()
+                && !plan.accumulate
+                && dispatch::stores_grad(plan.backend)
+            {
+                return stored_two_pass(&plan, model, &bins, ema, &batch, grad, out.stats);
+            }
+        }
         // With a second pass, pass 1 only counts and pass 2 sums the weighted loss (one
         // f64 multiply-add per element in vector registers, instead of a loss and two f64
         // additions per element into per-bin sums). Either way the loss is the f64 sum of the
@@ -238,6 +248,51 @@ pub(crate) fn loss_grad(
         }
         Ok(weights.loss as f32)
     })
+}
+
+/// The one call with `skip_bad`, when only `grad` is asked for (and overwritten), on a vector
+/// backend: pass 1 stores each element's `dl/dx` in `grad` while it counts (with per-bin loss
+/// sums), and pass 2 reads only that back, recomputes the bin from `g = |dl/dx|` and scales
+/// it. Pass 2 then moves 8 bytes per element instead of reading the inputs again and
+/// recomputing the model. The gradients are bit-identical to the other path's (the same
+/// `dl/dx` times the same `scale[bin]`); the loss is the phased API's.
+///
+/// Only with `skip_bad`: otherwise nothing may be written before every element is known to
+/// be good, and a separate checking pass (reading the inputs once more) cost as much as it
+/// saved: measured equal at 64Ki elements and 15% slower at 16Mi. Only for GHM-C (see
+/// [`Model::STORED_PASS`]).
+fn stored_two_pass<M: Model>(
+    plan: &Plan,
+    model: M,
+    bins: &Bins,
+    ema: Option<&mut Ema>,
+    batch: &Batch<'_>,
+    grad: &mut [f32],
+    stats: Option<&mut Stats>,
+) -> Result<f32, Error> {
+    let opts = Pass1Opts {
+        loss: true,
+        skip_bad: true,
+        weight_sum: plan.tot_is_weight_sum(),
+    };
+    // `grad` is written from here on: nothing below can fail. Pass 1 skips bad elements, and
+    // `finalize` only refuses an EMA (checked before the call) or a histogram with negative
+    // or NaN sums or a non-finite `tot`, which pass 1 never produces from valid elements.
+    let hist = dispatch::accumulate_storing(plan.backend, model, bins, batch, opts, Some(grad))?;
+    let (weights, new_ema) = state::finalize(plan, ema.as_deref(), &hist)?;
+    if let (Some(ema), Some(new)) = (ema, new_ema) {
+        *ema = new;
+    }
+    dispatch::rescale(plan.backend, bins, &weights, plan.loss_weight, batch, grad)?;
+    if let Some(stats) = stats {
+        *stats = Stats::of(&hist, &weights);
+    }
+    Ok(weights.loss as f32)
+}
+
+/// [`Model::STORED_PASS`] of a model value.
+fn stored_pass<M: Model>(_: &M) -> bool {
+    M::STORED_PASS
 }
 
 /// Pass 1 of a chunk, merged into `hist`.

@@ -28,15 +28,55 @@ pub(crate) fn accumulate<M: Model>(
     batch: &Batch<'_>,
     opts: Pass1Opts,
 ) -> Result<Hist, Error> {
+    accumulate_storing(backend, model, bins, batch, opts, None)
+}
+
+/// Whether [`accumulate_storing`] can store the gradients on `backend`: every vector backend
+/// can; the scalar path (the oracle) keeps to its two independent passes.
+pub(crate) fn stores_grad(backend: Backend) -> bool {
+    backend != Backend::Scalar
+}
+
+/// [`accumulate`], also storing every element's `dl/dx` in `grad` for [`rescale`] (see
+/// [`kernel::accumulate`]) when `grad` is given and [`stores_grad`] holds.
+pub(crate) fn accumulate_storing<M: Model>(
+    backend: Backend,
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    opts: Pass1Opts,
+    grad: Option<&mut [f32]>,
+) -> Result<Hist, Error> {
     match backend {
         Backend::Scalar => scalar::accumulate(model, bins, batch, opts.skip_bad, opts.weight_sum),
         // SAFETY: the backend is available, so the CPU has its features.
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx512 => unsafe { x86::accumulate_avx512(model, bins, batch, opts) },
+        Backend::Avx512 => unsafe { x86::accumulate_avx512(model, bins, batch, opts, grad) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx2 => unsafe { x86::accumulate_avx2(model, bins, batch, opts) },
-        _ => kernel::accumulate::<wide::f32x8, M>(model, bins, batch, opts),
+        Backend::Avx2 => unsafe { x86::accumulate_avx2(model, bins, batch, opts, grad) },
+        _ => kernel::accumulate::<wide::f32x8, M>(model, bins, batch, opts, grad),
+    }
+}
+
+/// Pass 2 from the gradients [`accumulate_storing`] stored in `grad` (a vector backend's).
+pub(crate) fn rescale(
+    backend: Backend,
+    bins: &Bins,
+    w: &Weights,
+    loss_weight: f32,
+    batch: &Batch<'_>,
+    grad: &mut [f32],
+) -> Result<(), Error> {
+    let t = Tables::new(w, loss_weight);
+    match backend {
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::rescale_avx512(bins, &t, batch, grad) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::rescale_avx2(bins, &t, batch, grad) },
+        _ => kernel::rescale::<wide::f32x8>(bins, &t, batch, grad),
     }
 }
 
@@ -137,9 +177,17 @@ mod x86 {
     use crate::simd::avx2::F32x8;
     use crate::simd::avx512::F32x16;
 
-    /// The three passes compiled for one `core::arch` vector type and its target features.
+    /// The passes compiled for one `core::arch` vector type and its target features.
     macro_rules! instantiate {
-        ($features:literal, $v:ty, $accumulate:ident, $check:ident, $apply:ident, $probe:ident) => {
+        (
+            $features:literal,
+            $v:ty,
+            $accumulate:ident,
+            $check:ident,
+            $apply:ident,
+            $rescale:ident,
+            $probe:ident
+        ) => {
             /// # Safety
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
@@ -155,8 +203,21 @@ mod x86 {
                 bins: &Bins,
                 batch: &Batch<'_>,
                 opts: Pass1Opts,
+                grad: Option<&mut [f32]>,
             ) -> Result<Hist, Error> {
-                kernel::accumulate::<$v, M>(model, bins, batch, opts)
+                kernel::accumulate::<$v, M>(model, bins, batch, opts, grad)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $rescale(
+                bins: &Bins,
+                tables: &Tables,
+                batch: &Batch<'_>,
+                grad: &mut [f32],
+            ) -> Result<(), Error> {
+                kernel::rescale::<$v>(bins, tables, batch, grad)
             }
 
             /// # Safety
@@ -191,6 +252,7 @@ mod x86 {
         accumulate_avx2,
         check_avx2,
         apply_avx2,
+        rescale_avx2,
         probe_avx2
     );
     instantiate!(
@@ -199,6 +261,7 @@ mod x86 {
         accumulate_avx512,
         check_avx512,
         apply_avx512,
+        rescale_avx512,
         probe_avx512
     );
 }

@@ -105,6 +105,7 @@ pub struct ghm_c_config {
     /// 1: add into the gradient buffer; 0: overwrite it (default 0).
     pub accumulate: u32,
     /// 1: exclude bad elements and count them; 0: fail with GHM_ERR_INPUT (default 0).
+    /// 1 is also faster when only grad is asked for and overwritten (see the README).
     pub skip_bad: u32,
     /// GHM_INPUT_* (default LOGITS).
     pub input: u32,

@@ -3,19 +3,21 @@
 //!
 //! - [`accumulate`] (pass 1) validates every element, computes its gradient norm and bin and
 //!   returns the chunk's [`Hist`]: counts, `tot`, `skipped` and, for the phased API, per-bin
-//!   loss sums. The one call skips the loss here.
-//! - [`apply`] (pass 2) recomputes `g` and `dl/dx` (cheaper than storing them: it reads the
-//!   inputs once more instead of writing and re-reading an intermediate) and writes
-//!   `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`; for the one
-//!   call it also sums `w[bin] * l` in f64 lanes, which is its loss.
+//!   loss sums. The one call usually skips the loss here.
+//! - [`apply`] (pass 2) recomputes `g` and `dl/dx` from the inputs (the outputs must not be
+//!   written before pass 1 has seen every element, so there is nowhere to keep them) and
+//!   writes `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`; for
+//!   the one call it also sums `w[bin] * l` in f64 lanes, which is its loss.
+//! - With `skip_bad` no element can make the call fail, so the one call (GHM-C, gradients
+//!   only) may store `dl/dx` in `grad` during pass 1, with the per-bin loss sums; pass 2 is
+//!   then [`rescale`], which reads that back and never touches the inputs.
 //!
 //! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
 //! from [`Bins::vector`]. The histogram update keeps the most common bin in registers (counted
-//! from a comparison mask), compresses the other lanes' bins (and losses) into a buffer, and
-//! adds the buffer into per-lane accumulators once per block (invalid lanes land in a trash
-//! bin). Measured and dropped: the scatter interleaved with the vector math (45% slower on
-//! AVX-512: its instructions crowd the long dependency chains out of the out-of-order
-//! window).
+//! from a comparison mask), compresses the other valid lanes' bins (and losses) into a buffer,
+//! and adds the buffer into per-lane accumulators once per block. Measured and dropped: the
+//! scatter interleaved with the vector math (45% slower on AVX-512: its instructions crowd the
+//! long dependency chains out of the out-of-order window).
 
 use core::marker::PhantomData;
 use core::ops::Range;
@@ -30,9 +32,9 @@ use crate::state::{Hist, Weights};
 
 /// Per-bin accumulators, one per lane: `cells[bin * MAX_LANES + lane]`. A run of elements in
 /// one bin (the usual case: most are easy negatives) then forms `LANES` independent dependency
-/// chains through memory instead of one chain of store-to-load forwards. Bin `M` is the trash
-/// bin.
-const CELLS: usize = (MAX_BINS + 1) * MAX_LANES;
+/// chains through memory instead of one chain of store-to-load forwards. (Invalid lanes, in
+/// the trash bin `M`, never reach them.)
+const CELLS: usize = MAX_BINS * MAX_LANES;
 
 /// Elements buffered between the vector math and the histogram update.
 const BLOCK: usize = 256;
@@ -54,6 +56,8 @@ fn bad_lanes<V: Vector, M: Model>(model: &M, x: V, t: V, bad_w: V::M, live: V::M
 /// be inlined into the `#[target_feature]` function that runs the kernel, and a closure
 /// would be compiled without that function's target features if it were not inlined.)
 trait Step<V: Vector> {
+    /// Whether the step uses the model's `pre` (the input check alone does not).
+    const PRE: bool = true;
     /// Elements `at..at + LANES` of the segment (or `at..at + tail`, for its last vector),
     /// with their predictions `x` and their targets, weights and bad-weight lanes.
     fn step(
@@ -117,9 +121,10 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool>(
     targets: &mut T,
     step: &mut S,
 ) -> Result<(), Error> {
+    let has_pre = M::HAS_PRE && S::PRE;
     if FULL {
         let [p0, p1] = pre;
-        if M::HAS_PRE {
+        if has_pre {
             let outs = p0
                 .chunks_exact_mut(V::LANES)
                 .zip(p1.chunks_exact_mut(V::LANES));
@@ -132,7 +137,7 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool>(
         let pres = p0.chunks_exact(V::LANES).zip(p1.chunks_exact(V::LANES));
         for (j, (x, (a, b))) in xs.chunks_exact(V::LANES).zip(pres).enumerate() {
             let x = V::load(x);
-            let p = if M::HAS_PRE {
+            let p = if has_pre {
                 (V::load(a), V::load(b))
             } else {
                 (x, x)
@@ -142,7 +147,7 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool>(
         return Ok(());
     }
     let n = xs.len();
-    if M::HAS_PRE {
+    if has_pre {
         let mut i = 0;
         while i < n {
             let x = load::<V>(&xs[i..], (n - i < V::LANES).then_some(n - i));
@@ -157,7 +162,7 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool>(
         let tail = (n - i < V::LANES).then_some(n - i);
         let len = tail.unwrap_or(V::LANES);
         let x = load::<V>(&xs[i..], tail);
-        let p = if M::HAS_PRE {
+        let p = if has_pre {
             (V::load(&pre[0][i..]), V::load(&pre[1][i..]))
         } else {
             (x, x)
@@ -185,10 +190,14 @@ struct Pass1<'a, V, M, const LOSS: bool> {
     bins: &'a Bins,
     pred: &'a [f32],
     skip_bad: bool,
+    /// Where to store each element's `dl/dx` (NaN for invalid lanes), for [`rescale`].
+    grad: Option<&'a mut [f32]>,
+    /// Start of the current segment in `pred` (and `grad`).
+    seg: usize,
     counts: [u32; CELLS],
     loss_cells: [f64; CELLS],
     /// Counts moved out of `counts`, per bin.
-    totals: [u64; MAX_BINS + 1],
+    totals: [u64; MAX_BINS],
     since: u64,
     /// Cell indices (and loss bits) of the elements since the last flush, except those in the
     /// hot bin; room for one more vector than a flush holds.
@@ -210,7 +219,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for Pass1<'_, V, M, LOSS> {
     #[inline(always)]
     fn step(
         &mut self,
-        _: usize,
+        at: usize,
         x: V,
         pre: (V, V),
         (t, w, bad_w): (V, V, V::M),
@@ -227,8 +236,12 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for Pass1<'_, V, M, LOSS> {
         let valid = V::m_andnot(V::m_and(live, w.gt(V::splat(0.0))), bad);
         let e = self.model.eval_pre::<V, LOSS>(x, t, pre);
         let k = self.bins.vector(e.g, valid);
-        // Lanes in the hot bin are only counted; the others (the trash bin `M` included: an
-        // invalid lane never matches `hot < M`) go to the buffer.
+        if let Some(g) = self.grad.as_deref_mut() {
+            let d = V::select(valid, e.grad, V::splat(f32::NAN));
+            store(&mut g[self.seg + at..], tail, d);
+        }
+        // Lanes in the hot bin are only counted (an invalid lane, in the trash bin `M`, never
+        // matches `hot < M`); the other valid lanes go to the buffer.
         let hot = V::i_eq(k, V::i_splat(self.hot));
         self.hot_count += V::m_count(hot) as u64;
         if LOSS {
@@ -238,7 +251,8 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for Pass1<'_, V, M, LOSS> {
             self.flush();
         }
         let f = self.fill;
-        let rest = V::m_andnot(live, hot);
+        // Invalid lanes (bin M) are neither counted nor summed: they stay out of the buffer.
+        let rest = V::m_andnot(valid, hot);
         // Cell of lane j in bin k: k * MAX_LANES + j.
         let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
         self.fill += V::i_compress(cell, rest, &mut self.block_cell[f..]);
@@ -294,7 +308,9 @@ impl<V: Vector, M: Model, const LOSS: bool> Pass1<'_, V, M, LOSS> {
             *t += self.hot_count;
         }
         self.hot_count = 0;
-        for (k, total) in self.totals.iter_mut().enumerate() {
+        // Only bins below M are ever counted in the cells.
+        let m = self.bins.m;
+        for (k, total) in self.totals[..m].iter_mut().enumerate() {
             for cell in &mut self.counts[k * MAX_LANES..(k + 1) * MAX_LANES] {
                 *total += *cell as u64;
                 *cell = 0;
@@ -319,6 +335,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Pass1<'_, V, M, LOSS> {
 impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Pass1<'_, V, M, LOSS> {
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
+        self.seg = range.start;
         let pred = &self.pred[range];
         let model = self.model;
         walk(&model, pred, &mut targets, self)
@@ -338,18 +355,21 @@ pub(crate) struct Pass1Opts {
 }
 
 /// Pass 1 over `batch`: its histogram, or [`Error::Input`] at the first bad element unless
-/// `opts.skip_bad`.
+/// `opts.skip_bad`. With `grad`, also stores every element's `dl/dx` there (NaN for the
+/// invalid ones) for [`rescale`]; only with `skip_bad`, since nothing may be written when an
+/// element is bad.
 #[inline(always)]
 pub(crate) fn accumulate<V: Vector, M: Model>(
     model: M,
     bins: &Bins,
     batch: &Batch<'_>,
     opts: Pass1Opts,
+    grad: Option<&mut [f32]>,
 ) -> Result<Hist, Error> {
     if opts.loss {
-        pass1::<V, M, true>(model, bins, batch, opts)
+        pass1::<V, M, true>(model, bins, batch, opts, grad)
     } else {
-        pass1::<V, M, false>(model, bins, batch, opts)
+        pass1::<V, M, false>(model, bins, batch, opts, grad)
     }
 }
 
@@ -359,15 +379,18 @@ fn pass1<V: Vector, M: Model, const LOSS: bool>(
     bins: &Bins,
     batch: &Batch<'_>,
     opts: Pass1Opts,
+    grad: Option<&mut [f32]>,
 ) -> Result<Hist, Error> {
     let mut acc = Pass1::<V, M, LOSS> {
         model,
         bins,
         pred: batch.pred(),
         skip_bad: opts.skip_bad,
+        grad,
+        seg: 0,
         counts: [0; CELLS],
         loss_cells: [0.0; CELLS],
-        totals: [0; MAX_BINS + 1],
+        totals: [0; MAX_BINS],
         since: 0,
         block_cell: [0; BLOCK + MAX_LANES],
         block_loss: [0; BLOCK + MAX_LANES],
@@ -414,6 +437,7 @@ struct Check<'a, V, M> {
 }
 
 impl<V: Vector, M: Model> Step<V> for Check<'_, V, M> {
+    const PRE: bool = false;
     #[inline(always)]
     fn step(
         &mut self,
@@ -642,4 +666,58 @@ pub(crate) fn apply<V: Vector, M: Model>(
         [0.0; MAX_LANES]
     };
     Ok(sums.iter().sum())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pass 2 from stored gradients
+
+/// Pass 2 when pass 1 stored each element's `dl/dx` in `grad`: the bin is recomputed from
+/// `g = |dl/dx|` (every model's `g` is exactly that), so the inputs are not read again.
+struct Rescale<'a, V> {
+    bins: &'a Bins,
+    tables: &'a Tables,
+    grad: &'a mut [f32],
+    _v: PhantomData<V>,
+}
+
+impl<V: Vector> Visitor<V> for Rescale<'_, V> {
+    #[inline(always)]
+    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, _: T) -> Result<(), Error> {
+        let (bins, m) = (self.bins, self.bins.m);
+        let scale = &self.tables.scale;
+        let zero = V::splat(0.0);
+        let mut chunks = self.grad[range].chunks_exact_mut(V::LANES);
+        for g in &mut chunks {
+            let d = V::load(g);
+            // Invalid lanes hold NaN: they get the trash bin and a zero gradient.
+            let valid = d.is_finite();
+            let k = bins.vector(d.abs(), valid);
+            V::select(valid, V::lut(scale, k, m).mul(d), zero).store(g);
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let d = V::load_partial(rest);
+            let valid = d.is_finite();
+            let k = bins.vector(d.abs(), valid);
+            V::select(valid, V::lut(scale, k, m).mul(d), zero).store_partial(rest);
+        }
+        Ok(())
+    }
+}
+
+/// Pass 2 over `batch` from the `dl/dx` that [`accumulate`] stored in `grad`: writes
+/// `grad = scale[bin] * dl/dx` (0 for invalid elements), bit-identical to [`apply`]'s.
+#[inline(always)]
+pub(crate) fn rescale<V: Vector>(
+    bins: &Bins,
+    tables: &Tables,
+    batch: &Batch<'_>,
+    grad: &mut [f32],
+) -> Result<(), Error> {
+    batch.visit::<V, _>(&mut Rescale::<V> {
+        bins,
+        tables,
+        grad,
+        _v: PhantomData,
+    })
 }

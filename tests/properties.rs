@@ -681,3 +681,166 @@ fn one_call_counts_equal_phased_counts_when_the_distribution_drifts() {
         }
     }
 }
+
+/// One random GHM-C batch with bad elements mixed in, for the stored-gradient tests.
+fn skip_bad_batch(r: &mut Rng, n: usize, probs: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut x = Vec::with_capacity(n);
+    let mut t = Vec::with_capacity(n);
+    let mut w = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut xi = if probs {
+            r.unit() as f32
+        } else if r.chance(0.05) {
+            if r.chance(0.5) {
+                1e30
+            } else {
+                -1e30
+            }
+        } else {
+            r.range(-20.0, 20.0) as f32
+        };
+        let mut ti = if r.chance(0.5) {
+            r.unit() as f32
+        } else {
+            r.chance(0.3) as u32 as f32
+        };
+        let mut wi = [0.0, 1.0, 0.5, 3.0][r.below(4)];
+        match r.below(40) {
+            0 => xi = f32::NAN,
+            1 => ti = f32::INFINITY,
+            2 => ti = 1.5,
+            3 => wi = -1.0,
+            4 => wi = f32::NAN,
+            5 if probs => xi = -0.25,
+            _ => {}
+        }
+        x.push(xi);
+        t.push(ti);
+        w.push(wi);
+    }
+    (x, t, w)
+}
+
+/// Runs `c` twice on every vector backend: gradients only (pass 1 stores `dl/dx`, pass 2
+/// rescales it) and with `loss_elems` too (pass 2 recomputes from the inputs). Gradients
+/// must be bit-identical, as must the stats and the EMA; the loss within 1 ulp. `grad`
+/// starts as `init` and must keep it wherever the batch has no element.
+fn stored_equals_recomputed(
+    c: GhmC,
+    run: &dyn Fn(&GhmC, Option<&mut Ema>, Out<'_>) -> f32,
+    n: usize,
+    init: &[f32],
+    ctx: &str,
+) {
+    for backend in Backend::all_available().filter(|b| *b != Backend::Scalar) {
+        let c = GhmC {
+            backend: Some(backend),
+            ..c
+        };
+        let mut ema_a = Ema::new(c.bins).unwrap();
+        ema_a.acc_sum[0] = 3.0; // an EMA that has seen a batch
+        let mut ema_b = ema_a;
+        let mut ga = init.to_vec();
+        ga.push(42.0); // guard: never written
+        let mut sa = Stats::default();
+        let out = Out {
+            grad: Some(&mut ga[..n]),
+            loss_elems: None,
+            stats: Some(&mut sa),
+        };
+        let la = run(&c, (c.momentum > 0.0).then_some(&mut ema_a), out);
+        let mut gb = init.to_vec();
+        let mut eb = vec![0.0f32; n];
+        let mut sb = Stats::default();
+        let out = Out {
+            grad: Some(&mut gb),
+            loss_elems: Some(&mut eb),
+            stats: Some(&mut sb),
+        };
+        let lb = run(&c, (c.momentum > 0.0).then_some(&mut ema_b), out);
+        let ctx = format!("{ctx} on {backend:?}");
+        assert_eq!(ga[n], 42.0, "{ctx}: wrote past the end");
+        for i in 0..n {
+            assert_eq!(
+                ga[i].to_bits(),
+                gb[i].to_bits(),
+                "{ctx}: grad[{i}] {} vs {}",
+                ga[i],
+                gb[i]
+            );
+        }
+        assert_eq!(sa, sb, "{ctx}: stats");
+        assert_eq!(ema_a, ema_b, "{ctx}: EMA");
+        assert!(ulps(la, lb) <= 1, "{ctx}: loss {la} vs {lb}");
+    }
+}
+
+/// The one call's two ways to the gradients with `skip_bad` (see `stored_equals_recomputed`)
+/// at every length to 70 and some longer ones (whole blocks plus tails), unaligned, with bad,
+/// invalid and saturated elements, both GHM-C inputs and every reduction.
+#[test]
+fn stored_gradients_equal_recomputed_ones() {
+    let mut r = Rng(2024);
+    let lens = (0..=70).chain([255, 256, 257, 256 * 5 + 9, 4099]);
+    for n in lens {
+        for probs in [false, true] {
+            let off = r.below(4);
+            let (x, t, w) = skip_bad_batch(&mut r, n + off, probs);
+            let c = GhmC {
+                bins: 1 + r.below(128) as u32,
+                momentum: if r.chance(0.5) { 0.0 } else { 0.6 },
+                loss_weight: [1.0, 0.5, -2.0][r.below(3)],
+                reduction: [Reduction::Mean, Reduction::Sum, Reduction::None][r.below(3)],
+                grad_scale: if r.chance(0.5) { 1.0 } else { -1.0 },
+                skip_bad: true,
+                input: if probs { Input::Probs } else { Input::Logits },
+                ..GhmC::default()
+            };
+            let no_weights = r.chance(0.2);
+            let input = Dense {
+                pred: &x[off..],
+                target: &t[off..],
+                label_weight: (!no_weights).then_some(&w[off..]),
+            };
+            let run = |c: &GhmC, ema: Option<&mut Ema>, out: Out<'_>| {
+                c.loss_grad(ema, &input, out).unwrap()
+            };
+            let init = vec![7.0f32; n];
+            let ctx = format!("n {n} offset {off} probs {probs} {c:?}");
+            stored_equals_recomputed(c, &run, n, &init, &ctx);
+        }
+    }
+}
+
+/// The same with class-index labels, in both layouts, over a sub-range of the anchors
+/// (the rest of `grad` must stay as it was).
+#[test]
+fn stored_gradients_equal_recomputed_ones_with_labels() {
+    let mut r = Rng(77);
+    for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
+        for _ in 0..40 {
+            let classes = 1 + r.below(20);
+            let anchors = r.below(300);
+            let n = anchors * classes;
+            let (x, _, w) = skip_bad_batch(&mut r, n, false);
+            let labels: Vec<i32> = (0..anchors)
+                .map(|_| r.below(classes + 2) as i32 - 1)
+                .collect();
+            let (a0, a1) = (r.below(anchors + 1), anchors);
+            let c = GhmC {
+                bins: 1 + r.below(40) as u32,
+                skip_bad: true,
+                ..GhmC::default()
+            };
+            let input = Labels::new(&x, &labels, classes, layout)
+                .anchor_weight(&w[..anchors])
+                .anchors(a0..a1);
+            let run = |c: &GhmC, ema: Option<&mut Ema>, out: Out<'_>| {
+                c.loss_grad_labels(ema, &input, out).unwrap()
+            };
+            let init: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+            let ctx = format!("{layout:?} {anchors}x{classes} anchors {a0}..{a1}");
+            stored_equals_recomputed(c, &run, n, &init, &ctx);
+        }
+    }
+}
