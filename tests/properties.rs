@@ -3,6 +3,9 @@
 //! - class-index labels equal the dense path on materialised one-hot targets;
 //! - every vector backend equals the scalar path at every tail length and unaligned offset;
 //! - the phased API over random chunkings equals the one call (bit-identical gradients).
+//! - with `skip_bad`, the one call's stored-gradient pass 2 equals the recomputing one, bit for
+//!   bit;
+//! - GHM-R's vectors without huge differences give the bits the scaled evaluation gives.
 #![allow(clippy::needless_range_loop)] // index loops read best in tests
 
 mod common;
@@ -842,5 +845,52 @@ fn stored_gradients_equal_recomputed_ones_with_labels() {
             let ctx = format!("{layout:?} {anchors}x{classes} anchors {a0}..{a1}");
             stored_equals_recomputed(c, &run, n, &init, &ctx);
         }
+    }
+}
+
+/// GHM-R evaluates a vector without huge differences (`|x - t| > 2^50`) without the scaling
+/// the others need; both ways must give the same bits. Batch B puts a huge element, with
+/// label weight 0 (so counts, `tot` and weights stay the same), where batch A has an
+/// ordinary one: the valid elements' gradients and losses must not change, on any backend.
+#[test]
+fn ghm_r_gives_the_same_bits_with_and_without_huge_neighbours() {
+    let mut r = Rng(5);
+    let n = 1000;
+    let t: Vec<f32> = (0..n).map(|_| r.range(-2.0, 2.0) as f32).collect();
+    let x_a: Vec<f32> = t
+        .iter()
+        .map(|&t| t + (r.range(-0.1, 0.1) * r.unit()) as f32)
+        .collect();
+    let w: Vec<f32> = (0..n).map(|i| (i % 13 != 5) as u32 as f32).collect();
+    let mut x_b = x_a.clone();
+    for i in (5..n).step_by(13) {
+        x_b[i] = if i % 2 == 0 { 1e20 } else { -3e38 };
+    }
+    for backend in Backend::all_available() {
+        let c = GhmR {
+            bins: 10,
+            backend: Some(backend),
+            ..GhmR::default()
+        };
+        let run = |x: &[f32]| {
+            let mut g = vec![0.0f32; n];
+            let mut e = vec![0.0f32; n];
+            let input = Dense::new(x, &t).label_weight(&w);
+            let out = Out {
+                grad: Some(&mut g),
+                loss_elems: Some(&mut e),
+                stats: None,
+            };
+            let loss = c.loss_grad(None, &input, out).unwrap();
+            (loss, g, e)
+        };
+        let (la, ga, ea) = run(&x_a);
+        let (lb, gb, eb) = run(&x_b);
+        assert_eq!(la.to_bits(), lb.to_bits(), "{backend:?}: loss");
+        for i in 0..n {
+            assert_eq!(ga[i].to_bits(), gb[i].to_bits(), "{backend:?}: grad[{i}]");
+            assert_eq!(ea[i].to_bits(), eb[i].to_bits(), "{backend:?}: loss[{i}]");
+        }
+        assert!(ga.iter().filter(|&&g| g != 0.0).count() > n / 2);
     }
 }
