@@ -73,8 +73,12 @@ trait Step<V: Vector> {
 /// Elements per stage block: the model's `pre` runs over a block before the rest of the work.
 const STAGE: usize = 256;
 
-/// Segments of at least this many elements are prefetched (4 MiB per f32 input: twice L2).
-const PREFETCH_MIN: usize = 1 << 20;
+/// Segments of at least this many elements are prefetched (1 MiB per f32 input: the three
+/// inputs no longer fit in L2 together).
+const PREFETCH_MIN: usize = 1 << 18;
+
+/// How far ahead the prefetches reach, in stage blocks (4 KiB of each input).
+const PREFETCH_BLOCKS: usize = 4;
 
 /// Walks one segment a vector at a time, in blocks: first the model's `pre` for the whole
 /// block (a short dependency chain, so the out-of-order core overlaps many vectors of it),
@@ -89,39 +93,42 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
     let mut pre = [[0.0f32; STAGE]; 2];
     let n = pred.len();
     let mut base = 0;
-    // Software prefetch, four blocks (4 KiB of each input) ahead, only for segments far larger
-    // than the caches: 11% faster at 16Mi elements, but 5-13% slower for data already in L2.
+    // Software prefetch of large segments: one vector's worth of each input per vector, spread
+    // through the block. (Prefetching a whole block at its start was 13% slower at 16Mi
+    // elements than spreading the same prefetches out; spread, they cost nothing measurable
+    // at 64Ki, where the data is in L2 anyway.)
     let far = n >= PREFETCH_MIN;
     while base < n {
         let end = n.min(base + STAGE);
-        if far {
-            let ahead = base + 4 * STAGE;
-            prefetch(pred, ahead, STAGE);
-            targets.prefetch(ahead, STAGE);
-        }
-        // A whole block is whole vectors: compiled apart, without tail lanes.
+        // A whole block is whole vectors: compiled apart, without tail lanes. (Only the last
+        // block can be partial, and there is nothing ahead of it to prefetch.)
         if end - base == STAGE {
-            block::<V, M, T, S, true>(model, &pred[base..end], base, &mut pre, targets, step)?;
+            if far {
+                block::<V, M, T, S, true, true>(model, pred, base, &mut pre, targets, step)?;
+            } else {
+                block::<V, M, T, S, true, false>(model, pred, base, &mut pre, targets, step)?;
+            }
         } else {
-            block::<V, M, T, S, false>(model, &pred[base..end], base, &mut pre, targets, step)?;
+            block::<V, M, T, S, false, false>(model, pred, base, &mut pre, targets, step)?;
         }
         base = end;
     }
     Ok(())
 }
 
-/// One block of [`walk`]: `xs` are the predictions of elements `base..`; `FULL` when it
-/// holds exactly [`STAGE`] of them.
+/// One block of [`walk`]: the elements `base..` of the segment whose predictions are `all`;
+/// `FULL` when it holds exactly [`STAGE`] of them, `FAR` to prefetch ahead.
 #[inline(always)]
-fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool>(
+fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const FAR: bool>(
     model: &M,
-    xs: &[f32],
+    all: &[f32],
     base: usize,
     pre: &mut [[f32; STAGE]; 2],
     targets: &mut T,
     step: &mut S,
 ) -> Result<(), Error> {
     let has_pre = M::HAS_PRE && S::PRE;
+    let xs = &all[base..all.len().min(base + STAGE)];
     if FULL {
         let [p0, p1] = pre;
         if has_pre {
@@ -136,6 +143,11 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool>(
         }
         let pres = p0.chunks_exact(V::LANES).zip(p1.chunks_exact(V::LANES));
         for (j, (x, (a, b))) in xs.chunks_exact(V::LANES).zip(pres).enumerate() {
+            if FAR {
+                let ahead = base + PREFETCH_BLOCKS * STAGE + j * V::LANES;
+                prefetch(all, ahead, V::LANES);
+                targets.prefetch(ahead, V::LANES);
+            }
             let x = V::load(x);
             let p = if has_pre {
                 (V::load(a), V::load(b))
