@@ -94,7 +94,7 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
     let n = pred.len();
     let mut base = 0;
     // Software prefetch of large segments: one vector's worth of each input per vector, spread
-    // through the block. (Prefetching a whole block at its start was 13% slower at 16Mi
+    // through the block. (Prefetching a whole block at its start was 13-18% slower at 16Mi
     // elements than spreading the same prefetches out; spread, they cost nothing measurable
     // at 64Ki, where the data is in L2 anyway.)
     let far = n >= PREFETCH_MIN;
