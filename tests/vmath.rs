@@ -229,6 +229,16 @@ fn fma_emulation_is_exact() {
             }
         }
     }
+    // The same below the f32 normal range, where the ties sit at 2^-150 steps: a * b =
+    // 2^-150 - 2^-196 and c an odd multiple of 2^-149, so the f64 sum rounds onto the tie.
+    let u = f32::EPSILON;
+    let (a, b) = ((1.0 + u) * 2f32.powi(-75), (1.0 - u) * 2f32.powi(-75));
+    for k in [1u32, 3, 5, 1 << 10 | 1, 1 << 19 | 1, 1 << 22 | 3] {
+        let c = f32::from_bits(k); // k * 2^-149
+        cases.push([a, b, c]);
+        cases.push([-a, b, -c]);
+        cases.push([a, -b, c]);
+    }
     let mut rng = common::Rng(7);
     for _ in 0..400_000 {
         let v = |rng: &mut common::Rng| {
