@@ -127,9 +127,30 @@ pub(crate) struct AnchorRows<'a, V: Vector> {
     classes: i32,
     anchor: V::I,
     class: V::I,
+    /// The anchor and class of lane 0.
+    anchor0: usize,
+    class0: i32,
     /// `LANES / C` and `LANES % C`.
     step_anchor: i32,
     step_class: i32,
+}
+
+/// The first `LANES` values of `s` (zeros past its end).
+#[inline(always)]
+fn load_from<V: Vector>(s: &[f32]) -> V {
+    match s.get(..V::LANES) {
+        Some(full) => V::load(full),
+        None => V::load_partial(s),
+    }
+}
+
+/// [`load_from`] for i32 data.
+#[inline(always)]
+fn i_load_from<V: Vector>(s: &[i32]) -> V::I {
+    match s.get(..V::LANES) {
+        Some(full) => V::i_load(full),
+        None => V::i_load_partial(s),
+    }
 }
 
 impl<'a, V: Vector> AnchorRows<'a, V> {
@@ -149,6 +170,8 @@ impl<'a, V: Vector> AnchorRows<'a, V> {
             classes: c,
             anchor: V::i_load(&anchor),
             class: V::i_load(&class),
+            anchor0: 0,
+            class0: 0,
             step_anchor: V::LANES as i32 / c,
             step_class: V::LANES as i32 % c,
         }
@@ -158,20 +181,28 @@ impl<'a, V: Vector> AnchorRows<'a, V> {
 impl<V: Vector> Targets<V> for AnchorRows<'_, V> {
     #[inline(always)]
     fn next(&mut self, _len: usize) -> (V, V, V::M) {
-        // Lanes past the segment end read the last anchor; the kernel masks them.
-        let last = V::i_splat(self.labels.len() as i32 - 1);
-        let idx = V::i_min_u(self.anchor, last);
-        let label = V::i_gather(self.labels, idx);
+        // A vector spans at most LANES anchors from lane 0's: load the labels (and weights)
+        // of that many and permute them into place, rather than gather. Lanes past the
+        // segment end read zeros; the kernel masks them.
+        let a0 = self.anchor0.min(self.labels.len());
+        let rel = V::i_sub(self.anchor, V::i_splat(a0 as i32));
+        let label = V::i_permute(i_load_from::<V>(&self.labels[a0..]), rel);
         let hit = V::i_eq(label, self.class);
         let t = V::select(hit, V::splat(1.0), V::splat(0.0));
         let (w, bad) = match self.weight {
             Some(w) => {
-                let v = V::gather(w, idx);
+                let v = load_from::<V>(&w[a0.min(w.len())..]).permute(rel);
                 let ok = v.in_range(0.0, f32::MAX);
                 (v, V::m_andnot(V::first_lanes(V::LANES), ok))
             }
             None => (V::splat(1.0), V::first_lanes(0)),
         };
+        self.class0 += self.step_class;
+        self.anchor0 += self.step_anchor as usize;
+        if self.class0 >= self.classes {
+            self.class0 -= self.classes;
+            self.anchor0 += 1;
+        }
         // Advance by LANES elements: one wrap at most, since step_class < C.
         let class = V::i_add(self.class, V::i_splat(self.step_class));
         let anchor = V::i_add(self.anchor, V::i_splat(self.step_anchor));

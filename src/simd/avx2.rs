@@ -297,28 +297,13 @@ impl Vector for F32x8 {
         }
     }
     #[inline(always)]
-    fn gather(s: &[f32], idx: __m256i) -> Self {
-        if s.is_empty() {
-            return Self::splat(0.0);
-        }
-        // SAFETY: AVX2 present; indices clamped into `s`.
-        unsafe {
-            let last = _mm256_set1_epi32((s.len() - 1).min(i32::MAX as usize) as i32);
-            F32x8(_mm256_i32gather_ps::<4>(
-                s.as_ptr(),
-                _mm256_min_epu32(idx, last),
-            ))
-        }
+    fn permute(self, idx: __m256i) -> Self {
+        // SAFETY: AVX2 present.
+        unsafe { F32x8(_mm256_permutevar8x32_ps(self.0, idx)) }
     }
     #[inline(always)]
-    fn i_gather(s: &[i32], idx: __m256i) -> __m256i {
-        if s.is_empty() {
-            return Self::i_splat(0);
-        }
-        // SAFETY: AVX2 present; indices clamped into `s`.
-        unsafe {
-            let last = _mm256_set1_epi32((s.len() - 1).min(i32::MAX as usize) as i32);
-            _mm256_i32gather_epi32::<4>(s.as_ptr(), _mm256_min_epu32(idx, last))
-        }
+    fn i_permute(table: __m256i, idx: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_permutevar8x32_epi32(table, idx) }
     }
 }

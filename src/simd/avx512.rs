@@ -305,30 +305,14 @@ impl Vector for F32x16 {
         }
     }
     #[inline(always)]
-    fn gather(s: &[f32], idx: __m512i) -> Self {
-        if s.is_empty() {
-            return Self::splat(0.0);
-        }
-        // SAFETY: AVX-512F present; indices clamped into `s` (unsigned min with len - 1,
-        // and `s.len() <= i32::MAX` holds for every slice the kernels gather from).
-        unsafe {
-            let last = _mm512_set1_epi32((s.len() - 1).min(i32::MAX as usize) as i32);
-            F32x16(_mm512_i32gather_ps::<4>(
-                _mm512_min_epu32(idx, last),
-                s.as_ptr(),
-            ))
-        }
+    fn permute(self, idx: __m512i) -> Self {
+        // SAFETY: AVX-512F present.
+        unsafe { F32x16(_mm512_permutexvar_ps(idx, self.0)) }
     }
     #[inline(always)]
-    fn i_gather(s: &[i32], idx: __m512i) -> __m512i {
-        if s.is_empty() {
-            return Self::i_splat(0);
-        }
-        // SAFETY: as `gather`.
-        unsafe {
-            let last = _mm512_set1_epi32((s.len() - 1).min(i32::MAX as usize) as i32);
-            _mm512_i32gather_epi32::<4>(_mm512_min_epu32(idx, last), s.as_ptr())
-        }
+    fn i_permute(table: __m512i, idx: __m512i) -> __m512i {
+        // SAFETY: AVX-512F present.
+        unsafe { _mm512_permutexvar_epi32(idx, table) }
     }
     #[inline(always)]
     fn ldexp(self, n: Self) -> Self {

@@ -159,23 +159,24 @@ pub(crate) trait Vector: Copy {
         }
         Self::from_array(&a)
     }
-    /// `s[idx]` per lane; `idx` must be within `s` (lanes outside read 0).
+    /// Lane `idx[j]` of `self` in lane `j`; `idx` lanes must be below `LANES` (others read
+    /// an unspecified lane). A gather from a vector's worth of data already loaded.
     #[inline(always)]
-    fn gather(s: &[f32], idx: Self::I) -> Self {
-        let idx = Self::i_to_array(idx);
+    fn permute(self, idx: Self::I) -> Self {
+        let (t, idx) = (self.to_array(), Self::i_to_array(idx));
         let mut a = [0.0; MAX_LANES];
         for j in 0..Self::LANES {
-            a[j] = s.get(idx[j] as u32 as usize).copied().unwrap_or(0.0);
+            a[j] = t[idx[j] as u32 as usize % Self::LANES];
         }
         Self::from_array(&a)
     }
-    /// `s[idx]` per lane for i32 data; `idx` must be within `s` (lanes outside read 0).
+    /// [`Vector::permute`] for i32 lanes.
     #[inline(always)]
-    fn i_gather(s: &[i32], idx: Self::I) -> Self::I {
-        let idx = Self::i_to_array(idx);
+    fn i_permute(table: Self::I, idx: Self::I) -> Self::I {
+        let (t, idx) = (Self::i_to_array(table), Self::i_to_array(idx));
         let mut a = [0; MAX_LANES];
         for j in 0..Self::LANES {
-            a[j] = s.get(idx[j] as u32 as usize).copied().unwrap_or(0);
+            a[j] = t[idx[j] as u32 as usize % Self::LANES];
         }
         Self::i_load(&a)
     }
