@@ -154,7 +154,7 @@ fn pass1<M: Model>(
         skip_bad: plan.skip_bad,
         weight_sum: plan.tot_is_weight_sum(),
     };
-    dispatch::accumulate(plan.backend, model, bins, batch, opts)
+    dispatch::accumulate(plan.backend, model, bins, batch, opts, None)
 }
 
 /// Pass 2 on the plan's backend; returns the loss sum if `out.sum_loss`.
@@ -278,7 +278,7 @@ fn stored_two_pass<M: Model>(
     // `grad` is written from here on: nothing below can fail. Pass 1 skips bad elements, and
     // `finalize` only refuses an EMA (checked before the call) or a histogram with negative
     // or NaN sums or a non-finite `tot`, which pass 1 never produces from valid elements.
-    let hist = dispatch::accumulate_storing(plan.backend, model, bins, batch, opts, Some(grad))?;
+    let hist = dispatch::accumulate(plan.backend, model, bins, batch, opts, Some(grad))?;
     let (weights, new_ema) = state::finalize(plan, ema.as_deref(), &hist)?;
     if let (Some(ema), Some(new)) = (ema, new_ema) {
         *ema = new;

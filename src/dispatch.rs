@@ -19,27 +19,17 @@ use crate::scalar;
 use crate::source::Batch;
 use crate::state::{Hist, Weights};
 
-/// Pass 1 of `batch` on `backend`, which must be available on this machine (every
-/// [`crate::config::Plan`] holds one that is). The scalar path always sums the losses.
-pub(crate) fn accumulate<M: Model>(
-    backend: Backend,
-    model: M,
-    bins: &Bins,
-    batch: &Batch<'_>,
-    opts: Pass1Opts,
-) -> Result<Hist, Error> {
-    accumulate_storing(backend, model, bins, batch, opts, None)
-}
-
-/// Whether [`accumulate_storing`] can store the gradients on `backend`: every vector backend
-/// can; the scalar path (the oracle) keeps to its two independent passes.
+/// Whether [`accumulate`] can store the gradients on `backend`: every vector backend can; the
+/// scalar path (the oracle) keeps to its two independent passes.
 pub(crate) fn stores_grad(backend: Backend) -> bool {
     backend != Backend::Scalar
 }
 
-/// [`accumulate`], also storing every element's `dl/dx` in `grad` for [`rescale`] (see
-/// [`kernel::accumulate`]) when `grad` is given and [`stores_grad`] holds.
-pub(crate) fn accumulate_storing<M: Model>(
+/// Pass 1 of `batch` on `backend`, which must be available on this machine (every
+/// [`crate::config::Plan`] holds one that is). With `grad` (only where [`stores_grad`]
+/// holds; the scalar path ignores it), also stores every element's `dl/dx` there for
+/// [`rescale`] (see [`kernel::accumulate`]). The scalar path always sums the losses.
+pub(crate) fn accumulate<M: Model>(
     backend: Backend,
     model: M,
     bins: &Bins,
@@ -59,7 +49,7 @@ pub(crate) fn accumulate_storing<M: Model>(
     }
 }
 
-/// Pass 2 from the gradients [`accumulate_storing`] stored in `grad` (a vector backend's).
+/// Pass 2 from the gradients [`accumulate`] stored in `grad` (a vector backend's).
 pub(crate) fn rescale(
     backend: Backend,
     bins: &Bins,

@@ -495,7 +495,7 @@ pub(crate) struct Outputs<'a> {
     pub loss_elems: Option<&'a mut [f32]>,
     pub accumulate: bool,
     /// Also sum `weight[bin] * l` over the valid elements (in f64): the one call's loss,
-    /// when its pass 1 was [`count`].
+    /// when its pass 1 skipped the per-bin loss sums.
     pub sum_loss: bool,
 }
 
@@ -695,26 +695,26 @@ struct Rescale<'a, V> {
 impl<V: Vector> Visitor<V> for Rescale<'_, V> {
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, _: T) -> Result<(), Error> {
-        let (bins, m) = (self.bins, self.bins.m);
-        let scale = &self.tables.scale;
-        let zero = V::splat(0.0);
+        let (bins, scale) = (self.bins, &self.tables.scale);
         let mut chunks = self.grad[range].chunks_exact_mut(V::LANES);
         for g in &mut chunks {
-            let d = V::load(g);
-            // Invalid lanes hold NaN: they get the trash bin and a zero gradient.
-            let valid = d.is_finite();
-            let k = bins.vector(d.abs(), valid);
-            V::select(valid, V::lut(scale, k, m).mul(d), zero).store(g);
+            rescaled(bins, scale, V::load(g)).store(g);
         }
         let rest = chunks.into_remainder();
         if !rest.is_empty() {
-            let d = V::load_partial(rest);
-            let valid = d.is_finite();
-            let k = bins.vector(d.abs(), valid);
-            V::select(valid, V::lut(scale, k, m).mul(d), zero).store_partial(rest);
+            rescaled(bins, scale, V::load_partial(rest)).store_partial(rest);
         }
         Ok(())
     }
+}
+
+/// `scale[bin(|d|)] * d`; lanes holding NaN (invalid) get the trash bin and a zero gradient.
+/// (A function, not a closure, so that it is inlined into the `#[target_feature]` caller.)
+#[inline(always)]
+fn rescaled<V: Vector>(bins: &Bins, scale: &[f32; 256], d: V) -> V {
+    let valid = d.is_finite();
+    let k = bins.vector(d.abs(), valid);
+    V::select(valid, V::lut(scale, k, bins.m).mul(d), V::splat(0.0))
 }
 
 /// Pass 2 over `batch` from the `dl/dx` that [`accumulate`] stored in `grad`: writes

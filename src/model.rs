@@ -31,8 +31,9 @@ pub(crate) trait Model: Copy {
     /// Whether the one call with `skip_bad` stores `dl/dx` in pass 1 and only rescales it in
     /// pass 2 (see `api::stored_two_pass`). That moves the loss into pass 1 as per-bin sums,
     /// cheap for elements in the most common bin and about a nanosecond each for the others.
-    /// GHM-C's elements crowd into bin 0 (easy negatives), so it pays: 1.7 vs 2.1 ns per
-    /// element at 64Ki. GHM-R's spread over the bins, and it did not (2.3-2.4 vs 2.2-2.3 ns).
+    /// GHM-C's elements crowd into bin 0 (easy negatives), so it pays: 1.54-1.63 vs
+    /// 1.96-2.07 ns per element at 64Ki (`bench_report`, four runs). GHM-R's spread over the
+    /// bins, and it did not (2.3-2.4 vs 2.2-2.3 ns, scratch timings at 64Ki).
     const STORED_PASS: bool = true;
     /// The part of the evaluation that depends on `x` alone (GHM-C logits: `exp(-|x|)` and
     /// the sigmoid), as two vectors.
@@ -199,7 +200,7 @@ impl Model for R {
         };
         if !V::m_any(big) {
             // The usual vector: no lane needs the scaling (the same values as the selects
-            // below would give, with a third of the operations).
+            // below would give, without them).
             let d2 = d0.mul(d0);
             let root = d2.add(V::splat(self.mu2)).sqrt();
             let grad = d0.div(root);
