@@ -29,8 +29,9 @@ pub(crate) trait Model: Copy {
     /// Whether [`Model::pre`] does work worth running as a separate stage.
     const HAS_PRE: bool;
     /// Whether the one call with `skip_bad` stores `dl/dx` in pass 1 and only rescales it in
-    /// pass 2 (see `api::stored_two_pass`). That moves the loss into pass 1 as per-bin sums,
-    /// cheap for elements in the most common bin and about a nanosecond each for the others.
+    /// pass 2 (see `api::stored_two_pass`). That moves the loss into pass 1 as per-bin sums:
+    /// cheap for elements in the most common bin (vector lanes), dearer for the others (buffered
+    /// and added one at a time).
     /// GHM-C's elements crowd into bin 0 (easy negatives), so it pays: 1.54-1.63 vs
     /// 1.96-2.07 ns per element at 64Ki (`bench_report`, four runs). GHM-R's spread over the
     /// bins, and it did not (2.3-2.4 vs 2.2-2.3 ns, scratch timings at 64Ki).
