@@ -894,3 +894,61 @@ fn ghm_r_gives_the_same_bits_with_and_without_huge_neighbours() {
         assert!(ga.iter().filter(|&&g| g != 0.0).count() > n / 2);
     }
 }
+
+/// Pass 1 without loss sums counts up to 12 bins in packed byte counters (four bins to an
+/// i32 lane, emptied every 255 vectors). Runs of thousands of elements in one bin, and of
+/// invalid elements (which land in a byte above the last bin), overflow any byte that is
+/// emptied too late or shared with a real bin: every backend's counts, one call and
+/// phased, must still equal the scalar path's, which must equal the bins the data was built
+/// with, for every bin count around the packed limit.
+#[test]
+fn packed_counts_survive_long_runs_in_one_bin() {
+    let mut r = Rng(2024);
+    for bins in 1..=14u32 {
+        let m = bins as usize;
+        let hot = r.below(m);
+        // g = sigmoid(x) for targets 0; the middle of bin k.
+        let x_of = |k: usize| {
+            let g = (k as f64 + 0.5) / m as f64;
+            (g / (1.0 - g)).ln() as f32
+        };
+        let n = 255 * 16 * 2 + 37;
+        let (mut x, mut w, mut want) = (vec![], vec![], vec![0u64; m]);
+        for i in 0..n {
+            // 5000 in one bin, 3000 invalid, then random bins with some invalid mixed in.
+            let (k, valid) = match i {
+                0..5000 => (hot, true),
+                5000..8000 => (r.below(m), false),
+                _ => (r.below(m), !r.chance(0.2)),
+            };
+            x.push(x_of(k));
+            w.push(if valid { 1.0 } else { 0.0 });
+            if valid {
+                want[k] += 1;
+            }
+        }
+        let t = vec![0.0f32; n];
+        let input = Dense::new(&x, &t).label_weight(&w);
+        for backend in Backend::all_available() {
+            let c = GhmC {
+                bins,
+                backend: Some(backend),
+                ..GhmC::default()
+            };
+            let mut stats = Stats::default();
+            let mut grad = vec![0.0f32; n];
+            let out = Out {
+                grad: Some(&mut grad),
+                loss_elems: None,
+                stats: Some(&mut stats),
+            };
+            c.loss_grad(None, &input, out).unwrap();
+            let mut hist = Hist::new(bins).unwrap();
+            c.accumulate(&input, &mut hist).unwrap();
+            let ctx = format!("bins {bins}, hot bin {hot}, {backend:?}");
+            assert_eq!(&stats.counts[..m], &want[..], "{ctx}: one call");
+            assert!(stats.counts[m..].iter().all(|&c| c == 0), "{ctx}: beyond M");
+            assert_eq!(&hist.counts[..m], &want[..], "{ctx}: phased");
+        }
+    }
+}
