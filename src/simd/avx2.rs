@@ -306,4 +306,82 @@ impl Vector for F32x8 {
         // SAFETY: AVX2 present.
         unsafe { _mm256_permutevar8x32_epi32(table, idx) }
     }
+    /// One permute by the mask's row of [`COMPRESS`], then one unaligned store of all eight
+    /// lanes (the ones past the count are unspecified, as the trait allows).
+    #[inline(always)]
+    fn i_compress(a: __m256i, m: __m256i, out: &mut [i32]) -> usize {
+        let bits = Self::m_bits(m);
+        let Some(out) = out.get_mut(..8) else {
+            // Never taken by the kernels (their buffers have room); kept safe regardless.
+            let a = Self::i_to_array(a);
+            let mut n = 0;
+            for (j, &v) in a.iter().enumerate().take(8) {
+                if bits >> j & 1 == 1 && n < out.len() {
+                    out[n] = v;
+                    n += 1;
+                }
+            }
+            return n;
+        };
+        // SAFETY: AVX2 present; `out` has room for the 8 lanes stored.
+        unsafe {
+            let idx =
+                _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(COMPRESS[bits as usize & 0xff] as i64));
+            let packed = _mm256_permutevar8x32_epi32(a, idx);
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), packed);
+        }
+        bits.count_ones() as usize
+    }
+    #[inline(always)]
+    fn mul_add_to_f64(self, b: Self, acc: &mut [f64; MAX_LANES]) {
+        let ((a0, a1), (b0, b1)) = (to_f64(self.0), to_f64(b.0));
+        // SAFETY: AVX2 and FMA present; `acc` holds at least 8 f64 (two halves of 4).
+        unsafe {
+            let p = acc.as_mut_ptr();
+            _mm256_storeu_pd(p, _mm256_fmadd_pd(a0, b0, _mm256_loadu_pd(p)));
+            _mm256_storeu_pd(p.add(4), _mm256_fmadd_pd(a1, b1, _mm256_loadu_pd(p.add(4))));
+        }
+    }
+    #[inline(always)]
+    fn add_to_f64(self, acc: &mut [f64; MAX_LANES]) {
+        let (lo, hi) = to_f64(self.0);
+        // SAFETY: AVX2 present; `acc` holds at least 8 f64 (two halves of 4).
+        unsafe {
+            let p = acc.as_mut_ptr();
+            _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), lo));
+            _mm256_storeu_pd(p.add(4), _mm256_add_pd(_mm256_loadu_pd(p.add(4)), hi));
+        }
+    }
 }
+
+/// Lanes 0..4 and 4..8 of `v`, widened to f64 (exactly).
+#[inline(always)]
+fn to_f64(v: __m256) -> (__m256d, __m256d) {
+    // SAFETY: AVX2 present (module invariant).
+    unsafe {
+        (
+            _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)),
+        )
+    }
+}
+
+/// For each 8-bit lane mask, the indices of its set lanes in order, one per byte (the rest
+/// 0): the permutation that [`Vector::i_compress`] applies.
+static COMPRESS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut row, mut n, mut j) = (0u64, 0, 0);
+        while j < 8 {
+            if m >> j & 1 == 1 {
+                row |= (j as u64) << (8 * n);
+                n += 1;
+            }
+            j += 1;
+        }
+        t[m] = row;
+        m += 1;
+    }
+    t
+};
