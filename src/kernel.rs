@@ -226,6 +226,8 @@ struct Pass1<'a, V: Vector, M, const LOSS: bool, const PACKED: bool> {
     bins: &'a Bins,
     pred: &'a [f32],
     skip_bad: bool,
+    /// [`Pass1Opts::checked`].
+    checked: bool,
     /// Where to store each element's `dl/dx` (NaN for invalid lanes), for [`rescale`].
     grad: Option<&'a mut [f32]>,
     /// Start of the current segment in `pred` (and `grad`).
@@ -268,14 +270,17 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Step<V>
         tail: Option<usize>,
     ) -> Result<(), Error> {
         let live = live::<V>(tail);
-        let bad = bad_lanes(&self.model, x, t, bad_w, live);
-        if V::m_any(bad) {
-            if !self.skip_bad {
-                return Err(Error::Input);
+        let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
+        if !self.checked {
+            let bad = bad_lanes(&self.model, x, t, bad_w, live);
+            if V::m_any(bad) {
+                if !self.skip_bad {
+                    return Err(Error::Input);
+                }
+                self.skipped += V::m_count(bad) as u64;
             }
-            self.skipped += V::m_count(bad) as u64;
+            valid = V::m_andnot(valid, bad);
         }
-        let valid = V::m_andnot(V::m_and(live, w.gt(V::splat(0.0))), bad);
         let e = self.model.eval_pre::<V, LOSS>(x, t, pre);
         let k = self.bins.vector(e.g, valid);
         if let Some(g) = self.grad.as_deref_mut() {
@@ -441,6 +446,8 @@ pub(crate) struct Pass1Opts {
     pub loss: bool,
     /// Exclude and count bad elements instead of failing with [`Error::Input`].
     pub skip_bad: bool,
+    /// The batch has passed [`check`]: no element is bad, so the per-lane check is skipped.
+    pub checked: bool,
     /// GHM-R's `tot` (sum of label weights) instead of GHM-C's (valid count).
     pub weight_sum: bool,
 }
@@ -479,6 +486,7 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
         bins,
         pred: batch.pred(),
         skip_bad: opts.skip_bad,
+        checked: opts.checked,
         grad,
         seg: 0,
         counts: [0; CELLS],
@@ -559,10 +567,78 @@ impl<V: Vector, M: Model> Visitor<V> for Check<'_, V, M> {
     }
 }
 
+/// The screen of [`check`]: unsigned maxima of the model's keys, and the lanes with a bad
+/// label weight.
+struct Screen<'a, V: Vector, M> {
+    model: M,
+    pred: &'a [f32],
+    keys: (V::I, V::I),
+    bad: V::M,
+}
+
+impl<V: Vector, M: Model> Step<V> for Screen<'_, V, M> {
+    const PRE: bool = false;
+    #[inline(always)]
+    fn step(
+        &mut self,
+        _: usize,
+        x: V,
+        _: (V, V),
+        (t, _, bad_w): (V, V, V::M),
+        tail: Option<usize>,
+    ) -> Result<(), Error> {
+        let (mut kx, mut kt) = self.model.keys(x, t);
+        let mut bad_w = bad_w;
+        if tail.is_some() {
+            // Lanes past the end hold anything: they count as good.
+            let live = live::<V>(tail);
+            kx = V::i_select(live, kx, V::i_splat(0));
+            kt = V::i_select(live, kt, V::i_splat(0));
+            bad_w = V::m_and(live, bad_w);
+        }
+        self.keys = (V::i_max_u(self.keys.0, kx), V::i_max_u(self.keys.1, kt));
+        self.bad = V::m_or(self.bad, bad_w);
+        Ok(())
+    }
+}
+
+impl<V: Vector, M: Model> Visitor<V> for Screen<'_, V, M> {
+    #[inline(always)]
+    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
+        let pred = &self.pred[range];
+        let model = self.model;
+        walk(&model, pred, &mut targets, self)
+    }
+}
+
+/// Whether every lane of `keys`, as `u32`, is at most `limit`.
+#[inline(always)]
+fn within<V: Vector>(keys: V::I, limit: u32) -> bool {
+    let capped = V::i_min_u(keys, V::i_splat(limit as i32));
+    V::m_count(V::i_eq(capped, keys)) as usize == V::LANES
+}
+
 /// [`Error::Input`] if any element of `batch` is bad.
+///
+/// A screen first: per vector, two unsigned maxima of the model's keys (see [`Model::keys`])
+/// and an OR of the bad-weight lanes, a few operations where the exact check takes a dozen
+/// comparisons and mask operations. Only when the screen finds a key above its limit or a bad
+/// weight does the exact check run, from the start, to decide (a target of `-0.0` passes it;
+/// a NaN does not).
 #[inline(always)]
 pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
     let pred = batch.pred();
+    let mut screen = Screen::<V, M> {
+        model,
+        pred,
+        keys: (V::i_splat(0), V::i_splat(0)),
+        bad: V::m_and(V::first_lanes(0), V::first_lanes(0)),
+    };
+    batch.visit::<V, _>(&mut screen)?;
+    let (lx, lt) = M::KEY_LIMITS;
+    if within::<V>(screen.keys.0, lx) && within::<V>(screen.keys.1, lt) && !V::m_any(screen.bad) {
+        return Ok(());
+    }
     batch.visit::<V, _>(&mut Check::<V, M> {
         model,
         pred,

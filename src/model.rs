@@ -26,6 +26,14 @@ pub(crate) trait Model: Copy {
     /// Lanes whose prediction and target are acceptable (finite, and in `[0, 1]` where the
     /// formula needs it).
     fn ok<V: Vector>(&self, x: V, t: V) -> V::M;
+    /// Screening keys of a prediction and a target: two lanes of bits that, read as `u32`,
+    /// are at most [`Model::KEY_LIMITS`] for an acceptable pair whenever they can be (a
+    /// larger key may still be acceptable: the target `-0.0`). The input check screens a
+    /// whole batch by the unsigned maxima of the keys and runs the exact [`Model::ok`] only
+    /// if a key is above its limit (see `kernel::check`).
+    fn keys<V: Vector>(&self, x: V, t: V) -> (V::I, V::I);
+    /// The limits of [`Model::keys`]: every pair whose keys are within them is acceptable.
+    const KEY_LIMITS: (u32, u32);
     /// Whether [`Model::pre`] does work worth running as a separate stage.
     const HAS_PRE: bool;
     /// Whether the one call with `skip_bad` stores `dl/dx` in pass 1 and only rescales it in
@@ -54,6 +62,12 @@ pub(crate) trait Model: Copy {
     fn loss_scalar(&self, x: f32, t: f32) -> f32;
 }
 
+/// The bits of `f32::MAX`: a non-negative f32 (sign bit clear) is finite iff its bits, as
+/// `u32`, are at most these.
+const FINITE_BITS: u32 = 0x7f7f_ffff;
+/// The bits of 1.0: an f32 is in `[+0, 1]` iff its bits, as `u32`, are at most these.
+const ONE_BITS: u32 = 0x3f80_0000;
+
 /// GHM-C on logits: BCE with logits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CLogits;
@@ -63,6 +77,13 @@ impl Model for CLogits {
     fn ok<V: Vector>(&self, x: V, t: V) -> V::M {
         V::m_and(x.is_finite(), t.in_range(0.0, 1.0))
     }
+    /// `|x|` is finite iff its bits are at most those of `f32::MAX`; `t` is in `[+0, 1]` iff
+    /// its bits are at most those of 1.0.
+    #[inline(always)]
+    fn keys<V: Vector>(&self, x: V, t: V) -> (V::I, V::I) {
+        (x.abs().to_bits(), t.to_bits())
+    }
+    const KEY_LIMITS: (u32, u32) = (FINITE_BITS, ONE_BITS);
 
     /// `e = exp(-|x|)` never overflows; `sigmoid(x) = 1/(1+e)` for `x >= 0` and `e/(1+e)`
     /// otherwise, so tiny probabilities keep their relative precision. The sigmoid is within
@@ -118,6 +139,11 @@ impl Model for CProbs {
     fn ok<V: Vector>(&self, p: V, t: V) -> V::M {
         V::m_and(p.in_range(0.0, 1.0), t.in_range(0.0, 1.0))
     }
+    #[inline(always)]
+    fn keys<V: Vector>(&self, p: V, t: V) -> (V::I, V::I) {
+        (p.to_bits(), t.to_bits())
+    }
+    const KEY_LIMITS: (u32, u32) = (ONE_BITS, ONE_BITS);
 
     const HAS_PRE: bool = false;
     #[inline(always)]
@@ -183,6 +209,11 @@ impl Model for R {
     fn ok<V: Vector>(&self, x: V, t: V) -> V::M {
         V::m_and(x.is_finite(), t.is_finite())
     }
+    #[inline(always)]
+    fn keys<V: Vector>(&self, x: V, t: V) -> (V::I, V::I) {
+        (x.abs().to_bits(), t.abs().to_bits())
+    }
+    const KEY_LIMITS: (u32, u32) = (FINITE_BITS, FINITE_BITS);
 
     /// `g = |d| / sqrt(d^2 + mu^2)` and `dl/dx = d / sqrt(d^2 + mu^2)` exactly as mmdet
     /// computes them in f32 (for `|d| <= 2^50`), and the loss in the cancellation-free form

@@ -394,9 +394,22 @@ fn every_kind_of_bad_element_is_refused_or_skipped() {
                             },
                         )
                     };
+                    // Gradients only: the one call's other path (its inputs are checked
+                    // by a screen first, then it stores dl/dx during pass 1).
+                    let mut g_only = vec![SENTINEL; n];
+                    let mut ema_g = Ema::new(10).unwrap();
+                    let fresh = ema_g;
+                    let res_g = if is_r {
+                        r.loss_grad(Some(&mut ema_g), &input, Out::grad(&mut g_only))
+                    } else {
+                        c.loss_grad(Some(&mut ema_g), &input, Out::grad(&mut g_only))
+                    };
                     if bad {
                         assert_eq!(res, Err(Error::Input), "{ctx} r={is_r} {backend:?}");
                         assert!(b.untouched(10), "{ctx}: wrote on error");
+                        assert_eq!(res_g, Err(Error::Input), "{ctx} r={is_r} {backend:?}");
+                        assert!(g_only.iter().all(|&v| v == SENTINEL), "{ctx}: wrote");
+                        assert_eq!(ema_g, fresh, "{ctx}: EMA moved");
                         // phased: accumulate refuses, apply refuses
                         let mut h = Hist::new(10).unwrap();
                         let acc = if is_r {
@@ -423,6 +436,7 @@ fn every_kind_of_bad_element_is_refused_or_skipped() {
                         assert!(g.iter().all(|&v| v == SENTINEL));
                     } else {
                         assert!(res.is_ok(), "{ctx}: {res:?}");
+                        assert!(res_g.is_ok(), "{ctx}: {res_g:?}");
                     }
                 }
             }
@@ -817,5 +831,88 @@ fn large_sums_do_not_drift() {
             "{backend:?}: tot {} vs {want_tot}",
             s.tot
         );
+    }
+}
+
+/// Negative zeros are acceptable everywhere (a target or probability of `-0.0` is in
+/// `[0, 1]`; a label weight of `-0.0` is not negative). The input check's screen, which
+/// compares raw bits, cannot tell them from negative numbers and hands such batches to the
+/// exact check: the result must be exactly that of the same batch with `+0.0`, at every
+/// position (the tail vector included), for every model, on every backend, through both
+/// paths of the one call (gradients only, and all outputs).
+#[test]
+fn negative_zeros_pass_the_input_check() {
+    let n = 53;
+    let (x, t, lw) = batch(n);
+    let probs: Vec<f32> = x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
+    for what in ["pred", "target", "weight"] {
+        for at in [0, 7, 31, n - 1] {
+            for kind in 0..3 {
+                // 0: GHM-C logits, 1: GHM-C probabilities, 2: GHM-R.
+                let pred = if kind == 1 { &probs } else { &x };
+                let (mut p0, mut t0, mut w0) = (pred.clone(), t.clone(), lw.clone());
+                match what {
+                    "pred" => p0[at] = 0.0,
+                    "target" => t0[at] = 0.0,
+                    _ => w0[at] = 0.0,
+                }
+                let (mut p1, mut t1, mut w1) = (p0.clone(), t0.clone(), w0.clone());
+                match what {
+                    "pred" => p1[at] = -0.0,
+                    "target" => t1[at] = -0.0,
+                    _ => w1[at] = -0.0,
+                }
+                for backend in Backend::all_available() {
+                    let ctx = format!("{what} = -0.0 at {at}, kind {kind}, {backend:?}");
+                    let run = |p: &[f32], t: &[f32], w: &[f32], all: bool| {
+                        let input = Dense::new(p, t).label_weight(w);
+                        let mut grad = vec![SENTINEL; n];
+                        let mut elems = vec![SENTINEL; n];
+                        let out = if all {
+                            Out {
+                                grad: Some(&mut grad),
+                                loss_elems: Some(&mut elems),
+                                stats: None,
+                            }
+                        } else {
+                            Out::grad(&mut grad)
+                        };
+                        let loss = if kind == 2 {
+                            let r = GhmR {
+                                backend: Some(backend),
+                                ..GhmR::default()
+                            };
+                            r.loss_grad(None, &input, out)
+                        } else {
+                            let c = GhmC {
+                                bins: 30,
+                                input: if kind == 1 {
+                                    Input::Probs
+                                } else {
+                                    Input::Logits
+                                },
+                                backend: Some(backend),
+                                ..GhmC::default()
+                            };
+                            c.loss_grad(None, &input, out)
+                        };
+                        (loss, grad, elems)
+                    };
+                    for all in [false, true] {
+                        let (l0, g0, e0) = run(&p0, &t0, &w0, all);
+                        let (l1, g1, e1) = run(&p1, &t1, &w1, all);
+                        assert!(l0.is_ok(), "{ctx}: +0.0 refused: {l0:?}");
+                        assert_eq!(l1, l0, "{ctx}, all outputs {all}: loss");
+                        let same = |a: &[f32], b: &[f32]| {
+                            a.iter()
+                                .zip(b)
+                                .all(|(u, v)| u == v && u.is_nan() == v.is_nan())
+                        };
+                        assert!(same(&g1, &g0), "{ctx}, all outputs {all}: gradients");
+                        assert!(same(&e1, &e0), "{ctx}, all outputs {all}: loss elements");
+                    }
+                }
+            }
+        }
     }
 }

@@ -251,6 +251,11 @@ impl Vector for F32x8 {
         unsafe { _mm256_min_epu32(a, b) }
     }
     #[inline(always)]
+    fn i_max_u(a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 present.
+        unsafe { _mm256_max_epu32(a, b) }
+    }
+    #[inline(always)]
     fn i_select(m: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: AVX2 present.
         unsafe { _mm256_blendv_epi8(b, a, m) }

@@ -260,6 +260,11 @@ impl Vector for F32x16 {
         unsafe { _mm512_min_epu32(a, b) }
     }
     #[inline(always)]
+    fn i_max_u(a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: AVX-512F present.
+        unsafe { _mm512_max_epu32(a, b) }
+    }
+    #[inline(always)]
     fn i_select(m: __mmask16, a: __m512i, b: __m512i) -> __m512i {
         // SAFETY: AVX-512F present.
         unsafe { _mm512_mask_blend_epi32(m, b, a) }

@@ -133,6 +133,11 @@ pub(crate) trait Vector: Copy {
     fn i_lt(a: Self::I, b: Self::I) -> Self::M;
     /// Unsigned minimum (so negative values become `b`).
     fn i_min_u(a: Self::I, b: Self::I) -> Self::I;
+    /// Unsigned maximum. The default is `a + b - min_u(a, b)` (wrapping).
+    #[inline(always)]
+    fn i_max_u(a: Self::I, b: Self::I) -> Self::I {
+        Self::i_sub(Self::i_add(a, b), Self::i_min_u(a, b))
+    }
     fn i_select(m: Self::M, a: Self::I, b: Self::I) -> Self::I;
     /// Logical left shift by a constant.
     fn i_shl<const S: i32>(a: Self::I) -> Self::I;
