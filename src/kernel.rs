@@ -569,13 +569,12 @@ impl<V: Vector, M: Model> Visitor<V> for Check<'_, V, M> {
     }
 }
 
-/// The screen of [`check`]: unsigned maxima of the model's keys, and the lanes with a bad
-/// label weight.
+/// The screen of [`check`]: unsigned maxima of the model's keys and of the label weights'
+/// bits.
 struct Screen<'a, V: Vector, M> {
     model: M,
     pred: &'a [f32],
-    keys: (V::I, V::I),
-    bad: V::M,
+    keys: (V::I, V::I, V::I),
 }
 
 impl<V: Vector, M: Model> Step<V> for Screen<'_, V, M> {
@@ -586,20 +585,24 @@ impl<V: Vector, M: Model> Step<V> for Screen<'_, V, M> {
         _: usize,
         x: V,
         _: (V, V),
-        (t, _, bad_w): (V, V, V::M),
+        (t, w, _): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
         let (mut kx, mut kt) = self.model.keys(x, t);
-        let mut bad_w = bad_w;
+        // A weight is good iff it is in [+0, f32::MAX]: iff its bits are at most MAX's.
+        let mut kw = w.to_bits();
         if tail.is_some() {
             // Lanes past the end hold anything: they count as good.
             let live = live::<V>(tail);
-            kx = V::i_select(live, kx, V::i_splat(0));
-            kt = V::i_select(live, kt, V::i_splat(0));
-            bad_w = V::m_and(live, bad_w);
+            let zero = V::i_splat(0);
+            (kx, kt, kw) = (
+                V::i_select(live, kx, zero),
+                V::i_select(live, kt, zero),
+                V::i_select(live, kw, zero),
+            );
         }
-        self.keys = (V::i_max_u(self.keys.0, kx), V::i_max_u(self.keys.1, kt));
-        self.bad = V::m_or(self.bad, bad_w);
+        let (ax, at, aw) = self.keys;
+        self.keys = (V::i_max_u(ax, kx), V::i_max_u(at, kt), V::i_max_u(aw, kw));
         Ok(())
     }
 }
@@ -622,23 +625,22 @@ fn within<V: Vector>(keys: V::I, limit: u32) -> bool {
 
 /// [`Error::Input`] if any element of `batch` is bad.
 ///
-/// A screen first: per vector, two unsigned maxima of the model's keys (see [`Model::keys`])
-/// and an OR of the bad-weight lanes, a few operations where the exact check takes a dozen
-/// comparisons and mask operations. Only when the screen finds a key above its limit or a bad
-/// weight does the exact check run, from the start, to decide (a target of `-0.0` passes it;
-/// a NaN does not).
+/// A screen first: per vector, unsigned maxima of the model's keys (see [`Model::keys`]) and
+/// of the label weights' bits, a few operations where the exact check takes a dozen
+/// comparisons and mask operations. Only when the screen finds a key above its limit does the
+/// exact check run, from the start, to decide (a target or weight of `-0.0` passes it; a NaN
+/// does not).
 #[inline(always)]
 pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
     let pred = batch.pred();
     let mut screen = Screen::<V, M> {
         model,
         pred,
-        keys: (V::i_splat(0), V::i_splat(0)),
-        bad: V::m_and(V::first_lanes(0), V::first_lanes(0)),
+        keys: (V::i_splat(0), V::i_splat(0), V::i_splat(0)),
     };
     batch.visit::<V, _>(&mut screen)?;
-    let (lx, lt) = M::KEY_LIMITS;
-    if within::<V>(screen.keys.0, lx) && within::<V>(screen.keys.1, lt) && !V::m_any(screen.bad) {
+    let ((lx, lt), (kx, kt, kw)) = (M::KEY_LIMITS, screen.keys);
+    if within::<V>(kx, lx) && within::<V>(kt, lt) && within::<V>(kw, f32::MAX.to_bits()) {
         return Ok(());
     }
     batch.visit::<V, _>(&mut Check::<V, M> {
