@@ -1,7 +1,7 @@
 //! The two passes over the elements, written once over [`Vector`]: every vector backend runs
 //! this code, instantiated with its own vector type.
 //!
-//! - [`accumulate`] (pass 1) validates every element, computes its gradient norm and bin and
+//! - [`accumulate`] (pass 1) validates the elements, computes their gradient norms and bins and
 //!   returns the chunk's [`Hist`]: counts, `tot`, `skipped` and, for the phased API, per-bin
 //!   loss sums. The one call usually skips the loss here.
 //! - [`apply`] (pass 2) recomputes `g` and `dl/dx` from the inputs (the outputs must not be
@@ -10,7 +10,10 @@
 //!   the one call it also sums `w[bin] * l` in f64 lanes, which is its loss.
 //! - With `skip_bad` no element can make the call fail, so the one call (GHM-C, gradients
 //!   only) may store `dl/dx` in `grad` during pass 1, with the per-bin loss sums; pass 2 is
-//!   then [`rescale`], which reads that back and never touches the inputs.
+//!   then [`rescale`], which reads that back and never touches the inputs. Small batches
+//!   without `skip_bad` do the same after [`check`] has found every element good.
+//! - Validation without `skip_bad` is a screen (unsigned maxima of the raw bits, see
+//!   [`check`]), with an exact element-by-element check only when the screen flags something.
 //!
 //! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
 //! from [`Bins::vector`]. The histogram update keeps the most common bin in registers (counted
@@ -230,6 +233,8 @@ struct Pass1<'a, V: Vector, M, const LOSS: bool, const PACKED: bool> {
     skip_bad: bool,
     /// [`Pass1Opts::checked`].
     checked: bool,
+    /// Without `skip_bad` (and unless `checked`): the screen of the elements seen.
+    keys: Keys<V>,
     /// Where to store each element's `dl/dx` (NaN for invalid lanes), for [`rescale`].
     grad: Option<&'a mut [f32]>,
     /// Start of the current segment in `pred` (and `grad`).
@@ -273,15 +278,16 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Step<V>
     ) -> Result<(), Error> {
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
-        if !self.checked {
+        if self.skip_bad && !self.checked {
             let bad = bad_lanes(&self.model, x, t, bad_w, live);
             if V::m_any(bad) {
-                if !self.skip_bad {
-                    return Err(Error::Input);
-                }
                 self.skipped += V::m_count(bad) as u64;
             }
             valid = V::m_andnot(valid, bad);
+        } else if !self.checked {
+            // Screened, and checked exactly at the end only if the screen flags something (a
+            // bad element meanwhile lands in some bin; the pass then fails).
+            self.keys.add(&self.model, x, t, w, tail);
         }
         let e = self.model.eval_pre::<V, LOSS>(x, t, pre);
         let k = self.bins.vector(e.g, valid);
@@ -454,10 +460,12 @@ pub(crate) struct Pass1Opts {
     pub weight_sum: bool,
 }
 
-/// Pass 1 over `batch`: its histogram, or [`Error::Input`] at the first bad element unless
-/// `opts.skip_bad`. With `grad`, also stores every element's `dl/dx` there (NaN for the
-/// invalid ones) for [`rescale`]; only with `skip_bad`, since nothing may be written when an
-/// element is bad.
+/// Pass 1 over `batch`: its histogram, or [`Error::Input`] if an element is bad, unless
+/// `opts.skip_bad` (then bad elements are checked lane by lane, excluded and counted).
+/// Without it, the elements are screened on the way (see [`check`]) and checked exactly after
+/// the pass only if the screen flags something. With `grad`, also stores every element's
+/// `dl/dx` there (NaN for the invalid ones) for [`rescale`]; only with `skip_bad` or
+/// `opts.checked`, since nothing may be written when an element is bad.
 #[inline(always)]
 pub(crate) fn accumulate<V: Vector, M: Model>(
     model: M,
@@ -489,6 +497,7 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
         pred: batch.pred(),
         skip_bad: opts.skip_bad,
         checked: opts.checked,
+        keys: Keys::new(),
         grad,
         seg: 0,
         counts: [0; CELLS],
@@ -510,6 +519,9 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
         _v: PhantomData,
     };
     batch.visit::<V, _>(&mut acc)?;
+    if !opts.skip_bad && !opts.checked && !acc.keys.pass::<M>() {
+        check_exactly::<V, M>(model, batch)?;
+    }
     acc.unpack();
     acc.flush();
     acc.settle();
@@ -569,12 +581,51 @@ impl<V: Vector, M: Model> Visitor<V> for Check<'_, V, M> {
     }
 }
 
-/// The screen of [`check`]: unsigned maxima of the model's keys and of the label weights'
-/// bits.
+/// The screen of [`check`] (and of pass 1 without `skip_bad`): unsigned maxima of the
+/// model's keys and of the label weights' bits.
+struct Keys<V: Vector>(V::I, V::I, V::I);
+
+impl<V: Vector> Keys<V> {
+    fn new() -> Keys<V> {
+        Keys(V::i_splat(0), V::i_splat(0), V::i_splat(0))
+    }
+
+    /// Takes in one vector of elements (`tail`: only its first lanes).
+    #[inline(always)]
+    fn add<M: Model>(&mut self, model: &M, x: V, t: V, w: V, tail: Option<usize>) {
+        let (mut kx, mut kt) = model.keys(x, t);
+        // A weight is good iff it is in [+0, f32::MAX]: iff its bits are at most MAX's.
+        let mut kw = w.to_bits();
+        if tail.is_some() {
+            // Lanes past the end hold anything: they count as good.
+            let live = live::<V>(tail);
+            let zero = V::i_splat(0);
+            (kx, kt, kw) = (
+                V::i_select(live, kx, zero),
+                V::i_select(live, kt, zero),
+                V::i_select(live, kw, zero),
+            );
+        }
+        self.0 = V::i_max_u(self.0, kx);
+        self.1 = V::i_max_u(self.1, kt);
+        self.2 = V::i_max_u(self.2, kw);
+    }
+
+    /// Whether every element taken in is good. (`false` does not mean that one is bad: the
+    /// exact check decides.)
+    #[inline(always)]
+    fn pass<M: Model>(&self) -> bool {
+        let (lx, lt) = M::KEY_LIMITS;
+        within::<V>(self.0, lx)
+            && within::<V>(self.1, lt)
+            && within::<V>(self.2, f32::MAX.to_bits())
+    }
+}
+
 struct Screen<'a, V: Vector, M> {
     model: M,
     pred: &'a [f32],
-    keys: (V::I, V::I, V::I),
+    keys: Keys<V>,
 }
 
 impl<V: Vector, M: Model> Step<V> for Screen<'_, V, M> {
@@ -588,21 +639,7 @@ impl<V: Vector, M: Model> Step<V> for Screen<'_, V, M> {
         (t, w, _): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
-        let (mut kx, mut kt) = self.model.keys(x, t);
-        // A weight is good iff it is in [+0, f32::MAX]: iff its bits are at most MAX's.
-        let mut kw = w.to_bits();
-        if tail.is_some() {
-            // Lanes past the end hold anything: they count as good.
-            let live = live::<V>(tail);
-            let zero = V::i_splat(0);
-            (kx, kt, kw) = (
-                V::i_select(live, kx, zero),
-                V::i_select(live, kt, zero),
-                V::i_select(live, kw, zero),
-            );
-        }
-        let (ax, at, aw) = self.keys;
-        self.keys = (V::i_max_u(ax, kx), V::i_max_u(at, kt), V::i_max_u(aw, kw));
+        self.keys.add(&self.model, x, t, w, tail);
         Ok(())
     }
 }
@@ -636,16 +673,21 @@ pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<
     let mut screen = Screen::<V, M> {
         model,
         pred,
-        keys: (V::i_splat(0), V::i_splat(0), V::i_splat(0)),
+        keys: Keys::new(),
     };
     batch.visit::<V, _>(&mut screen)?;
-    let ((lx, lt), (kx, kt, kw)) = (M::KEY_LIMITS, screen.keys);
-    if within::<V>(kx, lx) && within::<V>(kt, lt) && within::<V>(kw, f32::MAX.to_bits()) {
+    if screen.keys.pass::<M>() {
         return Ok(());
     }
+    check_exactly::<V, M>(model, batch)
+}
+
+/// [`Error::Input`] if any element of `batch` is bad, element by element.
+#[inline(always)]
+fn check_exactly<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
     batch.visit::<V, _>(&mut Check::<V, M> {
         model,
-        pred,
+        pred: batch.pred(),
         _v: PhantomData,
     })
 }
