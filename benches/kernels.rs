@@ -1,6 +1,6 @@
-//! Criterion benchmarks: GHM-C (30 bins, momentum 0.75; dense targets and class-index labels)
-//! and GHM-R (10 bins, momentum 0.7), one call (loss and gradient), on every backend this
-//! machine runs, at N = 4Ki, 64Ki, 1Mi and 16Mi elements, reported as elements per second.
+//! Criterion benchmarks: GHM-C (30 bins, momentum 0.75; dense targets, with and without
+//! `skip_bad`, and class-index labels) and GHM-R (10 bins, momentum 0.7), one call (loss and
+//! gradient), on every backend this machine runs, at N = 4Ki, 64Ki, 1Mi and 16Mi elements, reported as elements per second.
 //!
 //! `cargo bench --bench kernels` (filter with e.g. `-- avx512`). For the side-by-side table
 //! with the streaming floor, see `examples/bench_report.rs`.
@@ -88,6 +88,18 @@ fn kernels(c: &mut Criterion) {
             let input = Dense::new(&d.logits, &d.targets);
             g.bench_function(BenchmarkId::from_parameter(n), |b| {
                 b.iter(|| black_box(cfg.loss_grad(Some(&mut ema), &input, Out::grad(&mut grad))))
+            });
+            g.finish();
+
+            // The same with skip_bad: the one call stores dl/dx in pass 1 at every size.
+            let mut g = c.benchmark_group(format!("ghmc_dense_skip_bad/{}", backend.name()));
+            g.throughput(Throughput::Elements(n as u64));
+            let skip = GhmC {
+                skip_bad: true,
+                ..cfg
+            };
+            g.bench_function(BenchmarkId::from_parameter(n), |b| {
+                b.iter(|| black_box(skip.loss_grad(Some(&mut ema), &input, Out::grad(&mut grad))))
             });
             g.finish();
 
