@@ -1,6 +1,7 @@
 //! Criterion benchmarks: GHM-C (30 bins, momentum 0.75; dense targets, with and without
 //! `skip_bad`, and class-index labels) and GHM-R (10 bins, momentum 0.7), one call (loss and
-//! gradient), on every backend this machine runs, at N = 4Ki, 64Ki, 1Mi and 16Mi elements, reported as elements per second.
+//! gradient), on every backend this machine runs, at N = 4Ki, 64Ki, 1Mi and 16Mi elements,
+//! reported as elements per second.
 //!
 //! `cargo bench --bench kernels` (filter with e.g. `-- avx512`). For the side-by-side table
 //! with the streaming floor, see `examples/bench_report.rs`.
