@@ -40,9 +40,10 @@ pub(crate) trait Model: Copy {
     /// pass 2 (see `api::stored_two_pass`). That moves the loss into pass 1 as per-bin sums:
     /// cheap for elements in the most common bin (vector lanes), dearer for the others (buffered
     /// and added one at a time).
-    /// GHM-C's elements crowd into bin 0 (easy negatives), so it pays: 1.54-1.63 vs
-    /// 1.96-2.07 ns per element at 64Ki (`bench_report`, four runs). GHM-R's spread over the
-    /// bins, and it did not (2.3-2.4 vs 2.2-2.3 ns, scratch timings at 64Ki).
+    /// GHM-C's elements crowd into bin 0 (easy negatives), so it pays: at 1Mi elements,
+    /// 1.40 ns per element with `skip_bad` against 1.73 for the recomputing passes
+    /// (`bench_report`). GHM-R's spread over the bins, and it did not (2.3-2.4 vs 2.2-2.3 ns,
+    /// scratch timings at 64Ki, before GHM-R's counting got faster).
     const STORED_PASS: bool = true;
     /// The part of the evaluation that depends on `x` alone (GHM-C logits: `exp(-|x|)` and
     /// the sigmoid), as two vectors.
