@@ -548,39 +548,6 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
 // ---------------------------------------------------------------------------------------------
 // Validation alone (the phased `apply` must refuse bad input before writing anything)
 
-struct Check<'a, V, M> {
-    model: M,
-    pred: &'a [f32],
-    _v: PhantomData<V>,
-}
-
-impl<V: Vector, M: Model> Step<V> for Check<'_, V, M> {
-    const PRE: bool = false;
-    #[inline(always)]
-    fn step(
-        &mut self,
-        _: usize,
-        x: V,
-        _: (V, V),
-        (t, _, bad_w): (V, V, V::M),
-        tail: Option<usize>,
-    ) -> Result<(), Error> {
-        if V::m_any(bad_lanes(&self.model, x, t, bad_w, live::<V>(tail))) {
-            return Err(Error::Input);
-        }
-        Ok(())
-    }
-}
-
-impl<V: Vector, M: Model> Visitor<V> for Check<'_, V, M> {
-    #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        let pred = &self.pred[range];
-        let model = self.model;
-        walk(&model, pred, &mut targets, self)
-    }
-}
-
 /// The screen of [`check`] (and of pass 1 without `skip_bad`): unsigned maxima of the
 /// model's keys and of the label weights' bits.
 struct Keys<V: Vector>(V::I, V::I, V::I);
@@ -622,13 +589,15 @@ impl<V: Vector> Keys<V> {
     }
 }
 
-struct Screen<'a, V: Vector, M> {
+/// The input check over a batch: exactly, element by element (`EXACT`), or by the screen of
+/// [`Keys`].
+struct Check<'a, V: Vector, M, const EXACT: bool> {
     model: M,
     pred: &'a [f32],
     keys: Keys<V>,
 }
 
-impl<V: Vector, M: Model> Step<V> for Screen<'_, V, M> {
+impl<V: Vector, M: Model, const EXACT: bool> Step<V> for Check<'_, V, M, EXACT> {
     const PRE: bool = false;
     #[inline(always)]
     fn step(
@@ -636,15 +605,19 @@ impl<V: Vector, M: Model> Step<V> for Screen<'_, V, M> {
         _: usize,
         x: V,
         _: (V, V),
-        (t, w, _): (V, V, V::M),
+        (t, w, bad_w): (V, V, V::M),
         tail: Option<usize>,
     ) -> Result<(), Error> {
-        self.keys.add(&self.model, x, t, w, tail);
+        if !EXACT {
+            self.keys.add(&self.model, x, t, w, tail);
+        } else if V::m_any(bad_lanes(&self.model, x, t, bad_w, live::<V>(tail))) {
+            return Err(Error::Input);
+        }
         Ok(())
     }
 }
 
-impl<V: Vector, M: Model> Visitor<V> for Screen<'_, V, M> {
+impl<V: Vector, M: Model, const EXACT: bool> Visitor<V> for Check<'_, V, M, EXACT> {
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
         let pred = &self.pred[range];
@@ -669,10 +642,9 @@ fn within<V: Vector>(keys: V::I, limit: u32) -> bool {
 /// does not).
 #[inline(always)]
 pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
-    let pred = batch.pred();
-    let mut screen = Screen::<V, M> {
+    let mut screen = Check::<V, M, false> {
         model,
-        pred,
+        pred: batch.pred(),
         keys: Keys::new(),
     };
     batch.visit::<V, _>(&mut screen)?;
@@ -685,10 +657,10 @@ pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<
 /// [`Error::Input`] if any element of `batch` is bad, element by element.
 #[inline(always)]
 fn check_exactly<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
-    batch.visit::<V, _>(&mut Check::<V, M> {
+    batch.visit::<V, _>(&mut Check::<V, M, true> {
         model,
         pred: batch.pred(),
-        _v: PhantomData,
+        keys: Keys::new(),
     })
 }
 
