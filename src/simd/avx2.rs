@@ -12,7 +12,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Vector, MAX_LANES};
+use super::{compress_into, Vector, MAX_LANES};
 
 /// Eight f32 lanes in a `ymm` register.
 #[derive(Clone, Copy)]
@@ -317,16 +317,7 @@ impl Vector for F32x8 {
     fn i_compress(a: __m256i, m: __m256i, out: &mut [i32]) -> usize {
         let bits = Self::m_bits(m);
         let Some(out) = out.get_mut(..8) else {
-            // Never taken by the kernels (their buffers have room); kept safe regardless.
-            let a = Self::i_to_array(a);
-            let mut n = 0;
-            for (j, &v) in a.iter().enumerate().take(8) {
-                if bits >> j & 1 == 1 && n < out.len() {
-                    out[n] = v;
-                    n += 1;
-                }
-            }
-            return n;
+            return compress_into(&Self::i_to_array(a)[..8], bits, out);
         };
         // SAFETY: AVX2 present; `out` has room for the 8 lanes stored.
         unsafe {

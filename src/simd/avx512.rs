@@ -15,7 +15,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Vector, MAX_LANES};
+use super::{compress_into, Vector, MAX_LANES};
 
 /// Sixteen f32 lanes in a `zmm` register.
 #[derive(Clone, Copy)]
@@ -174,16 +174,7 @@ impl Vector for F32x16 {
     #[inline(always)]
     fn i_compress(a: __m512i, m: __mmask16, out: &mut [i32]) -> usize {
         if out.len() < 16 {
-            // Never taken by the kernels (their buffers have room); kept safe regardless.
-            let a = Self::i_to_array(a);
-            let mut n = 0;
-            for (j, &v) in a.iter().enumerate() {
-                if m >> j & 1 == 1 && n < out.len() {
-                    out[n] = v;
-                    n += 1;
-                }
-            }
-            return n;
+            return compress_into(&Self::i_to_array(a), m as u32, out);
         }
         // SAFETY: AVX-512F present; `out` has room for the 16 lanes stored.
         unsafe {

@@ -255,3 +255,18 @@ pub(crate) trait Vector: Copy {
         Self::m_and(self.ge(Self::splat(lo)), self.le(Self::splat(hi)))
     }
 }
+
+/// The selected lanes of `a` (bit `j` of `bits` selects lane `j`), in lane order, written to
+/// the front of `out` as far as it has room; returns how many were written. The backends'
+/// [`Vector::i_compress`] fall back on it when `out` is too short for a full-vector store
+/// (never the case in the kernels, whose buffers have room).
+pub(crate) fn compress_into(a: &[i32], bits: u32, out: &mut [i32]) -> usize {
+    let mut n = 0;
+    for (j, &v) in a.iter().enumerate() {
+        if bits >> j & 1 == 1 && n < out.len() {
+            out[n] = v;
+            n += 1;
+        }
+    }
+    n
+}
