@@ -255,8 +255,8 @@ pub(crate) fn loss_grad(
 /// The one call with `skip_bad` (or up to [`STORED_CHECKED_MAX`] elements), when only `grad`
 /// is asked for (and overwritten), on a vector backend: pass 1 stores each element's `dl/dx`
 /// in `grad` while it counts (with per-bin loss sums), and pass 2 reads only that back,
-/// recomputes the bin from `g = |dl/dx|` and scales it. Pass 2 then moves 8 bytes per element instead of reading the inputs again and
-/// recomputing the model. The gradients are bit-identical to the other path's (the same
+/// recomputes the bin from `g = |dl/dx|` and scales it. Pass 2 then moves 8 bytes per element
+/// instead of reading the inputs again and recomputing the model. The gradients are bit-identical to the other path's (the same
 /// `dl/dx` times the same `scale[bin]`); the loss is the phased API's.
 ///
 /// Without `skip_bad` nothing may be written before every element is known to be good: the
@@ -301,9 +301,10 @@ fn stored_two_pass<M: Model>(
 /// after checking its inputs ([`dispatch::check`]: a screen of the raw bits, then the exact
 /// check only if the screen flags something). That reads the inputs a third time, which is
 /// cheap while they sit in the caches. Measured on this project's machine (AVX-512, 2 MiB
-/// of L2 per core), GHM-C one call, ns per element, recomputing vs checked and stored:
-/// 1.74 vs 1.56 at 64Ki, 1.75 vs 1.55 at 128Ki, 1.70 vs 1.72 at 256Ki, and 2.1 vs 2.7 at
-/// 16Mi, where the third read comes from memory.
+/// of L2 per core), GHM-C one call, ns per element, recomputing vs checked and stored
+/// (alternating runs): 1.69-1.72 vs 1.50-1.57 at 64Ki, 1.73-1.79 vs 1.50-1.57 at 128Ki,
+/// 1.70 vs 1.72 at 256Ki, and 2.1-2.2 vs 2.6-2.8 at 16Mi, where the third read comes from
+/// memory.
 const STORED_CHECKED_MAX: usize = 1 << 17;
 
 /// [`Model::STORED_PASS`] of a model value.

@@ -78,8 +78,9 @@ trait Step<V: Vector> {
 }
 
 /// Elements per stage block: the model's `pre` runs over a block before the rest of the work.
-/// (128 rather than 256: GHM-C's one call 6.6% faster at 64Ki elements, GHM-R 2% slower,
-/// no change at 1Mi and 16Mi; whole-process medians of 9 alternating runs.)
+/// (128 rather than 256: GHM-C's one call 6.6% faster at 64Ki elements, GHM-R 2% slower, as
+/// whole-process medians of 9 alternating runs; no change at 1Mi and 16Mi in three
+/// alternating in-process runs each.)
 const STAGE: usize = 128;
 
 /// Segments of at least this many elements are prefetched (1 MiB per f32 input: the three
