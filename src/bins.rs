@@ -12,6 +12,13 @@ pub(crate) struct Bins {
     pub edges: [f32; MAX_BINS + 1],
     /// `upper[j] = e[j + 1]`: the upper edge of bin `j`, padded to a 256-entry table.
     upper: [f32; 256],
+    /// `M` as f32 and as i32, and `M - 1`, stored so that [`Bins::vector`] broadcasts them
+    /// from memory instead of converting `m` and moving it into a vector register for every
+    /// vector: GHM-C's one call 1.9% faster at 64Ki elements (median of 10 alternating
+    /// in-process runs).
+    m_f32: f32,
+    m_i32: i32,
+    top: i32,
 }
 
 /// Subtracted from `g * M` before truncation, so that the truncated value is the bin or the
@@ -28,7 +35,14 @@ impl Bins {
         edges[m] = last_edge;
         let mut upper = [f32::INFINITY; 256];
         upper[..m].copy_from_slice(&edges[1..=m]);
-        Bins { m, edges, upper }
+        Bins {
+            m,
+            edges,
+            upper,
+            m_f32: m as f32,
+            m_i32: m as i32,
+            top: m as i32 - 1,
+        }
     }
 
     /// The bin `k` with `e[k] <= g < e[k + 1]`, or `None` when `g` is in no bin (NaN, or at
@@ -62,12 +76,12 @@ impl Bins {
     /// within 64 ulp of every edge, for every `M`.
     #[inline(always)]
     pub(crate) fn vector<V: Vector>(&self, g: V, valid: V::M) -> V::I {
-        let q = g.mul(V::splat(self.m as f32)).sub(V::splat(BIAS));
-        let top = V::i_splat(self.m as i32 - 1);
+        let q = g.mul(V::splat(self.m_f32)).sub(V::splat(BIAS));
+        let top = V::i_splat(self.top);
         // Unsigned min: negative or garbage (NaN lanes) indices become M - 1.
         let k0 = V::i_min_u(q.trunc_i(), top);
         let hi = V::lut(&self.upper, k0, self.m);
         let k = V::i_inc(k0, g.ge(hi));
-        V::i_select(valid, k, V::i_splat(self.m as i32))
+        V::i_select(valid, k, V::i_splat(self.m_i32))
     }
 }

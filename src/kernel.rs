@@ -42,6 +42,7 @@ use crate::state::{Hist, Weights};
 /// chains through memory instead of one chain of store-to-load forwards. (Invalid lanes, in
 /// the trash bin `M`, never reach them.)
 const CELLS: usize = MAX_BINS * MAX_LANES;
+const _: () = assert!(CELLS.is_power_of_two());
 
 /// Elements buffered between the vector math and the histogram update.
 const BLOCK: usize = 256;
@@ -376,17 +377,20 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Pass1<'_, V, M, 
     #[inline(always)]
     fn flush(&mut self) {
         let n = self.fill;
-        // Always inside: bins are at most M <= MAX_BINS and lanes below MAX_LANES.
-        for &c in &self.block_cell[..n] {
-            if let Some(count) = self.counts.get_mut(c as usize) {
-                *count += 1;
-            }
-        }
+        // Cells are below M * MAX_LANES <= CELLS, a power of two: the mask keeps the index
+        // inside without a bounds-check branch per element, and changes no valid one. One
+        // loop for both the count and the loss: GHM-C's one call 2.3% faster at 64Ki elements
+        // than a loop for each with a bounds check per element (median of 10 alternating
+        // in-process runs).
         if LOSS {
             for (&c, &l) in self.block_cell[..n].iter().zip(&self.block_loss[..n]) {
-                if let Some(sum) = self.loss_cells.get_mut(c as usize) {
-                    *sum += f32::from_bits(l as u32) as f64;
-                }
+                let c = c as usize & (CELLS - 1);
+                self.counts[c] += 1;
+                self.loss_cells[c] += f32::from_bits(l as u32) as f64;
+            }
+        } else {
+            for &c in &self.block_cell[..n] {
+                self.counts[c as usize & (CELLS - 1)] += 1;
             }
         }
         self.fill = 0;
