@@ -53,11 +53,13 @@ fn live<V: Vector>(tail: Option<usize>) -> V::M {
     V::first_lanes(tail.unwrap_or(V::LANES))
 }
 
-/// Lanes holding a bad element (SPEC section 2), among the `live` ones.
+/// Lanes holding a bad element (SPEC section 2), among the `live` ones: a prediction or
+/// target the model refuses, or a label weight that is not in `[0, f32::MAX]` (negative or
+/// not finite).
 #[inline(always)]
-fn bad_lanes<V: Vector, M: Model>(model: &M, x: V, t: V, bad_w: V::M, live: V::M) -> V::M {
-    let not_ok = V::m_andnot(V::first_lanes(V::LANES), model.ok(x, t));
-    V::m_and(live, V::m_or(bad_w, not_ok))
+fn bad_lanes<V: Vector, M: Model>(model: &M, x: V, t: V, w: V, live: V::M) -> V::M {
+    let ok = V::m_and(model.ok(x, t), w.in_range(0.0, f32::MAX));
+    V::m_andnot(live, ok)
 }
 
 /// The work done on one vector of a segment. (A trait rather than a closure: every step must
@@ -73,7 +75,7 @@ trait Step<V: Vector> {
         at: usize,
         x: V,
         pre: (V, V),
-        twb: (V, V, V::M),
+        tw: (V, V),
         tail: Option<usize>,
     ) -> Result<(), Error>;
 }
@@ -275,13 +277,13 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Step<V>
         at: usize,
         x: V,
         pre: (V, V),
-        (t, w, bad_w): (V, V, V::M),
+        (t, w): (V, V),
         tail: Option<usize>,
     ) -> Result<(), Error> {
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
         if self.skip_bad && !self.checked {
-            let bad = bad_lanes(&self.model, x, t, bad_w, live);
+            let bad = bad_lanes(&self.model, x, t, w, live);
             if V::m_any(bad) {
                 self.skipped += V::m_count(bad) as u64;
             }
@@ -610,12 +612,12 @@ impl<V: Vector, M: Model, const EXACT: bool> Step<V> for Check<'_, V, M, EXACT> 
         _: usize,
         x: V,
         _: (V, V),
-        (t, w, bad_w): (V, V, V::M),
+        (t, w): (V, V),
         tail: Option<usize>,
     ) -> Result<(), Error> {
         if !EXACT {
             self.keys.add(&self.model, x, t, w, tail);
-        } else if V::m_any(bad_lanes(&self.model, x, t, bad_w, live::<V>(tail))) {
+        } else if V::m_any(bad_lanes(&self.model, x, t, w, live::<V>(tail))) {
             return Err(Error::Input);
         }
         Ok(())
@@ -744,14 +746,14 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
         i: usize,
         x: V,
         pre: (V, V),
-        (t, w, bad_w): (V, V, V::M),
+        (t, w): (V, V),
         tail: Option<usize>,
     ) -> Result<(), Error> {
         let c = self.ctx;
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
         if c.skip_bad {
-            valid = V::m_andnot(valid, bad_lanes(&c.model, x, t, bad_w, live));
+            valid = V::m_andnot(valid, bad_lanes(&c.model, x, t, w, live));
         }
         let e = c.model.eval_pre::<V, LOSS>(x, t, pre);
         let k = c.bins.vector(e.g, valid);

@@ -30,8 +30,8 @@ fn elements<'p, T: Targets<f32> + 'p, M: Model>(
     mut targets: T,
 ) -> impl Iterator<Item = Element> + 'p {
     pred.iter().map(move |&x| {
-        let (t, w, bad_w) = targets.next(1);
-        let bad = bad_w || !model.ok(x, t);
+        let (t, w) = targets.next(1);
+        let bad = !(0.0..=f32::MAX).contains(&w) || !model.ok(x, t);
         Element { x, t, w, bad }
     })
 }

@@ -161,11 +161,6 @@ impl Vector for F32x8 {
         unsafe { _mm256_and_si256(a, b) }
     }
     #[inline(always)]
-    fn m_or(a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: AVX2 present.
-        unsafe { _mm256_or_si256(a, b) }
-    }
-    #[inline(always)]
     fn m_andnot(a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: AVX2 present.
         unsafe { _mm256_andnot_si256(b, a) }

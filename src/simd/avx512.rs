@@ -156,10 +156,6 @@ impl Vector for F32x16 {
         a & b
     }
     #[inline(always)]
-    fn m_or(a: __mmask16, b: __mmask16) -> __mmask16 {
-        a | b
-    }
-    #[inline(always)]
     fn m_andnot(a: __mmask16, b: __mmask16) -> __mmask16 {
         a & !b
     }

@@ -103,7 +103,6 @@ pub(crate) trait Vector: Copy {
     /// `if m { a } else { b }` per lane.
     fn select(m: Self::M, a: Self, b: Self) -> Self;
     fn m_and(a: Self::M, b: Self::M) -> Self::M;
-    fn m_or(a: Self::M, b: Self::M) -> Self::M;
     /// `a & !b`.
     fn m_andnot(a: Self::M, b: Self::M) -> Self::M;
     /// Whether any lane is set.

@@ -108,10 +108,6 @@ impl Vector for f32 {
         a & b
     }
     #[inline(always)]
-    fn m_or(a: bool, b: bool) -> bool {
-        a | b
-    }
-    #[inline(always)]
     fn m_andnot(a: bool, b: bool) -> bool {
         a & !b
     }

@@ -129,10 +129,6 @@ impl Vector for f32x8 {
         a & b
     }
     #[inline(always)]
-    fn m_or(a: i32x8, b: i32x8) -> i32x8 {
-        a | b
-    }
-    #[inline(always)]
     fn m_andnot(a: i32x8, b: i32x8) -> i32x8 {
         a & !b
     }
