@@ -103,13 +103,10 @@ impl Model for CLogits {
     fn eval_pre<V: Vector, const LOSS: bool>(&self, x: V, t: V, (e, s): (V, V)) -> Elem<V> {
         let grad = s.sub(t);
         let loss = if LOSS {
-            // r = 1/(1 + e): the sigmoid itself for x >= 0, 1 - sigmoid (to within an ulp of
-            // 1, plenty for the rounding correction it scales in `ln_1p`) otherwise.
-            let r = V::select(x.ge(V::splat(0.0)), s, V::splat(1.0).sub(s));
             let one_minus_t = V::splat(1.0).sub(t);
             let minus_t = V::splat(0.0).sub(t);
             let lin = x.mul(V::select(x.gt(V::splat(0.0)), one_minus_t, minus_t));
-            lin.add(vmath::ln_1p(e, r))
+            lin.add(vmath::ln_1p(e))
         } else {
             grad
         };
