@@ -120,8 +120,10 @@ pub enum Probe {
     ExpNeg,
     /// `ln(x)`.
     Ln,
-    /// `ln(1 + e)` with `r = 1/(1 + e)` computed alongside.
+    /// `ln(1 + e)`.
     Ln1p,
+    /// `1 / x` as [`Vector::recip`](crate::simd::Vector::recip) computes it (GHM-R's loss).
+    Recip,
     /// `sigmoid(x)` as the GHM-C kernel computes it.
     Sigmoid,
 }
@@ -137,6 +139,7 @@ fn probe_with<V: crate::simd::Vector>(f: Probe, input: &[f32], out: &mut [f32]) 
             Probe::ExpNeg => vmath::exp_neg(x),
             Probe::Ln => vmath::ln(x),
             Probe::Ln1p => vmath::ln_1p(x),
+            Probe::Recip => x.recip(),
             Probe::Sigmoid => {
                 let e = vmath::exp_neg(x.abs());
                 let r = one.div(one.add(e));

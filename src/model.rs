@@ -235,7 +235,8 @@ impl Model for R {
             let root = d2.add(V::splat(self.mu2)).sqrt();
             let grad = d0.div(root);
             let loss = if LOSS {
-                d2.div(root.add(V::splat(self.mu)))
+                // The loss needs no correctly rounded division ([`Vector::recip`]).
+                d2.mul(root.add(V::splat(self.mu)).recip())
             } else {
                 grad
             };
@@ -253,7 +254,7 @@ impl Model for R {
         let grad = d.div(root);
         let loss = if LOSS {
             let mu = V::select(big, V::splat(self.mu_s), V::splat(self.mu));
-            let l = d2.div(root.add(mu));
+            let l = d2.mul(root.add(mu).recip());
             V::select(big, l.mul(V::splat(SCALE_UP)), l)
         } else {
             grad

@@ -142,15 +142,26 @@ fn vector_math_error_bounds_on_every_backend() {
         );
         let ln = measure(backend, Probe::Ln, (1e-7, 2.0, 64), |x| x.ln(), false);
         let log1p = measure(backend, Probe::Ln1p, (0.0, 1.0, 64), |x| x.ln_1p(), false);
+        // GHM-R's loss divides by sqrt(d^2 + mu^2) + mu: from 2 * 2^-76 (mu * 2^-70, the
+        // scaled lanes) up to 2^51.
+        let recip = measure(
+            backend,
+            Probe::Recip,
+            (2e-23, 2.3e15, 64),
+            |x| 1.0 / x,
+            false,
+        );
         let sig = sig.max(sig_neg);
         println!(
-            "{:>8}: exp(-a) {exp:.3} ulp, sigmoid {sig:.3} ulp, ln {ln:.3} ulp, log1p {log1p:.3} ulp",
+            "{:>8}: exp(-a) {exp:.3} ulp, sigmoid {sig:.3} ulp, ln {ln:.3} ulp, log1p {log1p:.3} ulp, \
+             recip {recip:.3} ulp",
             backend.name()
         );
         assert!(exp <= 1.0, "{backend:?}: exp {exp}");
         assert!(sig <= 3.0, "{backend:?}: sigmoid {sig}");
         assert!(ln <= 2.0, "{backend:?}: ln {ln}");
         assert!(log1p <= 2.5, "{backend:?}: log1p {log1p}");
+        assert!(recip <= 1.0, "{backend:?}: recip {recip}");
     }
 }
 

@@ -221,6 +221,15 @@ pub(crate) trait Vector: Copy {
         }
     }
 
+    /// `1 / self` for positive, normal, finite lanes, to within 1 ulp rather than correctly
+    /// rounded: for losses only, never for `g` or `dl/dx`. The default divides (correctly
+    /// rounded); AVX-512 refines its 14-bit estimate by one Newton step, a third of a
+    /// division's cost on the divider-bound GHM-R pass.
+    #[inline(always)]
+    fn recip(self) -> Self {
+        Self::splat(1.0).div(self)
+    }
+
     /// `self * 2^n`, correctly rounded (so exact unless the result is subnormal), for an
     /// integer `-150 <= n <= 0` given as f32: the same bits on every backend. The default
     /// multiplies by two normal powers of two, `2^(n/2)` and `2^(n - n/2)`: the first product
