@@ -267,7 +267,8 @@ pub(crate) trait Vector: Copy {
 /// The selected lanes of `a` (bit `j` of `bits` selects lane `j`), in lane order, written to
 /// the front of `out` as far as it has room; returns how many were written. The backends'
 /// [`Vector::i_compress`] fall back on it when `out` is too short for a full-vector store
-/// (never the case in the kernels, whose buffers have room).
+/// (never the case in the kernels, whose buffers have room). Only those backends use it.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn compress_into(a: &[i32], bits: u32, out: &mut [i32]) -> usize {
     let mut n = 0;
     for (j, &v) in a.iter().enumerate() {
