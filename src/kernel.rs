@@ -225,55 +225,6 @@ const BYTE_ONES: [i32; MAX_LANES] = {
     t
 };
 
-/// Pass 1's arrays: the per-lane cells, the totals and the buffer. Kept apart from [`Pass1`],
-/// which holds only what each vector updates (the hot bin's count and loss lanes, the packed
-/// counters, the screen, the buffer's fill, GHM-R's weight sums): nothing indexes that part at
-/// run time and no function that is not inlined sees it, so it stays in registers. As one
-/// struct, with `settle` and `unpack` called out of line, it all went through memory; split,
-/// GHM-R's one call is 8.4% faster at 64Ki elements and GHM-C's unchanged (median of 8
-/// alternating in-process runs).
-struct Cells {
-    counts: [u32; CELLS],
-    loss_cells: [f64; CELLS],
-    /// Counts moved out of `counts`, per bin.
-    totals: [u64; MAX_BINS],
-    since: u64,
-    /// Cell indices (and loss bits) of the elements since the last flush, except those in the
-    /// hot bin; room for one more vector than a flush holds.
-    block_cell: [i32; BLOCK + MAX_LANES],
-    block_loss: [i32; BLOCK + MAX_LANES],
-}
-
-impl Cells {
-    /// Adds packed byte counters (`lanes` lanes of each word) to the totals of the `m` bins.
-    fn unpack(&mut self, words: &[[i32; MAX_LANES]; PACKED_WORDS], lanes: usize, m: usize) {
-        for (j, word) in words.iter().enumerate() {
-            for &lane in &word[..lanes] {
-                for b in 0..4 {
-                    if let Some(total) = self.totals[..m].get_mut(4 * j + b) {
-                        *total += (lane as u32 >> (8 * b)) as u64 & 0xff;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Moves the count cells of the `m` bins, and `hot_count` of bin `hot`, into the totals.
-    fn settle(&mut self, hot: usize, hot_count: u64, m: usize) {
-        if let Some(t) = self.totals.get_mut(hot) {
-            *t += hot_count;
-        }
-        // Only bins below M are ever counted in the cells.
-        for (k, total) in self.totals[..m].iter_mut().enumerate() {
-            for cell in &mut self.counts[k * MAX_LANES..(k + 1) * MAX_LANES] {
-                *total += *cell as u64;
-                *cell = 0;
-            }
-        }
-        self.since = 0;
-    }
-}
-
 /// Pass 1: counts per bin and, if `LOSS`, per-bin sums of the loss.
 ///
 /// The most common bin ("hot": bin 0 until the first flush, then the most common one so far)
@@ -292,9 +243,15 @@ struct Pass1<'a, V: Vector, M, const LOSS: bool, const PACKED: bool> {
     grad: Option<&'a mut [f32]>,
     /// Start of the current segment in `pred` (and `grad`).
     seg: usize,
-    /// The per-lane cells, the totals and the buffer, in memory.
-    cells: &'a mut Cells,
-    /// Elements in the buffer (`cells.block_cell`).
+    counts: [u32; CELLS],
+    loss_cells: [f64; CELLS],
+    /// Counts moved out of `counts`, per bin.
+    totals: [u64; MAX_BINS],
+    since: u64,
+    /// Cell indices (and loss bits) of the elements since the last flush, except those in the
+    /// hot bin; room for one more vector than a flush holds.
+    block_cell: [i32; BLOCK + MAX_LANES],
+    block_loss: [i32; BLOCK + MAX_LANES],
     fill: usize,
     hot: i32,
     hot_count: u64,
@@ -364,9 +321,9 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Step<V>
         let rest = V::m_andnot(valid, hot);
         // Cell of lane j in bin k: k * MAX_LANES + j.
         let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
-        self.fill += V::i_compress(cell, rest, &mut self.cells.block_cell[f..]);
+        self.fill += V::i_compress(cell, rest, &mut self.block_cell[f..]);
         if LOSS {
-            V::i_compress(e.loss.to_bits(), rest, &mut self.cells.block_loss[f..]);
+            V::i_compress(e.loss.to_bits(), rest, &mut self.block_loss[f..]);
         }
         Ok(())
     }
@@ -400,11 +357,19 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Pass1<'_, V, M, 
     }
 
     /// Moves the byte counters into the `u64` totals.
-    #[inline(always)]
     fn unpack(&mut self) {
-        let words = self.packed.map(V::i_to_array);
-        self.cells.unpack(&words, V::LANES, self.bins.m);
-        self.packed = [V::i_splat(0); PACKED_WORDS];
+        let m = self.bins.m;
+        for (j, acc) in self.packed.iter_mut().enumerate() {
+            let lanes = V::i_to_array(*acc);
+            for &lane in &lanes[..V::LANES] {
+                for b in 0..4 {
+                    if let Some(total) = self.totals[..m].get_mut(4 * j + b) {
+                        *total += (lane as u32 >> (8 * b)) as u64 & 0xff;
+                    }
+                }
+            }
+            *acc = V::i_splat(0);
+        }
         self.packed_n = 0;
     }
 
@@ -420,22 +385,19 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Pass1<'_, V, M, 
         // than a loop for each with a bounds check per element (median of 10 alternating
         // in-process runs).
         if LOSS {
-            for (&c, &l) in self.cells.block_cell[..n]
-                .iter()
-                .zip(&self.cells.block_loss[..n])
-            {
+            for (&c, &l) in self.block_cell[..n].iter().zip(&self.block_loss[..n]) {
                 let c = c as usize & (CELLS - 1);
-                self.cells.counts[c] += 1;
-                self.cells.loss_cells[c] += f32::from_bits(l as u32) as f64;
+                self.counts[c] += 1;
+                self.loss_cells[c] += f32::from_bits(l as u32) as f64;
             }
         } else {
-            for &c in &self.cells.block_cell[..n] {
-                self.cells.counts[c as usize & (CELLS - 1)] += 1;
+            for &c in &self.block_cell[..n] {
+                self.counts[c as usize & (CELLS - 1)] += 1;
             }
         }
         self.fill = 0;
-        self.cells.since += n as u64;
-        if self.cells.since >= COUNT_SPAN {
+        self.since += n as u64;
+        if self.since >= COUNT_SPAN {
             self.settle();
         }
         if !self.picked {
@@ -443,29 +405,33 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Pass1<'_, V, M, 
             self.picked = true;
             self.settle();
             let m = self.bins.m;
-            if let Some((k, _)) = self.cells.totals[..m]
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, &c)| c)
-            {
+            if let Some((k, _)) = self.totals[..m].iter().enumerate().max_by_key(|(_, &c)| c) {
                 self.set_hot(k);
             }
         }
     }
 
     /// Moves the count cells and the hot bin's count into the `u64` totals.
-    #[inline(always)]
     fn settle(&mut self) {
-        self.cells
-            .settle(self.hot as usize, self.hot_count, self.bins.m);
+        if let Some(t) = self.totals.get_mut(self.hot as usize) {
+            *t += self.hot_count;
+        }
         self.hot_count = 0;
+        // Only bins below M are ever counted in the cells.
+        let m = self.bins.m;
+        for (k, total) in self.totals[..m].iter_mut().enumerate() {
+            for cell in &mut self.counts[k * MAX_LANES..(k + 1) * MAX_LANES] {
+                *total += *cell as u64;
+                *cell = 0;
+            }
+        }
+        self.since = 0;
     }
 
     /// Makes `k` the hot bin, moving the old hot bin's loss lanes into its cells.
-    #[inline(always)]
     fn set_hot(&mut self, k: usize) {
         let old = self.hot as usize * MAX_LANES;
-        if let Some(cells) = self.cells.loss_cells.get_mut(old..old + MAX_LANES) {
+        if let Some(cells) = self.loss_cells.get_mut(old..old + MAX_LANES) {
             for (cell, lane) in cells.iter_mut().zip(&mut self.hot_loss) {
                 *cell += *lane;
                 *lane = 0.0;
@@ -532,14 +498,6 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
     opts: Pass1Opts,
     grad: Option<&mut [f32]>,
 ) -> Result<Hist, Error> {
-    let mut cells = Cells {
-        counts: [0; CELLS],
-        loss_cells: [0.0; CELLS],
-        totals: [0; MAX_BINS],
-        since: 0,
-        block_cell: [0; BLOCK + MAX_LANES],
-        block_loss: [0; BLOCK + MAX_LANES],
-    };
     let mut acc = Pass1::<V, M, LOSS, PACKED> {
         model,
         bins,
@@ -549,7 +507,12 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
         keys: Keys::new(),
         grad,
         seg: 0,
-        cells: &mut cells,
+        counts: [0; CELLS],
+        loss_cells: [0.0; CELLS],
+        totals: [0; MAX_BINS],
+        since: 0,
+        block_cell: [0; BLOCK + MAX_LANES],
+        block_loss: [0; BLOCK + MAX_LANES],
         fill: 0,
         hot: 0,
         hot_count: 0,
@@ -574,16 +537,16 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
 
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;
-    hist.counts[..m].copy_from_slice(&acc.cells.totals[..m]);
+    hist.counts[..m].copy_from_slice(&acc.totals[..m]);
     for (k, sum) in hist.loss_sums[..m].iter_mut().enumerate() {
-        *sum = acc.cells.loss_cells[k * MAX_LANES..(k + 1) * MAX_LANES]
+        *sum = acc.loss_cells[k * MAX_LANES..(k + 1) * MAX_LANES]
             .iter()
             .sum();
     }
     hist.tot = if opts.weight_sum {
         acc.weight_sums.iter().sum()
     } else {
-        acc.cells.totals[..m].iter().sum::<u64>() as f64
+        acc.totals[..m].iter().sum::<u64>() as f64
     };
     hist.skipped = acc.skipped;
     Ok(hist)
