@@ -215,7 +215,7 @@ impl Model for R {
 
     /// `g = |d| / sqrt(d^2 + mu^2)` and `dl/dx = d / sqrt(d^2 + mu^2)` exactly as mmdet
     /// computes them in f32 (for `|d| <= 2^50`), and the loss in the cancellation-free form
-    /// `d^2 / (sqrt(d^2 + mu^2) + mu)`. Gradients are finite for every finite input; the loss
+    /// `d^2 / (sqrt(d^2 + mu^2) + mu)` (dividing through [`Vector::recip`], within 1 ulp). Gradients are finite for every finite input; the loss
     /// is `+inf` only where its true value exceeds `f32::MAX`.
     const HAS_PRE: bool = false;
     const STORED_PASS: bool = false;

@@ -223,8 +223,8 @@ pub(crate) trait Vector: Copy {
 
     /// `1 / self` for positive, normal, finite lanes, to within 1 ulp rather than correctly
     /// rounded: for losses only, never for `g` or `dl/dx`. The default divides (correctly
-    /// rounded); AVX-512 refines its 14-bit estimate by one Newton step, a third of a
-    /// division's cost on the divider-bound GHM-R pass.
+    /// rounded); AVX-512 refines its 14-bit estimate by one Newton step (GHM-R's one call,
+    /// whose loss divides, 1.2% faster at 64Ki elements: median of 6 alternating runs).
     #[inline(always)]
     fn recip(self) -> Self {
         Self::splat(1.0).div(self)
