@@ -13,6 +13,7 @@ use crate::config::MAX_BINS;
 use crate::error::Error;
 use crate::kernel::Outputs;
 use crate::model::Model;
+use crate::simd::Vector;
 use crate::source::{Batch, Targets, Visitor};
 use crate::state::{Hist, Weights};
 
@@ -31,7 +32,8 @@ fn elements<'p, T: Targets<f32> + 'p, M: Model>(
 ) -> impl Iterator<Item = Element> + 'p {
     pred.iter().map(move |&x| {
         let (t, w) = targets.next(1);
-        let bad = !(0.0..=f32::MAX).contains(&w) || !model.ok(x, t);
+        // The vector kernels' rule for a bad weight (`kernel::bad_lanes`), on one lane.
+        let bad = !w.in_range(0.0, f32::MAX) || !model.ok(x, t);
         Element { x, t, w, bad }
     })
 }
@@ -128,17 +130,16 @@ impl<M: Model> Visitor<f32> for Apply<'_, M> {
         let start = range.start;
         let els = elements(&self.model, &self.pred[range], targets);
         for (i, el) in (start..).zip(els) {
-            // Bad elements only reach this pass with skip_bad: they get weight 0. (`g` and
-            // `dl/dx`, and the loss, are evaluated once per element here, not left to the
-            // optimizer to merge: when it did not, the scalar path ran 40% slower.)
-            // The bin and `dl/dx` of a valid element.
+            // The bin and `dl/dx` of a valid element (bad elements only reach this pass with
+            // skip_bad: they get weight 0). `g` and `dl/dx`, and the loss, are evaluated once
+            // per element here, not left to the optimizer to merge: when it did not, the
+            // scalar path ran 40% slower.
             let binned = if el.w > 0.0 && !el.bad {
                 let e = self.model.eval::<f32, false>(el.x, el.t);
                 self.bins.scalar(e.g).map(|k| (k, e.grad))
             } else {
                 None
             };
-            let bin = binned.map(|(k, _)| k);
             if let Some(grad) = self.out.grad.as_deref_mut() {
                 let g = match binned {
                     Some((k, d)) => self.weights.scale[k] * d,
@@ -147,8 +148,8 @@ impl<M: Model> Visitor<f32> for Apply<'_, M> {
                 grad[i] = if self.out.accumulate { grad[i] + g } else { g };
             }
             let wants_loss = self.out.sum_loss || self.out.loss_elems.is_some();
-            let l = match bin {
-                Some(k) if wants_loss => Some((k, self.model.loss_scalar(el.x, el.t))),
+            let l = match binned {
+                Some((k, _)) if wants_loss => Some((k, self.model.loss_scalar(el.x, el.t))),
                 _ => None,
             };
             if let (true, Some((k, l))) = (self.out.sum_loss, l) {
