@@ -152,8 +152,6 @@ fn pass1<M: Model>(
     let opts = Pass1Opts {
         loss,
         skip_bad: plan.skip_bad,
-        checked: false,
-        weight_sum: plan.tot_is_weight_sum(),
     };
     dispatch::accumulate(plan.backend, model, bins, batch, opts, None)
 }
@@ -274,17 +272,13 @@ fn stored_two_pass<M: Model>(
 ) -> Result<f32, Error> {
     let opts = Pass1Opts {
         loss: true,
-        skip_bad: true,
-        checked: !plan.skip_bad,
-        weight_sum: plan.tot_is_weight_sum(),
+        skip_bad: plan.skip_bad,
     };
     // `grad` is written from here on: nothing below can fail. Pass 1 skips bad elements, and
     // `finalize` only refuses an EMA (checked before the call) or a histogram with negative
     // or NaN sums or a non-finite `tot`, which pass 1 never produces from valid elements.
-    if !plan.skip_bad {
-        // Nothing may be written if an element is bad: the inputs are checked first.
-        dispatch::check(plan.backend, model, batch)?;
-    }
+    // Without `skip_bad` the inputs are checked first (nothing may be written if an element
+    // is bad).
     let hist = dispatch::accumulate(plan.backend, model, bins, batch, opts, Some(grad))?;
     let (weights, new_ema) = state::finalize(plan, ema.as_deref(), &hist)?;
     if let (Some(ema), Some(new)) = (ema, new_ema) {

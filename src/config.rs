@@ -199,11 +199,6 @@ impl Plan {
             Loss::R { .. } => 1000.0,
         }
     }
-
-    /// Whether `tot` is the sum of label weights (GHM-R) rather than the valid count (GHM-C).
-    pub fn tot_is_weight_sum(&self) -> bool {
-        matches!(self.loss, Loss::R { .. })
-    }
 }
 
 /// A configuration the library runs from: GHM-C or GHM-R, validated into a [`Plan`].

@@ -34,7 +34,7 @@ use crate::config::MAX_BINS;
 use crate::error::Error;
 use crate::model::Model;
 use crate::simd::{Vector, MAX_LANES};
-use crate::source::{prefetch, Batch, Targets, Visitor};
+use crate::source::{prefetch, Batch, TargetBlock, Targets, Visitor, STAGE};
 use crate::state::{Hist, Weights};
 
 /// Per-bin accumulators, one per lane: `cells[bin * MAX_LANES + lane]`. A run of elements in
@@ -68,8 +68,11 @@ fn bad_lanes<V: Vector, M: Model>(model: &M, x: V, t: V, w: V, live: V::M) -> V:
 trait Step<V: Vector> {
     /// Whether the step uses the model's `pre` (the input check alone does not).
     const PRE: bool = true;
+    /// Whether [`walk`] stores what each step returns in the segment's output buffer.
+    const OUT: bool = false;
     /// Elements `at..at + LANES` of the segment (or `at..at + tail`, for its last vector),
-    /// with their predictions `x` and their targets, weights and bad-weight lanes.
+    /// with their predictions `x` and their targets and weights. Returns the vector to store
+    /// when [`Step::OUT`] (anything otherwise).
     fn step(
         &mut self,
         at: usize,
@@ -77,14 +80,13 @@ trait Step<V: Vector> {
         pre: (V, V),
         tw: (V, V),
         tail: Option<usize>,
-    ) -> Result<(), Error>;
+    ) -> Result<V, Error>;
 }
 
-/// Elements per stage block: the model's `pre` runs over a block before the rest of the work.
-/// (128 rather than 256: GHM-C's one call 6.6% faster at 64Ki elements, GHM-R 2% slower, as
-/// whole-process medians of 9 alternating runs; no change at 1Mi and 16Mi in three
-/// alternating in-process runs each.)
-const STAGE: usize = 128;
+// Elements per stage block ([`STAGE`]): the model's `pre` runs over a block before the rest of
+// the work. (128 rather than 256: GHM-C's one call 6.6% faster at 64Ki elements, GHM-R 2%
+// slower, as whole-process medians of 9 alternating runs; no change at 1Mi and 16Mi in three
+// alternating in-process runs each.)
 
 /// Segments of at least this many elements are prefetched (1 MiB per f32 input: the three
 /// inputs no longer fit in L2 together).
@@ -96,10 +98,12 @@ const PREFETCH_BLOCKS: usize = 8;
 /// Walks one segment a vector at a time, in blocks: first the model's `pre` for the whole
 /// block (a short dependency chain, so the out-of-order core overlaps many vectors of it),
 /// then the rest. One long chain per vector would fill the scheduler with waiting work.
+/// `out`: the segment's output buffer if [`Step::OUT`] (empty otherwise).
 #[inline(always)]
 fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
     model: &M,
     pred: &[f32],
+    out: &mut [f32],
     targets: &mut T,
     step: &mut S,
 ) -> Result<(), Error> {
@@ -117,12 +121,12 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
         // block can be partial, and there is nothing ahead of it to prefetch.)
         if end - base == STAGE {
             if far {
-                block::<V, M, T, S, true, true>(model, pred, base, &mut pre, targets, step)?;
+                block::<V, M, T, S, true, true>(model, pred, out, base, &mut pre, targets, step)?;
             } else {
-                block::<V, M, T, S, true, false>(model, pred, base, &mut pre, targets, step)?;
+                block::<V, M, T, S, true, false>(model, pred, out, base, &mut pre, targets, step)?;
             }
         } else {
-            block::<V, M, T, S, false, false>(model, pred, base, &mut pre, targets, step)?;
+            block::<V, M, T, S, false, false>(model, pred, out, base, &mut pre, targets, step)?;
         }
         base = end;
     }
@@ -135,42 +139,52 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
 fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const FAR: bool>(
     model: &M,
     all: &[f32],
+    out: &mut [f32],
     base: usize,
     pre: &mut [[f32; STAGE]; 2],
     targets: &mut T,
     step: &mut S,
 ) -> Result<(), Error> {
     let has_pre = M::HAS_PRE && S::PRE;
-    let xs = &all[base..all.len().min(base + STAGE)];
     if FULL {
+        // Every input and output of the block as a fixed-size array: one bounds check each
+        // per block, none per vector.
+        let xs: &[f32; STAGE] = all[base..base + STAGE].try_into().expect("a full block");
+        let mut outs: Option<&mut [f32; STAGE]> = S::OUT.then(|| {
+            (&mut out[base..base + STAGE])
+                .try_into()
+                .expect("a full block")
+        });
         let [p0, p1] = pre;
+        let lanes = |j: usize| j * V::LANES..(j + 1) * V::LANES;
         if has_pre {
-            let outs = p0
-                .chunks_exact_mut(V::LANES)
-                .zip(p1.chunks_exact_mut(V::LANES));
-            for (x, (o0, o1)) in xs.chunks_exact(V::LANES).zip(outs) {
-                let (a, b) = model.pre(V::load(x));
-                a.store(o0);
-                b.store(o1);
+            for j in 0..STAGE / V::LANES {
+                let (a, b) = model.pre(V::load(&xs[lanes(j)]));
+                a.store(&mut p0[lanes(j)]);
+                b.store(&mut p1[lanes(j)]);
             }
         }
-        let pres = p0.chunks_exact(V::LANES).zip(p1.chunks_exact(V::LANES));
-        for (j, (x, (a, b))) in xs.chunks_exact(V::LANES).zip(pres).enumerate() {
+        let mut tw = targets.block();
+        for j in 0..STAGE / V::LANES {
             if FAR {
                 let ahead = base + PREFETCH_BLOCKS * STAGE + j * V::LANES;
                 prefetch(all, ahead, V::LANES);
-                targets.prefetch(ahead, V::LANES);
+                tw.prefetch(ahead, V::LANES);
             }
-            let x = V::load(x);
+            let x = V::load(&xs[lanes(j)]);
             let p = if has_pre {
-                (V::load(a), V::load(b))
+                (V::load(&p0[lanes(j)]), V::load(&p1[lanes(j)]))
             } else {
                 (x, x)
             };
-            step.step(base + j * V::LANES, x, p, targets.next(V::LANES), None)?;
+            let v = step.step(base + j * V::LANES, x, p, tw.get(j), None)?;
+            if let Some(o) = outs.as_deref_mut() {
+                v.store(&mut o[lanes(j)]);
+            }
         }
         return Ok(());
     }
+    let xs = &all[base..all.len().min(base + STAGE)];
     let n = xs.len();
     if has_pre {
         let mut i = 0;
@@ -192,7 +206,10 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const
         } else {
             (x, x)
         };
-        step.step(base + i, x, p, targets.next(len), tail)?;
+        let v = step.step(base + i, x, p, targets.next(len), tail)?;
+        if S::OUT {
+            store(&mut out[base + i..], tail, v);
+        }
         i += V::LANES;
     }
     Ok(())
@@ -290,22 +307,36 @@ impl Cells {
 
 /// Pass 1: counts per bin and, if `LOSS`, per-bin sums of the loss.
 ///
+/// `STORE`: the one call's stored path (`LOSS` too), which also stores each element's `dl/dx`;
+/// with `SKIP` it checks every lane and skips the bad ones (`skip_bad`), without it the batch
+/// has passed [`check`]. Fixed at compile time, so that the per-vector loop of the path the
+/// one call takes on small batches tests no flags: GHM-C's one call 9% faster at 64Ki
+/// elements, 8% with `skip_bad` (medians of 12 and 8 alternating in-process runs). Without
+/// `STORE`, `skip_bad` is read at run time (and `SKIP` is unused): the other paths are
+/// compiled once for both.
+///
 /// The most common bin ("hot": bin 0 until the first flush, then the most common one so far)
 /// is accumulated from a comparison mask, in registers; the other lanes' cells (and losses)
 /// are compressed into a buffer that [`Pass1::flush`] adds into per-lane cells.
-struct Pass1<'a, V: Vector, M, const LOSS: bool, const PACKED: bool> {
+struct Pass1<
+    'a,
+    V: Vector,
+    M,
+    const LOSS: bool,
+    const PACKED: bool,
+    const STORE: bool,
+    const SKIP: bool,
+> {
     model: M,
     bins: &'a Bins,
     pred: &'a [f32],
+    /// Without `STORE`: exclude bad elements (checking every lane) instead of screening.
     skip_bad: bool,
-    /// [`Pass1Opts::checked`].
-    checked: bool,
-    /// Without `skip_bad` (and unless `checked`): the screen of the elements seen.
+    /// Without `STORE` and `skip_bad`: the screen of the elements seen.
     keys: Keys<V>,
-    /// Where to store each element's `dl/dx` (NaN for invalid lanes), for [`rescale`].
-    grad: Option<&'a mut [f32]>,
-    /// Start of the current segment in `pred` (and `grad`).
-    seg: usize,
+    /// `STORE`: where to store each element's `dl/dx` (NaN for invalid lanes), for
+    /// [`rescale`].
+    grad: &'a mut [f32],
     /// The per-lane cells, the totals and the buffer, in memory.
     cells: &'a mut Cells,
     /// Elements in the buffer (`cells.block_cell`).
@@ -320,52 +351,58 @@ struct Pass1<'a, V: Vector, M, const LOSS: bool, const PACKED: bool> {
     packed_n: u32,
     /// Per-lane sums of label weights, kept for GHM-R's `tot` only.
     weight_sums: [f64; MAX_LANES],
-    weight_sum: bool,
     skipped: u64,
     _v: PhantomData<V>,
 }
 
-impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Step<V>
-    for Pass1<'_, V, M, LOSS, PACKED>
+impl<
+        V: Vector,
+        M: Model,
+        const LOSS: bool,
+        const PACKED: bool,
+        const STORE: bool,
+        const SKIP: bool,
+    > Step<V> for Pass1<'_, V, M, LOSS, PACKED, STORE, SKIP>
 {
+    const OUT: bool = STORE;
     #[inline(always)]
     fn step(
         &mut self,
-        at: usize,
+        _: usize,
         x: V,
         pre: (V, V),
         (t, w): (V, V),
         tail: Option<usize>,
-    ) -> Result<(), Error> {
+    ) -> Result<V, Error> {
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
-        if self.skip_bad && !self.checked {
+        let skip_bad = if STORE { SKIP } else { self.skip_bad };
+        if skip_bad {
             let bad = bad_lanes(&self.model, x, t, w, live);
             if V::m_any(bad) {
                 self.skipped += V::m_count(bad) as u64;
             }
             valid = V::m_andnot(valid, bad);
-        } else if !self.checked {
+        } else if !STORE {
             // Screened, and checked exactly at the end only if the screen flags something (a
             // bad element meanwhile lands in some bin; the pass then fails).
             self.keys.add(&self.model, x, t, w, tail);
         }
         let e = self.model.eval_pre::<V, LOSS>(x, t, pre);
         let k = self.bins.vector(e.g, valid);
-        if let Some(g) = self.grad.as_deref_mut() {
-            let d = V::select(valid, e.grad, V::splat(f32::NAN));
-            store(&mut g[self.seg + at..], tail, d);
-        }
-        if self.weight_sum {
+        // `STORE`: `dl/dx`, which `walk` stores in `grad`.
+        let d = V::select(valid, e.grad, V::splat(f32::NAN));
+        if M::TOT_IS_WEIGHT_SUM {
             V::select(valid, w, V::splat(0.0)).add_to_f64(&mut self.weight_sums);
         }
         if PACKED {
             self.count_packed(k);
-            return Ok(());
+            return Ok(d);
         }
         // Lanes in the hot bin are only counted (an invalid lane, in the trash bin `M`, never
         // matches `hot < M`); the other valid lanes go to the buffer.
-        let hot = V::i_eq(k, V::i_splat(self.hot));
+        let hot_k = V::i_splat(self.hot);
+        let hot = V::i_eq(k, hot_k);
         self.hot_count += V::m_count(hot) as u64;
         if LOSS {
             V::select(hot, e.loss, V::splat(0.0)).add_to_f64(&mut self.hot_loss);
@@ -375,18 +412,26 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Step<V>
         }
         let f = self.fill;
         // Invalid lanes (bin M) are neither counted nor summed: they stay out of the buffer.
-        let rest = V::m_andnot(valid, hot);
+        let rest = V::i_ne_in(valid, k, hot_k);
         // Cell of lane j in bin k: k * MAX_LANES + j.
         let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
         self.fill += V::i_compress(cell, rest, &mut self.cells.block_cell[f..]);
         if LOSS {
             V::i_compress(e.loss.to_bits(), rest, &mut self.cells.block_loss[f..]);
         }
-        Ok(())
+        Ok(d)
     }
 }
 
-impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Pass1<'_, V, M, LOSS, PACKED> {
+impl<
+        V: Vector,
+        M: Model,
+        const LOSS: bool,
+        const PACKED: bool,
+        const STORE: bool,
+        const SKIP: bool,
+    > Pass1<'_, V, M, LOSS, PACKED, STORE, SKIP>
+{
     /// Counts the bins `k` of one vector (`M <= PACKED_MAX_BINS`, no loss sums): lane `j` in
     /// bin `k` adds 1 to byte `k % 4` of lane `j` of word `k / 4`. That is a handful of vector
     /// operations whatever the spread of the bins, where the hot bin plus buffer costs a
@@ -485,15 +530,24 @@ impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Pass1<'_, V, M, 
     }
 }
 
-impl<V: Vector, M: Model, const LOSS: bool, const PACKED: bool> Visitor<V>
-    for Pass1<'_, V, M, LOSS, PACKED>
+impl<
+        V: Vector,
+        M: Model,
+        const LOSS: bool,
+        const PACKED: bool,
+        const STORE: bool,
+        const SKIP: bool,
+    > Visitor<V> for Pass1<'_, V, M, LOSS, PACKED, STORE, SKIP>
 {
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        self.seg = range.start;
-        let pred = &self.pred[range];
+        let pred = &self.pred[range.clone()];
+        let grad = core::mem::take(&mut self.grad);
+        let out = if STORE { &mut grad[range] } else { &mut [][..] };
         let model = self.model;
-        walk(&model, pred, &mut targets, self)
+        let done = walk(&model, pred, out, &mut targets, self);
+        self.grad = grad;
+        done
     }
 }
 
@@ -505,18 +559,17 @@ pub(crate) struct Pass1Opts {
     pub loss: bool,
     /// Exclude and count bad elements instead of failing with [`Error::Input`].
     pub skip_bad: bool,
-    /// The batch has passed [`check`]: no element is bad, so the per-lane check is skipped.
-    pub checked: bool,
-    /// GHM-R's `tot` (sum of label weights) instead of GHM-C's (valid count).
-    pub weight_sum: bool,
 }
 
 /// Pass 1 over `batch`: its histogram, or [`Error::Input`] if an element is bad, unless
 /// `opts.skip_bad` (then bad elements are checked lane by lane, excluded and counted).
 /// Without it, the elements are screened on the way (see [`check`]) and checked exactly after
-/// the pass only if the screen flags something. With `grad`, also stores every element's
-/// `dl/dx` there (NaN for the invalid ones) for [`rescale`]; only with `skip_bad` or
-/// `opts.checked`, since nothing may be written when an element is bad.
+/// the pass only if the screen flags something.
+///
+/// With `grad` (models with [`Model::STORED_PASS`] only; others ignore it), also sums the
+/// losses per bin and stores every element's `dl/dx` in `grad` (NaN for the invalid ones) for
+/// [`rescale`]. Nothing may be written when an element is bad: without `skip_bad` the batch
+/// is then checked first (see [`check`]), and pass 1 skips its own check.
 #[inline(always)]
 pub(crate) fn accumulate<V: Vector, M: Model>(
     model: M,
@@ -525,22 +578,38 @@ pub(crate) fn accumulate<V: Vector, M: Model>(
     opts: Pass1Opts,
     grad: Option<&mut [f32]>,
 ) -> Result<Hist, Error> {
+    debug_assert!(grad.is_none() || M::STORED_PASS);
+    if let Some(grad) = grad.filter(|_| M::STORED_PASS) {
+        if opts.skip_bad {
+            return pass1::<V, M, true, false, true, true>(model, bins, batch, opts, grad);
+        }
+        check::<V, M>(model, batch)?;
+        return pass1::<V, M, true, false, true, false>(model, bins, batch, opts, grad);
+    }
+    let none = &mut [][..];
     if opts.loss {
-        pass1::<V, M, true, false>(model, bins, batch, opts, grad)
+        pass1::<V, M, true, false, false, false>(model, bins, batch, opts, none)
     } else if bins.m <= PACKED_MAX_BINS && V::LANES >= 4 {
-        pass1::<V, M, false, true>(model, bins, batch, opts, grad)
+        pass1::<V, M, false, true, false, false>(model, bins, batch, opts, none)
     } else {
-        pass1::<V, M, false, false>(model, bins, batch, opts, grad)
+        pass1::<V, M, false, false, false, false>(model, bins, batch, opts, none)
     }
 }
 
 #[inline(always)]
-fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
+fn pass1<
+    V: Vector,
+    M: Model,
+    const LOSS: bool,
+    const PACKED: bool,
+    const STORE: bool,
+    const SKIP: bool,
+>(
     model: M,
     bins: &Bins,
     batch: &Batch<'_>,
     opts: Pass1Opts,
-    grad: Option<&mut [f32]>,
+    grad: &mut [f32],
 ) -> Result<Hist, Error> {
     let mut cells = Cells {
         counts: [0; CELLS],
@@ -550,15 +619,13 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
         block_cell: [0; BLOCK + MAX_LANES],
         block_loss: [0; BLOCK + MAX_LANES],
     };
-    let mut acc = Pass1::<V, M, LOSS, PACKED> {
+    let mut acc = Pass1::<V, M, LOSS, PACKED, STORE, SKIP> {
         model,
         bins,
         pred: batch.pred(),
         skip_bad: opts.skip_bad,
-        checked: opts.checked,
         keys: Keys::new(),
         grad,
-        seg: 0,
         cells: &mut cells,
         fill: 0,
         hot: 0,
@@ -568,12 +635,11 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
         packed: [V::i_splat(0); PACKED_WORDS],
         packed_n: 0,
         weight_sums: [0.0; MAX_LANES],
-        weight_sum: opts.weight_sum,
         skipped: 0,
         _v: PhantomData,
     };
     batch.visit::<V, _>(&mut acc)?;
-    if !opts.skip_bad && !opts.checked && !acc.keys.pass::<M>() {
+    if !STORE && !opts.skip_bad && !acc.keys.pass::<M>() {
         check_exactly::<V, M>(model, batch)?;
     }
     acc.unpack();
@@ -590,7 +656,7 @@ fn pass1<V: Vector, M: Model, const LOSS: bool, const PACKED: bool>(
             .iter()
             .sum();
     }
-    hist.tot = if opts.weight_sum {
+    hist.tot = if M::TOT_IS_WEIGHT_SUM {
         acc.weight_sums.iter().sum()
     } else {
         acc.cells.totals[..m].iter().sum::<u64>() as f64
@@ -661,13 +727,13 @@ impl<V: Vector, M: Model, const EXACT: bool> Step<V> for Check<'_, V, M, EXACT> 
         _: (V, V),
         (t, w): (V, V),
         tail: Option<usize>,
-    ) -> Result<(), Error> {
+    ) -> Result<V, Error> {
         if !EXACT {
             self.keys.add(&self.model, x, t, w, tail);
         } else if V::m_any(bad_lanes(&self.model, x, t, w, live::<V>(tail))) {
             return Err(Error::Input);
         }
-        Ok(())
+        Ok(x)
     }
 }
 
@@ -676,7 +742,7 @@ impl<V: Vector, M: Model, const EXACT: bool> Visitor<V> for Check<'_, V, M, EXAC
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
         let pred = &self.pred[range];
         let model = self.model;
-        walk(&model, pred, &mut targets, self)
+        walk(&model, pred, &mut [], &mut targets, self)
     }
 }
 
@@ -795,7 +861,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
         pre: (V, V),
         (t, w): (V, V),
         tail: Option<usize>,
-    ) -> Result<(), Error> {
+    ) -> Result<V, Error> {
         let c = self.ctx;
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
@@ -826,7 +892,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
                 V::lut(&c.tables.weight, k, m).mul_add_to_f64(l, self.sums);
             }
         }
-        Ok(())
+        Ok(x)
     }
 }
 
@@ -845,6 +911,7 @@ impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Apply<'_, V, M, LOSS>
         walk(
             &self.ctx.model,
             &self.ctx.pred[range],
+            &mut [],
             &mut targets,
             &mut seg,
         )

@@ -45,6 +45,9 @@ pub(crate) trait Model: Copy {
     /// (`bench_report`). GHM-R's spread over the bins, and it did not (2.3-2.4 vs 2.2-2.3 ns,
     /// scratch timings at 64Ki, before GHM-R's counting got faster).
     const STORED_PASS: bool = true;
+    /// Whether `tot` is the sum of the valid elements' label weights (GHM-R) rather than
+    /// their count (GHM-C).
+    const TOT_IS_WEIGHT_SUM: bool = false;
     /// The part of the evaluation that depends on `x` alone (GHM-C logits: `exp(-|x|)` and
     /// the sigmoid), as two vectors.
     #[inline(always)]
@@ -219,6 +222,7 @@ impl Model for R {
     /// is `+inf` only where its true value exceeds `f32::MAX`.
     const HAS_PRE: bool = false;
     const STORED_PASS: bool = false;
+    const TOT_IS_WEIGHT_SUM: bool = true;
     #[inline(always)]
     fn eval_pre<V: Vector, const LOSS: bool>(&self, x: V, t: V, _: (V, V)) -> Elem<V> {
         let d0 = x.sub(t);

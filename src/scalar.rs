@@ -76,7 +76,6 @@ pub(crate) fn accumulate<M: Model>(
     bins: &Bins,
     batch: &Batch<'_>,
     skip_bad: bool,
-    tot_is_weight_sum: bool,
 ) -> Result<Hist, Error> {
     let mut acc = Accumulate {
         model,
@@ -87,7 +86,7 @@ pub(crate) fn accumulate<M: Model>(
     };
     batch.visit::<f32, _>(&mut acc)?;
     let mut hist = acc.hist;
-    if !tot_is_weight_sum {
+    if !M::TOT_IS_WEIGHT_SUM {
         hist.tot = hist.counts[..bins.m.min(MAX_BINS)].iter().sum::<u64>() as f64;
     }
     Ok(hist)

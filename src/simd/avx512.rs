@@ -237,6 +237,11 @@ impl Vector for F32x16 {
         unsafe { _mm512_cmpeq_epi32_mask(a, b) }
     }
     #[inline(always)]
+    fn i_ne_in(m: __mmask16, a: __m512i, b: __m512i) -> __mmask16 {
+        // SAFETY: AVX-512F present.
+        unsafe { _mm512_mask_cmpneq_epi32_mask(m, a, b) }
+    }
+    #[inline(always)]
     fn i_lt(a: __m512i, b: __m512i) -> __mmask16 {
         // SAFETY: AVX-512F present.
         unsafe { _mm512_cmplt_epi32_mask(a, b) }

@@ -128,6 +128,12 @@ pub(crate) trait Vector: Copy {
     /// `a + 1` in the lanes where `m` is set.
     fn i_inc(a: Self::I, m: Self::M) -> Self::I;
     fn i_eq(a: Self::I, b: Self::I) -> Self::M;
+    /// The lanes of `m` where `a != b`. (AVX-512 compares under the mask, in one instruction
+    /// that keeps the mask in a mask register.)
+    #[inline(always)]
+    fn i_ne_in(m: Self::M, a: Self::I, b: Self::I) -> Self::M {
+        Self::m_andnot(m, Self::i_eq(a, b))
+    }
     /// Signed `a < b`.
     fn i_lt(a: Self::I, b: Self::I) -> Self::M;
     /// Unsigned minimum (so negative values become `b`).
