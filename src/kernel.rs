@@ -294,12 +294,13 @@ impl Cells {
         if let Some(t) = self.totals.get_mut(hot) {
             *t += hot_count;
         }
-        // Only bins below M are ever counted in the cells.
-        for (k, total) in self.totals[..m].iter_mut().enumerate() {
-            for cell in &mut self.counts[k * MAX_LANES..(k + 1) * MAX_LANES] {
-                *total += *cell as u64;
-                *cell = 0;
-            }
+        // Only bins below M are ever counted in the cells. (Whole rows of cells, which the
+        // compiler vectorizes: element by element, this took 6.5% of GHM-C's one call at 8Ki
+        // elements.)
+        let rows = self.counts.chunks_exact_mut(MAX_LANES);
+        for (total, row) in self.totals[..m].iter_mut().zip(rows) {
+            *total += row.iter().map(|&c| c as u64).sum::<u64>();
+            row.fill(0);
         }
         self.since = 0;
     }
