@@ -274,11 +274,11 @@ fn stored_two_pass<M: Model>(
         loss: true,
         skip_bad: plan.skip_bad,
     };
-    // `grad` is written from here on: nothing below can fail. Pass 1 skips bad elements, and
-    // `finalize` only refuses an EMA (checked before the call) or a histogram with negative
-    // or NaN sums or a non-finite `tot`, which pass 1 never produces from valid elements.
-    // Without `skip_bad` the inputs are checked first (nothing may be written if an element
-    // is bad).
+    // Without `skip_bad`, pass 1 checks the inputs before it writes anything, and fails on a
+    // bad one. Once it writes `grad`, nothing can fail: pass 1 skips (or has ruled out) bad
+    // elements, and `finalize` only refuses an EMA (checked before the call) or a histogram
+    // with negative or NaN sums or a non-finite `tot`, which pass 1 never produces from valid
+    // elements.
     let hist = dispatch::accumulate(plan.backend, model, bins, batch, opts, Some(grad))?;
     let (weights, new_ema) = state::finalize(plan, ema.as_deref(), &hist)?;
     if let (Some(ema), Some(new)) = (ema, new_ema) {

@@ -83,11 +83,6 @@ trait Step<V: Vector> {
     ) -> Result<V, Error>;
 }
 
-// Elements per stage block ([`STAGE`]): the model's `pre` runs over a block before the rest of
-// the work. (128 rather than 256: GHM-C's one call 6.6% faster at 64Ki elements, GHM-R 2%
-// slower, as whole-process medians of 9 alternating runs; no change at 1Mi and 16Mi in three
-// alternating in-process runs each.)
-
 /// Segments of at least this many elements are prefetched (1 MiB per f32 input: the three
 /// inputs no longer fit in L2 together).
 const PREFETCH_MIN: usize = 1 << 18;
