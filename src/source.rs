@@ -36,7 +36,7 @@ pub(crate) trait Targets<V: Vector> {
     /// come from fixed-size arrays, so that reading a vector of them checks no bounds: one
     /// check per block and input instead of one per vector. (GHM-C's one call 2.7% faster at
     /// 64Ki elements, a median of 12 alternating in-process runs: within this machine's
-    /// noise, but it removes a dozen instructions from a loop of about a hundred.)
+    /// noise.)
     fn block(&mut self) -> Self::Block<'_>;
     /// Targets and label weights (all ones if there are none) of the next `len`
     /// (`1..=V::LANES`) elements. Lanes at and beyond `len` are unspecified. (Whether a weight
