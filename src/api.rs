@@ -222,10 +222,11 @@ pub(crate) fn loss_grad(
                 return stored_two_pass(&plan, model, &bins, ema, &batch, grad, out.stats);
             }
         }
-        // With a second pass, pass 1 only counts and pass 2 sums the weighted loss (one
-        // f64 multiply-add per element in vector registers, instead of a loss and two f64
-        // additions per element into per-bin sums). Either way the loss is the f64 sum of the
-        // same f32 products `w_k * l_i`, so it agrees with the phased API's to within 1 ulp.
+        // With a second pass, pass 1 only counts and pass 2 sums the weighted loss (one f32
+        // product and one f64 addition per element in vector registers, instead of a loss and
+        // two f64 additions per element into per-bin sums). The phased API sums
+        // `w_k * sum(l_i)` in f64; the products `w_k * l_i`, rounded to f32 here, are within
+        // 2^-24 of it relatively (every term is >= 0), so the f32 losses are within 1 ulp.
         let two_pass = out.grad.is_some() || out.loss_elems.is_some();
         let hist = pass1(&plan, model, &bins, &batch, !two_pass)?;
         let (mut weights, new_ema) = state::finalize(&plan, ema.as_deref(), &hist)?;

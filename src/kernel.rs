@@ -831,8 +831,9 @@ struct ApplyCtx<'a, V, M> {
 }
 
 /// Pass 2 over a batch: what it reads, and the full output buffers. `LOSS`: the loss of
-/// each element is needed (for `loss_elems` or the loss sum).
-struct Apply<'a, V, M, const LOSS: bool> {
+/// each element is needed (for `loss_elems` or the loss sum); `ONE` and `SKIP`: see
+/// [`ApplySegment`].
+struct Apply<'a, V, M, const LOSS: bool, const ONE: bool, const SKIP: bool> {
     ctx: ApplyCtx<'a, V, M>,
     grad: Option<&'a mut [f32]>,
     loss_elems: Option<&'a mut [f32]>,
@@ -841,14 +842,23 @@ struct Apply<'a, V, M, const LOSS: bool> {
 }
 
 /// Pass 2 over one segment: its part of the output buffers.
-struct ApplySegment<'s, 'a, V, M, const LOSS: bool> {
+///
+/// `ONE`: the one call's pass 2, fixed at compile time (gradients overwritten, no per-element
+/// losses, the loss summed; `walk` stores the gradients), with `skip_bad` as `SKIP`; the loop
+/// then tests no flags and checks no bounds per vector: GHM-R's one call 1.7% faster at 64Ki
+/// elements (median of 10 alternating in-process runs, all ten faster). Without `ONE` the
+/// outputs and `skip_bad` are read at run time (`SKIP` unused).
+struct ApplySegment<'s, 'a, V, M, const LOSS: bool, const ONE: bool, const SKIP: bool> {
     ctx: &'s ApplyCtx<'a, V, M>,
     grad: Option<&'s mut [f32]>,
     loss_elems: Option<&'s mut [f32]>,
     sums: &'s mut [f64; MAX_LANES],
 }
 
-impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, M, LOSS> {
+impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> Step<V>
+    for ApplySegment<'_, '_, V, M, LOSS, ONE, SKIP>
+{
+    const OUT: bool = ONE;
     #[inline(always)]
     fn step(
         &mut self,
@@ -861,13 +871,27 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
         let c = self.ctx;
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
-        if c.skip_bad {
+        if (ONE && SKIP) || (!ONE && c.skip_bad) {
             valid = V::m_andnot(valid, bad_lanes(&c.model, x, t, w, live));
         }
         let e = c.model.eval_pre::<V, LOSS>(x, t, pre);
         let k = c.bins.vector(e.g, valid);
         let m = c.bins.m;
         let zero = V::splat(0.0);
+        if ONE {
+            // Invalid lanes add 0 * 0 (their loss may be anything, even NaN). The product
+            // is rounded to f32 before the f64 sum (two widenings fewer per vector than an
+            // f64 product): within 2^-24 of it, relatively, and every term is >= 0, so the sum
+            // stays within 2^-24 of the phased API's and its f32 loss within 1 ulp. GHM-R's
+            // one call 3.7% faster at 64Ki elements (median of 10 alternating runs).
+            let l = V::select(valid, e.loss, zero);
+            V::lut(&c.tables.weight, k, m).mul(l).add_to_f64(self.sums);
+            return Ok(V::select(
+                valid,
+                V::lut(&c.tables.scale, k, m).mul(e.grad),
+                zero,
+            ));
+        }
         if let Some(g) = self.grad.as_deref_mut() {
             let v = V::select(valid, V::lut(&c.tables.scale, k, m).mul(e.grad), zero);
             let g = &mut g[i..];
@@ -892,12 +916,21 @@ impl<V: Vector, M: Model, const LOSS: bool> Step<V> for ApplySegment<'_, '_, V, 
     }
 }
 
-impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Apply<'_, V, M, LOSS> {
+impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> Visitor<V>
+    for Apply<'_, V, M, LOSS, ONE, SKIP>
+{
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        let mut seg = ApplySegment::<V, M, LOSS> {
+        let grad = self.grad.as_deref_mut().map(|g| &mut g[range.clone()]);
+        // `ONE`: `walk` stores the gradients (there is always a buffer).
+        let (grad, out) = if ONE {
+            (None, grad.unwrap_or_default())
+        } else {
+            (grad, &mut [][..])
+        };
+        let mut seg = ApplySegment::<V, M, LOSS, ONE, SKIP> {
             ctx: &self.ctx,
-            grad: self.grad.as_deref_mut().map(|g| &mut g[range.clone()]),
+            grad,
             loss_elems: self
                 .loss_elems
                 .as_deref_mut()
@@ -907,11 +940,28 @@ impl<V: Vector, M: Model, const LOSS: bool> Visitor<V> for Apply<'_, V, M, LOSS>
         walk(
             &self.ctx.model,
             &self.ctx.pred[range],
-            &mut [],
+            out,
             &mut targets,
             &mut seg,
         )
     }
+}
+
+/// [`apply`]'s one-call pass: the per-lane loss sums.
+#[inline(always)]
+fn apply_one<V: Vector, M: Model, const SKIP: bool>(
+    ctx: ApplyCtx<'_, V, M>,
+    batch: &Batch<'_>,
+    grad: Option<&mut [f32]>,
+) -> Result<[f64; MAX_LANES], Error> {
+    let mut a = Apply::<V, M, true, true, SKIP> {
+        ctx,
+        grad,
+        loss_elems: None,
+        sums: [0.0; MAX_LANES],
+    };
+    batch.visit::<V, _>(&mut a)?;
+    Ok(a.sums)
 }
 
 /// The first `LANES` (or `tail`) values of `s`.
@@ -954,8 +1004,15 @@ pub(crate) fn apply<V: Vector, M: Model>(
         sum_loss: out.sum_loss,
         _v: PhantomData,
     };
-    let sums = if out.loss_elems.is_some() || out.sum_loss {
-        let mut a = Apply::<V, M, true> {
+    let one = out.grad.is_some() && out.loss_elems.is_none() && !out.accumulate && out.sum_loss;
+    let sums = if one {
+        if skip_bad {
+            apply_one::<V, M, true>(ctx, batch, out.grad)?
+        } else {
+            apply_one::<V, M, false>(ctx, batch, out.grad)?
+        }
+    } else if out.loss_elems.is_some() || out.sum_loss {
+        let mut a = Apply::<V, M, true, false, false> {
             ctx,
             grad: out.grad,
             loss_elems: out.loss_elems,
@@ -964,7 +1021,7 @@ pub(crate) fn apply<V: Vector, M: Model>(
         batch.visit::<V, _>(&mut a)?;
         a.sums
     } else {
-        batch.visit::<V, _>(&mut Apply::<V, M, false> {
+        batch.visit::<V, _>(&mut Apply::<V, M, false, false, false> {
             ctx,
             grad: out.grad,
             loss_elems: None,
