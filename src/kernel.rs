@@ -301,36 +301,69 @@ impl Cells {
     }
 }
 
-/// Pass 1: counts per bin and, if `LOSS`, per-bin sums of the loss.
+/// What a pass 1 is compiled for: its per-vector loop tests no flags for these.
+trait Mode {
+    /// Per-bin sums of the loss.
+    const LOSS: bool;
+    /// Counts in packed byte counters (see [`Pass1::count_packed`]; not with `LOSS`).
+    const PACKED: bool;
+    /// The one call's stored path (`LOSS` too): also stores each element's `dl/dx`.
+    const STORE: bool;
+    /// With `STORE`: check every lane and skip the bad ones (`skip_bad`); without it the batch
+    /// has passed [`check`]. (Without `STORE`, `skip_bad` is read at run time.)
+    const SKIP: bool;
+}
+
+/// Counts only, in the per-lane cells.
+struct Counts;
+/// Counts only, packed.
+struct Packed;
+/// Counts and per-bin loss sums (the phased API).
+struct LossSums;
+/// The stored path of a batch that has passed [`check`].
+struct Stored;
+/// The stored path with `skip_bad`.
+struct StoredSkip;
+
+macro_rules! modes {
+    ($($name:ident: $loss:expr, $packed:expr, $store:expr, $skip:expr;)*) => {$(
+        impl Mode for $name {
+            const LOSS: bool = $loss;
+            const PACKED: bool = $packed;
+            const STORE: bool = $store;
+            const SKIP: bool = $skip;
+        }
+    )*};
+}
+
+modes! {
+    Counts: false, false, false, false;
+    Packed: false, true, false, false;
+    LossSums: true, false, false, false;
+    Stored: true, false, true, false;
+    StoredSkip: true, false, true, true;
+}
+
+/// Pass 1: counts per bin and, if `P::LOSS`, per-bin sums of the loss.
 ///
-/// `STORE`: the one call's stored path (`LOSS` too), which also stores each element's `dl/dx`;
-/// with `SKIP` it checks every lane and skips the bad ones (`skip_bad`), without it the batch
-/// has passed [`check`]. Fixed at compile time, so that the per-vector loop of the path the
-/// one call takes on small batches tests no flags: GHM-C's one call 9% faster at 64Ki
-/// elements, 8% with `skip_bad` (medians of 12 and 8 alternating in-process runs). Without
-/// `STORE`, `skip_bad` is read at run time (and `SKIP` is unused): the other paths are
-/// compiled once for both.
+/// The mode `P` (see [`Mode`]) is fixed at compile time, so that the per-vector loop of the
+/// path the one call takes on small batches (`Stored`, `StoredSkip`) tests no flags: GHM-C's
+/// one call 9% faster at 64Ki elements, 8% with `skip_bad` (medians of 12 and 8 alternating
+/// in-process runs). The other modes read `skip_bad` at run time: they are compiled once for
+/// both.
 ///
 /// The most common bin ("hot": bin 0 until the first flush, then the most common one so far)
 /// is accumulated from a comparison mask, in registers; the other lanes' cells (and losses)
 /// are compressed into a buffer that [`Pass1::flush`] adds into per-lane cells.
-struct Pass1<
-    'a,
-    V: Vector,
-    M,
-    const LOSS: bool,
-    const PACKED: bool,
-    const STORE: bool,
-    const SKIP: bool,
-> {
+struct Pass1<'a, V: Vector, M, P> {
     model: M,
     bins: &'a Bins,
     pred: &'a [f32],
-    /// Without `STORE`: exclude bad elements (checking every lane) instead of screening.
+    /// Without `P::STORE`: exclude bad elements (checking every lane) instead of screening.
     skip_bad: bool,
-    /// Without `STORE` and `skip_bad`: the screen of the elements seen.
+    /// Without `P::STORE` and `skip_bad`: the screen of the elements seen.
     keys: Keys<V>,
-    /// `STORE`: where to store each element's `dl/dx` (NaN for invalid lanes), for
+    /// `P::STORE`: where to store each element's `dl/dx` (NaN for invalid lanes), for
     /// [`rescale`].
     grad: &'a mut [f32],
     /// The per-lane cells, the totals and the buffer, in memory.
@@ -341,26 +374,18 @@ struct Pass1<
     hot_count: u64,
     hot_loss: [f64; MAX_LANES],
     picked: bool,
-    /// `PACKED` only: byte counters, four bins to an i32 lane (see [`Pass1::count_packed`]).
+    /// `P::PACKED` only: byte counters, four bins to an i32 lane (see [`Pass1::count_packed`]).
     packed: [V::I; PACKED_WORDS],
     /// Vectors counted into `packed` since it was last emptied.
     packed_n: u32,
     /// Per-lane sums of label weights, kept for GHM-R's `tot` only.
     weight_sums: [f64; MAX_LANES],
     skipped: u64,
-    _v: PhantomData<V>,
+    _v: PhantomData<(V, P)>,
 }
 
-impl<
-        V: Vector,
-        M: Model,
-        const LOSS: bool,
-        const PACKED: bool,
-        const STORE: bool,
-        const SKIP: bool,
-    > Step<V> for Pass1<'_, V, M, LOSS, PACKED, STORE, SKIP>
-{
-    const OUT: bool = STORE;
+impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
+    const OUT: bool = P::STORE;
     #[inline(always)]
     fn step(
         &mut self,
@@ -372,26 +397,30 @@ impl<
     ) -> Result<V, Error> {
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
-        let skip_bad = if STORE { SKIP } else { self.skip_bad };
+        let skip_bad = if P::STORE { P::SKIP } else { self.skip_bad };
         if skip_bad {
             let bad = bad_lanes(&self.model, x, t, w, live);
             if V::m_any(bad) {
                 self.skipped += V::m_count(bad) as u64;
             }
             valid = V::m_andnot(valid, bad);
-        } else if !STORE {
+        } else if !P::STORE {
             // Screened, and checked exactly at the end only if the screen flags something (a
             // bad element meanwhile lands in some bin; the pass then fails).
             self.keys.add(&self.model, x, t, w, tail);
         }
-        let e = self.model.eval_pre::<V, LOSS>(x, t, pre);
+        let e = if P::LOSS {
+            self.model.eval_pre::<V, true>(x, t, pre)
+        } else {
+            self.model.eval_pre::<V, false>(x, t, pre)
+        };
         let k = self.bins.vector(e.g, valid);
-        // `STORE`: `dl/dx`, which `walk` stores in `grad`.
+        // `P::STORE`: `dl/dx`, which `walk` stores in `grad`.
         let d = V::select(valid, e.grad, V::splat(f32::NAN));
         if M::TOT_IS_WEIGHT_SUM {
             V::select(valid, w, V::splat(0.0)).add_to_f64(&mut self.weight_sums);
         }
-        if PACKED {
+        if P::PACKED {
             self.count_packed(k);
             return Ok(d);
         }
@@ -400,7 +429,7 @@ impl<
         let hot_k = V::i_splat(self.hot);
         let hot = V::i_eq(k, hot_k);
         self.hot_count += V::m_count(hot) as u64;
-        if LOSS {
+        if P::LOSS {
             V::select(hot, e.loss, V::splat(0.0)).add_to_f64(&mut self.hot_loss);
         }
         if self.fill > BLOCK {
@@ -412,22 +441,14 @@ impl<
         // Cell of lane j in bin k: k * MAX_LANES + j.
         let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
         self.fill += V::i_compress(cell, rest, &mut self.cells.block_cell[f..]);
-        if LOSS {
+        if P::LOSS {
             V::i_compress(e.loss.to_bits(), rest, &mut self.cells.block_loss[f..]);
         }
         Ok(d)
     }
 }
 
-impl<
-        V: Vector,
-        M: Model,
-        const LOSS: bool,
-        const PACKED: bool,
-        const STORE: bool,
-        const SKIP: bool,
-    > Pass1<'_, V, M, LOSS, PACKED, STORE, SKIP>
-{
+impl<V: Vector, M: Model, P: Mode> Pass1<'_, V, M, P> {
     /// Counts the bins `k` of one vector (`M <= PACKED_MAX_BINS`, no loss sums): lane `j` in
     /// bin `k` adds 1 to byte `k % 4` of lane `j` of word `k / 4`. That is a handful of vector
     /// operations whatever the spread of the bins, where the hot bin plus buffer costs a
@@ -475,7 +496,7 @@ impl<
         // than a loop for each with a bounds check per element (median of 10 alternating
         // in-process runs; within this machine's noise, where a binary timed against itself
         // once gave 0.972).
-        if LOSS {
+        if P::LOSS {
             for (&c, &l) in self.cells.block_cell[..n]
                 .iter()
                 .zip(&self.cells.block_loss[..n])
@@ -526,20 +547,16 @@ impl<
     }
 }
 
-impl<
-        V: Vector,
-        M: Model,
-        const LOSS: bool,
-        const PACKED: bool,
-        const STORE: bool,
-        const SKIP: bool,
-    > Visitor<V> for Pass1<'_, V, M, LOSS, PACKED, STORE, SKIP>
-{
+impl<V: Vector, M: Model, P: Mode> Visitor<V> for Pass1<'_, V, M, P> {
     #[inline(always)]
     fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
         let pred = &self.pred[range.clone()];
         let grad = core::mem::take(&mut self.grad);
-        let out = if STORE { &mut grad[range] } else { &mut [][..] };
+        let out = if P::STORE {
+            &mut grad[range]
+        } else {
+            &mut [][..]
+        };
         let model = self.model;
         let done = walk(&model, pred, out, &mut targets, self);
         self.grad = grad;
@@ -577,30 +594,23 @@ pub(crate) fn accumulate<V: Vector, M: Model>(
     debug_assert!(grad.is_none() || M::STORED_PASS);
     if let Some(grad) = grad.filter(|_| M::STORED_PASS) {
         if opts.skip_bad {
-            return pass1::<V, M, true, false, true, true>(model, bins, batch, opts, grad);
+            return pass1::<V, M, StoredSkip>(model, bins, batch, opts, grad);
         }
         check::<V, M>(model, batch)?;
-        return pass1::<V, M, true, false, true, false>(model, bins, batch, opts, grad);
+        return pass1::<V, M, Stored>(model, bins, batch, opts, grad);
     }
     let none = &mut [][..];
     if opts.loss {
-        pass1::<V, M, true, false, false, false>(model, bins, batch, opts, none)
+        pass1::<V, M, LossSums>(model, bins, batch, opts, none)
     } else if bins.m <= PACKED_MAX_BINS && V::LANES >= 4 {
-        pass1::<V, M, false, true, false, false>(model, bins, batch, opts, none)
+        pass1::<V, M, Packed>(model, bins, batch, opts, none)
     } else {
-        pass1::<V, M, false, false, false, false>(model, bins, batch, opts, none)
+        pass1::<V, M, Counts>(model, bins, batch, opts, none)
     }
 }
 
 #[inline(always)]
-fn pass1<
-    V: Vector,
-    M: Model,
-    const LOSS: bool,
-    const PACKED: bool,
-    const STORE: bool,
-    const SKIP: bool,
->(
+fn pass1<V: Vector, M: Model, P: Mode>(
     model: M,
     bins: &Bins,
     batch: &Batch<'_>,
@@ -615,7 +625,7 @@ fn pass1<
         block_cell: [0; BLOCK + MAX_LANES],
         block_loss: [0; BLOCK + MAX_LANES],
     };
-    let mut acc = Pass1::<V, M, LOSS, PACKED, STORE, SKIP> {
+    let mut acc = Pass1::<V, M, P> {
         model,
         bins,
         pred: batch.pred(),
@@ -635,7 +645,7 @@ fn pass1<
         _v: PhantomData,
     };
     batch.visit::<V, _>(&mut acc)?;
-    if !STORE && !opts.skip_bad && !acc.keys.pass::<M>() {
+    if !P::STORE && !opts.skip_bad && !acc.keys.pass::<M>() {
         check_exactly::<V, M>(model, batch)?;
     }
     acc.unpack();
