@@ -69,7 +69,8 @@ impl Bins {
     /// gradient norm, and bad elements are never valid).
     ///
     /// `k0 = trunc(g * M - 1/256)` is the bin or the bin below it: with `M <= 128` and
-    /// `g <= 1 + 2^-23`, `g * M` and the subtraction are each within `2^-17` of exact, and every
+    /// `g <= 1 + 2^-23`, `g * M` and the subtraction are each within `2^-17` of exact (or, fused
+    /// where the backend has FMA, the two together: one rounding instead of two), and every
     /// edge `e[k]` is within `M * 2^-25 <= 2^-18` of `k / M` after scaling by `M`, so the
     /// `1/256` bias can neither lift `k0` above the bin nor drop it two below. One comparison
     /// with the exact upper edge `e[k0 + 1]` (a table lookup) then settles it. The
@@ -77,12 +78,19 @@ impl Bins {
     /// within 64 ulp of every edge, for every `M`.
     #[inline(always)]
     pub(crate) fn vector<V: Vector>(&self, g: V, valid: V::M) -> V::I {
-        let q = g.mul(V::splat(self.m_f32)).sub(V::splat(BIAS));
+        V::i_select(valid, self.vector_any(g), V::i_splat(self.m_i32))
+    }
+
+    /// [`Bins::vector`] without the trash bin: the bins of the lanes whose `g` is in `[0, 1]`
+    /// (anything in `0..=M` in the others, which the caller masks). The kernels that compare
+    /// the bins under a mask anyway save the select.
+    #[inline(always)]
+    pub(crate) fn vector_any<V: Vector>(&self, g: V) -> V::I {
+        let q = g.mul_add(V::splat(self.m_f32), V::splat(-BIAS));
         let top = V::i_splat(self.top);
         // Unsigned min: negative or garbage (NaN lanes) indices become M - 1.
         let k0 = V::i_min_u(q.trunc_i(), top);
         let hi = V::lut(&self.upper, k0, self.m);
-        let k = V::i_inc(k0, g.ge(hi));
-        V::i_select(valid, k, V::i_splat(self.m_i32))
+        V::i_inc(k0, g.ge(hi))
     }
 }

@@ -33,6 +33,7 @@ fn tail_mask(n: usize) -> __m256i {
 
 impl Vector for F32x8 {
     const LANES: usize = 8;
+    const FUSED: bool = true;
     /// All-ones / all-zeros i32 lanes.
     type M = __m256i;
     type I = __m256i;
@@ -111,9 +112,19 @@ impl Vector for F32x8 {
         F32x8(unsafe { _mm256_fmadd_ps(self.0, a.0, b.0) })
     }
     #[inline(always)]
+    fn mul_neg_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: FMA present (module invariant).
+        F32x8(unsafe { _mm256_fnmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
     fn fma(self, a: Self, b: Self) -> Self {
         // SAFETY: FMA present (module invariant).
         F32x8(unsafe { _mm256_fmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
+    fn neg_abs(self) -> Self {
+        // SAFETY: AVX present.
+        F32x8(unsafe { _mm256_or_ps(self.0, _mm256_set1_ps(-0.0)) })
     }
     #[inline(always)]
     fn abs(self) -> Self {

@@ -30,6 +30,7 @@ fn tail_mask(n: usize) -> __mmask16 {
 
 impl Vector for F32x16 {
     const LANES: usize = 16;
+    const FUSED: bool = true;
     type M = __mmask16;
     type I = __m512i;
 
@@ -107,9 +108,19 @@ impl Vector for F32x16 {
         F32x16(unsafe { _mm512_fmadd_ps(self.0, a.0, b.0) })
     }
     #[inline(always)]
+    fn mul_neg_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512F present.
+        F32x16(unsafe { _mm512_fnmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
     fn fma(self, a: Self, b: Self) -> Self {
         // SAFETY: AVX-512F present.
         F32x16(unsafe { _mm512_fmadd_ps(self.0, a.0, b.0) })
+    }
+    #[inline(always)]
+    fn neg_abs(self) -> Self {
+        // SAFETY: AVX-512F present.
+        F32x16(unsafe { _mm512_or_ps(self.0, _mm512_set1_ps(-0.0)) })
     }
     #[inline(always)]
     fn abs(self) -> Self {
@@ -150,6 +161,16 @@ impl Vector for F32x16 {
     fn select(m: __mmask16, a: Self, b: Self) -> Self {
         // SAFETY: AVX-512F present.
         F32x16(unsafe { _mm512_mask_blend_ps(m, b.0, a.0) })
+    }
+    #[inline(always)]
+    fn mul_in(self, m: __mmask16, o: Self) -> Self {
+        // SAFETY: AVX-512F present.
+        F32x16(unsafe { _mm512_mask_mul_ps(self.0, m, self.0, o.0) })
+    }
+    #[inline(always)]
+    fn add_in(self, m: __mmask16, o: Self) -> Self {
+        // SAFETY: AVX-512F present.
+        F32x16(unsafe { _mm512_mask_add_ps(self.0, m, self.0, o.0) })
     }
     #[inline(always)]
     fn m_and(a: __mmask16, b: __mmask16) -> __mmask16 {
@@ -240,6 +261,11 @@ impl Vector for F32x16 {
     fn i_ne_in(m: __mmask16, a: __m512i, b: __m512i) -> __mmask16 {
         // SAFETY: AVX-512F present.
         unsafe { _mm512_mask_cmpneq_epi32_mask(m, a, b) }
+    }
+    #[inline(always)]
+    fn i_eq_in(m: __mmask16, a: __m512i, b: __m512i) -> __mmask16 {
+        // SAFETY: AVX-512F present.
+        unsafe { _mm512_mask_cmpeq_epi32_mask(m, a, b) }
     }
     #[inline(always)]
     fn i_lt(a: __m512i, b: __m512i) -> __mmask16 {

@@ -83,12 +83,25 @@ pub(crate) trait Vector: Copy {
     /// `self * a + b`, fused where the hardware can. Never used on the path that computes the
     /// gradient norm, whose result must not depend on the backend.
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// Whether [`Vector::mul_add`] and [`Vector::mul_neg_add`] round once on this backend.
+    const FUSED: bool;
+    /// `b - self * a`, fused where [`Vector::mul_add`] is (same caveat).
+    #[inline(always)]
+    fn mul_neg_add(self, a: Self, b: Self) -> Self {
+        b.sub(self.mul(a))
+    }
     /// `self * a + b` rounded once (IEEE-754 fusedMultiplyAdd): the same bits on every
     /// backend. Hardware FMA where the backend has it; an exact emulation otherwise (the
     /// scalar path and SSE2, see [`fma_emu`]).
     fn fma(self, a: Self, b: Self) -> Self;
     /// Clears the sign bit.
     fn abs(self) -> Self;
+    /// Sets the sign bit: `-|self|` (one operation where `0 - |self|` takes two; `-0.0` for a
+    /// zero).
+    #[inline(always)]
+    fn neg_abs(self) -> Self {
+        Self::splat(-0.0).sub(self.abs())
+    }
     /// Lane-wise minimum; only used where neither side is NaN.
     fn min(self, o: Self) -> Self;
     /// Lane-wise maximum; only used where neither side is NaN.
@@ -102,6 +115,18 @@ pub(crate) trait Vector: Copy {
     fn ge(self, o: Self) -> Self::M;
     /// `if m { a } else { b }` per lane.
     fn select(m: Self::M, a: Self, b: Self) -> Self;
+    /// `self * o` in the lanes of `m`, `self` in the others. (AVX-512: one masked multiply
+    /// instead of a multiply and a blend.)
+    #[inline(always)]
+    fn mul_in(self, m: Self::M, o: Self) -> Self {
+        Self::select(m, self.mul(o), self)
+    }
+    /// `self + o` in the lanes of `m`, `self` in the others (where `self` is not `-0.0`).
+    /// (AVX-512: one masked add instead of a blend and an add.)
+    #[inline(always)]
+    fn add_in(self, m: Self::M, o: Self) -> Self {
+        self.add(Self::select(m, o, Self::splat(0.0)))
+    }
     fn m_and(a: Self::M, b: Self::M) -> Self::M;
     /// `a & !b`.
     fn m_andnot(a: Self::M, b: Self::M) -> Self::M;
@@ -128,6 +153,11 @@ pub(crate) trait Vector: Copy {
     /// `a + 1` in the lanes where `m` is set.
     fn i_inc(a: Self::I, m: Self::M) -> Self::I;
     fn i_eq(a: Self::I, b: Self::I) -> Self::M;
+    /// The lanes of `m` where `a == b` (one masked compare on AVX-512).
+    #[inline(always)]
+    fn i_eq_in(m: Self::M, a: Self::I, b: Self::I) -> Self::M {
+        Self::m_and(m, Self::i_eq(a, b))
+    }
     /// The lanes of `m` where `a != b`. (AVX-512 compares under the mask, in one instruction
     /// that keeps the mask in a mask register.)
     #[inline(always)]

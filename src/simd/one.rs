@@ -5,6 +5,7 @@ use super::{Vector, MAX_LANES};
 
 impl Vector for f32 {
     const LANES: usize = 1;
+    const FUSED: bool = false;
     type M = bool;
     type I = i32;
 

@@ -11,6 +11,11 @@ use wide::{f32x8, i32x8};
 
 impl Vector for f32x8 {
     const LANES: usize = 8;
+    // `wide` fuses exactly when the build has FMA (x86_64) or NEON (aarch64).
+    const FUSED: bool = cfg!(any(
+        target_feature = "fma",
+        all(target_arch = "aarch64", target_feature = "neon")
+    ));
     /// All-ones / all-zeros i32 lanes.
     type M = i32x8;
     type I = i32x8;
@@ -69,6 +74,10 @@ impl Vector for f32x8 {
     #[inline(always)]
     fn mul_add(self, a: Self, b: Self) -> Self {
         f32x8::mul_add(self, a, b)
+    }
+    #[inline(always)]
+    fn mul_neg_add(self, a: Self, b: Self) -> Self {
+        f32x8::mul_neg_add(self, a, b)
     }
     #[inline(always)]
     fn fma(self, a: Self, b: Self) -> Self {

@@ -1,4 +1,4 @@
-//! `exp(-a)` for `a >= 0`: the exponential inside the sigmoid.
+//! `exp(-|a|)`: the exponential inside the sigmoid.
 
 use crate::simd::Vector;
 
@@ -12,7 +12,7 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// Below `-104`, `exp` is under half the smallest subnormal: the result is 0.
 const MIN_ARG: f32 = -104.0;
 
-/// `exp(-a)` for `a >= 0` (finite), in `(0, 1]`, subnormals included, 0 below `e^-104`.
+/// `exp(-|a|)` for finite `a`, in `(0, 1]`, subnormals included, 0 below `e^-104`.
 ///
 /// Algorithm: Cephes `expf` (S. L. Moshier): `n = round(x / ln 2)`, Cody-Waite reduction
 /// `r = x - n ln 2` in two parts, the degree-7 minimax polynomial `1 + r + r^2 P(r)` on
@@ -31,7 +31,7 @@ const MIN_ARG: f32 = -104.0;
 /// AVX2, AVX-512 and NEON); subnormal results are within one subnormal step.
 #[inline(always)]
 pub(crate) fn exp_neg<V: Vector>(a: V) -> V {
-    let x = V::splat(0.0).sub(a).max(V::splat(MIN_ARG));
+    let x = a.neg_abs().max(V::splat(MIN_ARG));
     // n = round(x * log2(e)), rounded once; t holds n in its low mantissa bits.
     let t = x.fma(V::splat(LOG2_E), V::splat(ROUND_MAGIC));
     let n = t.sub(V::splat(ROUND_MAGIC));
