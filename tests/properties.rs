@@ -930,21 +930,7 @@ fn packed_counts_survive_long_runs_in_one_bin() {
         let t = vec![0.0f32; n];
         let input = Dense::new(&x, &t).label_weight(&w);
         for backend in Backend::all_available() {
-            let c = GhmC {
-                bins,
-                backend: Some(backend),
-                ..GhmC::default()
-            };
-            let mut stats = Stats::default();
-            let mut grad = vec![0.0f32; n];
-            let out = Out {
-                grad: Some(&mut grad),
-                loss_elems: None,
-                stats: Some(&mut stats),
-            };
-            c.loss_grad(None, &input, out).unwrap();
-            let mut hist = Hist::new(bins).unwrap();
-            c.accumulate(&input, &mut hist).unwrap();
+            let (hist, stats) = phased_and_one_call(bins, backend, &input);
             let ctx = format!("bins {bins}, hot bin {hot}, {backend:?}");
             assert_eq!(&stats.counts[..m], &want[..], "{ctx}: one call");
             assert!(stats.counts[m..].iter().all(|&c| c == 0), "{ctx}: beyond M");
@@ -986,27 +972,9 @@ fn hot_bins_follow_the_data() {
         }
         let t = vec![0.0f32; n];
         let input = Dense::new(&x, &t).label_weight(&w);
-        let hist_of = |backend| {
-            let c = GhmC {
-                bins,
-                backend: Some(backend),
-                ..GhmC::default()
-            };
-            let mut hist = Hist::new(bins).unwrap();
-            c.accumulate(&input, &mut hist).unwrap();
-            let mut stats = Stats::default();
-            let mut grad = vec![0.0f32; n];
-            let out = Out {
-                grad: Some(&mut grad),
-                loss_elems: None,
-                stats: Some(&mut stats),
-            };
-            c.loss_grad(None, &input, out).unwrap();
-            (hist, stats)
-        };
-        let (want, _) = hist_of(Backend::Scalar);
+        let (want, _) = phased_and_one_call(bins, Backend::Scalar, &input);
         for backend in Backend::all_available() {
-            let (hist, stats) = hist_of(backend);
+            let (hist, stats) = phased_and_one_call(bins, backend, &input);
             let ctx = format!("bins {bins}, {backend:?}");
             assert_eq!(&hist.counts[..m], &want.counts[..m], "{ctx}: phased counts");
             assert_eq!(
@@ -1023,4 +991,25 @@ fn hot_bins_follow_the_data() {
             }
         }
     }
+}
+
+/// GHM-C with `bins` bins on `backend`: the phased API's histogram of `input`, and the
+/// statistics of a one call (gradients only) over it.
+fn phased_and_one_call(bins: u32, backend: Backend, input: &Dense<'_>) -> (Hist, Stats) {
+    let c = GhmC {
+        bins,
+        backend: Some(backend),
+        ..GhmC::default()
+    };
+    let mut hist = Hist::new(bins).unwrap();
+    c.accumulate(input, &mut hist).unwrap();
+    let mut stats = Stats::default();
+    let mut grad = vec![0.0f32; input.pred.len()];
+    let out = Out {
+        grad: Some(&mut grad),
+        loss_elems: None,
+        stats: Some(&mut stats),
+    };
+    c.loss_grad(None, input, out).unwrap();
+    (hist, stats)
 }
