@@ -16,7 +16,7 @@
 //!   [`check`]), with an exact element-by-element check only when the screen flags something.
 //!
 //! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
-//! from [`Bins::vector`]. The histogram update keeps the two most common bins in registers
+//! from [`Bins::vector`] (or [`Bins::vector_any`], where every use of it is masked). The histogram update keeps the two most common bins in registers
 //! (counted from comparison masks), compresses the other valid lanes' bins (and losses) into a buffer,
 //! and adds the buffer into per-lane accumulators once per block. When only counts are asked
 //! for and there are at most [`PACKED_MAX_BINS`] bins (the default of 10 among them), pass 1
@@ -300,11 +300,8 @@ impl Cells {
         }
     }
 
-    /// Moves the count cells of the `m` bins, and `hot_count` of bin `hot`, into the totals.
-    fn settle(&mut self, hot: usize, hot_count: u64, m: usize) {
-        if let Some(t) = self.totals.get_mut(hot) {
-            *t += hot_count;
-        }
+    /// Moves the count cells of the `m` bins into the totals.
+    fn settle(&mut self, m: usize) {
         // Only bins below M are ever counted in the cells. (Whole rows of cells, which the
         // compiler vectorizes: element by element, this took 6.5% of GHM-C's one call at 8Ki
         // elements.)
@@ -314,6 +311,71 @@ impl Cells {
             row.fill(0);
         }
         self.since = 0;
+    }
+}
+
+/// One hot bin of [`Pass1`]: counted from a comparison mask and its losses summed in lanes,
+/// all in registers.
+struct Hot<V: Vector> {
+    /// The bin, or -1 for none (the second hot bin with one bin).
+    bin: i32,
+    /// `bin` in every lane.
+    k: V::I,
+    count: u64,
+    /// Per-lane loss sums, and those since the last [`Step::group_end`] in f32 (see [`GROUP`]).
+    loss: [f64; MAX_LANES],
+    loss32: V,
+}
+
+impl<V: Vector> Hot<V> {
+    fn new(bin: i32) -> Hot<V> {
+        Hot {
+            bin,
+            k: V::i_splat(bin),
+            count: 0,
+            loss: [0.0; MAX_LANES],
+            loss32: V::splat(0.0),
+        }
+    }
+
+    /// Counts (and, if `sum`, sums) the `valid` lanes in this bin; returns the lanes of `rest`
+    /// that are not. (`sum` is a mode constant where it is inlined.)
+    #[inline(always)]
+    fn take(&mut self, sum: bool, valid: V::M, rest: V::M, k: V::I, loss: V) -> V::M {
+        let mine = V::i_eq_in(valid, k, self.k);
+        self.count += V::m_count(mine) as u64;
+        if sum {
+            self.loss32 = self.loss32.add_in(mine, loss);
+        }
+        V::i_ne_in(rest, k, self.k)
+    }
+
+    /// Adds the f32 loss lanes to the f64 ones.
+    #[inline(always)]
+    fn widen(&mut self) {
+        self.loss32.add_to_f64(&mut self.loss);
+        self.loss32 = V::splat(0.0);
+    }
+
+    /// Moves the count into the totals.
+    #[inline(always)]
+    fn settle(&mut self, totals: &mut [u64]) {
+        if let Some(t) = usize::try_from(self.bin)
+            .ok()
+            .and_then(|b| totals.get_mut(b))
+        {
+            *t += self.count;
+        }
+        self.count = 0;
+    }
+
+    /// Moves the (widened) loss lanes into the cells and makes `bin` this hot bin.
+    #[inline(always)]
+    fn set(&mut self, cells: &mut Cells, bin: Option<usize>) {
+        if let Ok(b) = usize::try_from(self.bin) {
+            cells.drain_hot(b, self.loss);
+        }
+        *self = Hot::new(bin.map_or(-1, |b| b as i32));
     }
 }
 
@@ -391,19 +453,9 @@ struct Pass1<'a, V: Vector, M, P> {
     cells: &'a mut Cells,
     /// Elements in the buffer (`cells.block_cell`).
     fill: usize,
-    hot: i32,
-    /// `hot` in every lane.
-    hot_k: V::I,
-    hot_count: u64,
-    hot_loss: [f64; MAX_LANES],
-    /// The second hot bin (-1: none, with one bin), counted and summed like the first.
-    hot2: i32,
-    hot2_k: V::I,
-    hot2_count: u64,
-    hot2_loss: [f64; MAX_LANES],
-    hot2_32: V,
-    /// The hot bin's losses since the last [`Step::group_end`], per lane, in f32.
-    hot32: V,
+    /// The most common bin and the second.
+    hot: Hot<V>,
+    hot2: Hot<V>,
     picked: bool,
     /// `P::PACKED` only: byte counters, four bins to an i32 lane (see [`Pass1::count_packed`]).
     packed: [V::I; PACKED_WORDS],
@@ -420,10 +472,8 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
     #[inline(always)]
     fn group_end(&mut self) {
         if P::LOSS {
-            self.hot32.add_to_f64(&mut self.hot_loss);
-            self.hot32 = V::splat(0.0);
-            self.hot2_32.add_to_f64(&mut self.hot2_loss);
-            self.hot2_32 = V::splat(0.0);
+            self.hot.widen();
+            self.hot2.widen();
         }
     }
     #[inline(always)]
@@ -468,25 +518,15 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
             self.count_packed(k);
             return Ok(d);
         }
-        // Lanes in the hot bin are only counted (an invalid lane, in the trash bin `M`, never
-        // matches `hot < M`); the other valid lanes go to the buffer.
-        // (The flush below may pick a new hot bin: this vector is split by the old one.)
-        let hot_k = self.hot_k;
-        let hot2_k = self.hot2_k;
-        let hot = V::i_eq_in(valid, k, hot_k);
-        self.hot_count += V::m_count(hot) as u64;
-        let hot2 = V::i_eq_in(valid, k, hot2_k);
-        self.hot2_count += V::m_count(hot2) as u64;
-        if P::LOSS {
-            self.hot32 = self.hot32.add_in(hot, e.loss);
-            self.hot2_32 = self.hot2_32.add_in(hot2, e.loss);
-        }
+        // Valid lanes in a hot bin are only counted (and summed); the other valid lanes go to
+        // the buffer. Invalid lanes (their `k` anything) are neither. (Split before the flush
+        // below, which may pick new hot bins.)
+        let rest = self.hot.take(P::LOSS, valid, valid, k, e.loss);
+        let rest = self.hot2.take(P::LOSS, valid, rest, k, e.loss);
         if self.fill > BLOCK {
             self.flush();
         }
         let f = self.fill;
-        // Invalid lanes (bin M) are neither counted nor summed: they stay out of the buffer.
-        let rest = V::i_ne_in(V::i_ne_in(valid, k, hot_k), k, hot2_k);
         // Cell of lane j in bin k: k * MAX_LANES + j.
         let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
         self.fill += V::i_compress(cell, rest, &mut self.cells.block_cell[f..]);
@@ -578,37 +618,25 @@ impl<V: Vector, M: Model, P: Mode> Pass1<'_, V, M, P> {
             };
             if let Some(k) = top(None) {
                 let k2 = top(Some(k));
-                self.set_hot(k, k2);
+                self.set_hot(Some(k), k2);
             }
         }
     }
 
-    /// Moves the count cells and the hot bin's count into the `u64` totals.
+    /// Moves the count cells and the hot bins' counts into the `u64` totals.
     #[inline(always)]
     fn settle(&mut self) {
-        if let Some(t) = self.cells.totals.get_mut(self.hot2 as usize) {
-            *t += self.hot2_count;
-        }
-        self.hot2_count = 0;
-        self.cells
-            .settle(self.hot as usize, self.hot_count, self.bins.m);
-        self.hot_count = 0;
+        self.hot.settle(&mut self.cells.totals);
+        self.hot2.settle(&mut self.cells.totals);
+        self.cells.settle(self.bins.m);
     }
 
-    /// Makes `k` the hot bin, moving the old hot bin's loss lanes into its cells.
+    /// Makes `k` and `k2` the hot bins, moving the old ones' loss lanes into their cells.
     #[inline(always)]
-    fn set_hot(&mut self, k: usize, k2: Option<usize>) {
+    fn set_hot(&mut self, k: Option<usize>, k2: Option<usize>) {
         self.group_end();
-        self.cells.drain_hot(self.hot as usize, self.hot_loss);
-        self.hot_loss = [0.0; MAX_LANES];
-        self.hot = k as i32;
-        self.hot_k = V::i_splat(self.hot);
-        if let Ok(h2) = usize::try_from(self.hot2) {
-            self.cells.drain_hot(h2, self.hot2_loss);
-        }
-        self.hot2_loss = [0.0; MAX_LANES];
-        self.hot2 = k2.map_or(-1, |k2| k2 as i32);
-        self.hot2_k = V::i_splat(self.hot2);
+        self.hot.set(self.cells, k);
+        self.hot2.set(self.cells, k2);
     }
 }
 
@@ -699,16 +727,8 @@ fn pass1<V: Vector, M: Model, P: Mode>(
         grad,
         cells: &mut cells,
         fill: 0,
-        hot: 0,
-        hot_k: V::i_splat(0),
-        hot_count: 0,
-        hot_loss: [0.0; MAX_LANES],
-        hot2: if bins.m > 1 { 1 } else { -1 },
-        hot2_k: V::i_splat(if bins.m > 1 { 1 } else { -1 }),
-        hot2_count: 0,
-        hot2_loss: [0.0; MAX_LANES],
-        hot2_32: V::splat(0.0),
-        hot32: V::splat(0.0),
+        hot: Hot::new(0),
+        hot2: Hot::new(if bins.m > 1 { 1 } else { -1 }),
         picked: false,
         packed: [V::i_splat(0); PACKED_WORDS],
         packed_n: 0,
@@ -723,8 +743,9 @@ fn pass1<V: Vector, M: Model, P: Mode>(
     acc.unpack();
     acc.flush();
     acc.settle();
-    let (hot, hot2) = (acc.hot as usize, usize::try_from(acc.hot2).ok());
-    acc.set_hot(hot, hot2); // moves the hot lanes' losses into the cells
+    let hot = |h: &Hot<V>| usize::try_from(h.bin).ok();
+    let (k, k2) = (hot(&acc.hot), hot(&acc.hot2));
+    acc.set_hot(k, k2); // moves the hot lanes' losses into the cells
 
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;
