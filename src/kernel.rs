@@ -16,9 +16,10 @@
 //!   [`check`]), with an exact element-by-element check only when the screen flags something.
 //!
 //! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
-//! from [`Bins::vector`] (or [`Bins::vector_any`], where every use of it is masked). The histogram update keeps the two most common bins in registers
-//! (counted from comparison masks), compresses the other valid lanes' bins (and losses) into a buffer,
-//! and adds the buffer into per-lane accumulators once per block. When only counts are asked
+//! from [`Bins::vector`] (or [`Bins::vector_any`], where every use of it is masked). The
+//! histogram update keeps the most common bin in registers (counted from a comparison mask,
+//! its losses summed in f64 lanes), compresses the other valid lanes' bins (and losses) into a
+//! buffer, and adds the buffer into per-lane accumulators once per block. When only counts are asked
 //! for and there are at most [`PACKED_MAX_BINS`] bins (the default of 10 among them), pass 1
 //! counts in packed byte counters in registers instead, whatever the spread of the bins: GHM-R
 //! at 64Ki elements went from 1.82 to 1.30 ns per element (its gradient norms spread over the
@@ -47,15 +48,6 @@ const _: () = assert!(CELLS.is_power_of_two());
 /// Elements buffered between the vector math and the histogram update.
 const BLOCK: usize = 256;
 
-/// Vectors over which pass 1 sums the hot bin's losses in f32 lanes before adding them to its
-/// f64 lanes. Each group sum of at most 8 terms (all `>= 0`) is within `7 * 2^-24` of exact,
-/// relatively, and the f64 sum of the groups adds next to nothing: the per-bin loss sums stay
-/// within `4.2e-7` of the exact sums of the f32 losses (SPEC: `1e-5` for the loss). Widening
-/// every vector instead cost 3.6% of GHM-C's one call at 64Ki elements (median of 12
-/// alternating in-process runs); every 2 vectors measured no better than every vector, every
-/// 64 the same as every 8. (A lane of the hot bin adds one masked add per vector.)
-const GROUP: usize = 8;
-
 /// Lanes `0..len` of a vector, all lanes for a full one.
 #[inline(always)]
 fn live<V: Vector>(tail: Option<usize>) -> V::M {
@@ -79,9 +71,6 @@ trait Step<V: Vector> {
     const PRE: bool = true;
     /// Whether [`walk`] stores what each step returns in the segment's output buffer.
     const OUT: bool = false;
-    /// Called after every [`GROUP`] vectors of a full block, and after a partial block.
-    #[inline(always)]
-    fn group_end(&mut self) {}
     /// Elements `at..at + LANES` of the segment (or `at..at + tail`, for its last vector),
     /// with their predictions `x` and their targets and weights. Returns the vector to store
     /// when [`Step::OUT`] (anything otherwise).
@@ -188,9 +177,6 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const
             if let Some(o) = outs.as_deref_mut() {
                 v.store(&mut o[lanes(j)]);
             }
-            if j % GROUP == GROUP - 1 {
-                step.group_end();
-            }
         }
         return Ok(());
     }
@@ -222,7 +208,6 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const
         }
         i += V::LANES;
     }
-    step.group_end();
     Ok(())
 }
 
@@ -314,68 +299,49 @@ impl Cells {
     }
 }
 
-/// One hot bin of [`Pass1`]: counted from a comparison mask and its losses summed in lanes,
-/// all in registers.
+/// The hot bin of [`Pass1`]: counted from a comparison mask and its losses summed in f64
+/// lanes, all in registers.
 struct Hot<V: Vector> {
-    /// The bin, or -1 for none (the second hot bin with one bin).
-    bin: i32,
+    bin: usize,
     /// `bin` in every lane.
     k: V::I,
     count: u64,
-    /// Per-lane loss sums, and those since the last [`Step::group_end`] in f32 (see [`GROUP`]).
+    /// Per-lane loss sums.
     loss: [f64; MAX_LANES],
-    loss32: V,
 }
 
 impl<V: Vector> Hot<V> {
-    fn new(bin: i32) -> Hot<V> {
+    fn new(bin: usize) -> Hot<V> {
         Hot {
             bin,
-            k: V::i_splat(bin),
+            k: V::i_splat(bin as i32),
             count: 0,
             loss: [0.0; MAX_LANES],
-            loss32: V::splat(0.0),
         }
     }
 
-    /// Counts (and, if `sum`, sums) the `valid` lanes in this bin; returns the lanes of `rest`
-    /// that are not. (`sum` is a mode constant where it is inlined.)
+    /// Counts the `valid` lanes in this bin; returns them, and the valid lanes not in it.
     #[inline(always)]
-    fn take(&mut self, sum: bool, valid: V::M, rest: V::M, k: V::I, loss: V) -> V::M {
+    fn take(&mut self, valid: V::M, k: V::I) -> (V::M, V::M) {
         let mine = V::i_eq_in(valid, k, self.k);
         self.count += V::m_count(mine) as u64;
-        if sum {
-            self.loss32 = self.loss32.add_in(mine, loss);
-        }
-        V::i_ne_in(rest, k, self.k)
-    }
-
-    /// Adds the f32 loss lanes to the f64 ones.
-    #[inline(always)]
-    fn widen(&mut self) {
-        self.loss32.add_to_f64(&mut self.loss);
-        self.loss32 = V::splat(0.0);
+        (mine, V::i_ne_in(valid, k, self.k))
     }
 
     /// Moves the count into the totals.
     #[inline(always)]
     fn settle(&mut self, totals: &mut [u64]) {
-        if let Some(t) = usize::try_from(self.bin)
-            .ok()
-            .and_then(|b| totals.get_mut(b))
-        {
+        if let Some(t) = totals.get_mut(self.bin) {
             *t += self.count;
         }
         self.count = 0;
     }
 
-    /// Moves the (widened) loss lanes into the cells and makes `bin` this hot bin.
+    /// Moves the loss lanes into the cells and makes `bin` the hot bin.
     #[inline(always)]
-    fn set(&mut self, cells: &mut Cells, bin: Option<usize>) {
-        if let Ok(b) = usize::try_from(self.bin) {
-            cells.drain_hot(b, self.loss);
-        }
-        *self = Hot::new(bin.map_or(-1, |b| b as i32));
+    fn set(&mut self, cells: &mut Cells, bin: usize) {
+        cells.drain_hot(self.bin, self.loss);
+        *self = Hot::new(bin);
     }
 }
 
@@ -430,14 +396,23 @@ modes! {
 /// in-process runs). The other modes read `skip_bad` at run time: they are compiled once for
 /// both.
 ///
-/// The two most common bins ("hot": bins 0 and 1 until the first flush, then the two most
-/// common so far) are accumulated from comparison masks, in registers; the other lanes' cells
-/// (and losses) are compressed into a buffer that [`Pass1::flush`] adds into per-lane cells.
-/// The second hot bin takes most of the rest out of the buffer (on detector-like data, the
-/// easy negatives fill bin 0 and most of the others fall in bin 1): GHM-C's one call 6% faster
-/// at 64Ki elements (0.935 and 0.940, two sets of 12 alternating in-process runs). Two rounds
-/// before, with f64 loss sums per vector, a second hot bin measured no faster: what it saved,
-/// its own widenings cost (see [`GROUP`]).
+/// The most common bin ("hot": bin 0 until the first flush, then the most common so far) is
+/// counted from comparison masks and its losses summed in f64 lanes, in registers; the other
+/// lanes' cells (and losses) are compressed into a buffer that [`Pass1::flush`] adds into
+/// per-lane cells.
+///
+/// The hot bin's losses are widened to f64 and added every vector (seven 512-bit operations
+/// on AVX-512), not summed in f32 lanes over groups of vectors and widened once per group:
+/// that was 12% faster for GHM-C's one call at 64Ki elements (16 alternating in-process
+/// runs), but an f32 sum rounds on the way, and equal losses all round the same way, so
+/// the errors add up (a group of 8 is within `7 * 2^-24` of exact, not within `2^-53`). Where
+/// the groups start depends on the chunking, so the phased API and the one call no longer
+/// agreed to the 1 ulp SPEC section 3 requires: 2 ulp on 64Ki equal logits in chunks of 48
+/// (`equal_losses_stay_within_one_ulp_for_any_chunking`). A second hot bin in registers (the
+/// two most common bins) was 6% faster with those f32 sums; with f64 sums, two hot bins and
+/// one measured the same (1.003 in 12 runs at 64Ki elements; 1.011 and 0.967 in two sets of
+/// 16 at 256Ki, where no loss is summed): what the second keeps out of the buffer, its own
+/// compares and widening cost. One is simpler.
 struct Pass1<'a, V: Vector, M, P> {
     model: M,
     bins: &'a Bins,
@@ -453,9 +428,8 @@ struct Pass1<'a, V: Vector, M, P> {
     cells: &'a mut Cells,
     /// Elements in the buffer (`cells.block_cell`).
     fill: usize,
-    /// The most common bin and the second.
+    /// The most common bin.
     hot: Hot<V>,
-    hot2: Hot<V>,
     picked: bool,
     /// `P::PACKED` only: byte counters, four bins to an i32 lane (see [`Pass1::count_packed`]).
     packed: [V::I; PACKED_WORDS],
@@ -469,13 +443,6 @@ struct Pass1<'a, V: Vector, M, P> {
 
 impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
     const OUT: bool = P::STORE;
-    #[inline(always)]
-    fn group_end(&mut self) {
-        if P::LOSS {
-            self.hot.widen();
-            self.hot2.widen();
-        }
-    }
     #[inline(always)]
     fn step(
         &mut self,
@@ -520,9 +487,12 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
         }
         // Valid lanes in a hot bin are only counted (and summed); the other valid lanes go to
         // the buffer. Invalid lanes (their `k` anything) are neither. (Split before the flush
-        // below, which may pick new hot bins.)
-        let rest = self.hot.take(P::LOSS, valid, valid, k, e.loss);
-        let rest = self.hot2.take(P::LOSS, valid, rest, k, e.loss);
+        // below, which may pick a new hot bin.)
+        let (mine, rest) = self.hot.take(valid, k);
+        if P::LOSS {
+            // In f64 lanes, exactly: see [`Pass1`] on why not in f32.
+            e.loss.add_to_f64_in(mine, &mut self.hot.loss);
+        }
         if self.fill > BLOCK {
             self.flush();
         }
@@ -609,34 +579,24 @@ impl<V: Vector, M: Model, P: Mode> Pass1<'_, V, M, P> {
             self.picked = true;
             self.settle();
             let m = self.bins.m;
-            let top = |skip: Option<usize>| {
-                let totals = self.cells.totals[..m].iter().enumerate();
-                totals
-                    .filter(|&(k, _)| Some(k) != skip)
-                    .max_by_key(|&(_, &c)| c)
-                    .map(|(k, _)| k)
-            };
-            if let Some(k) = top(None) {
-                let k2 = top(Some(k));
-                self.set_hot(Some(k), k2);
+            let totals = self.cells.totals[..m].iter().enumerate();
+            if let Some((k, _)) = totals.max_by_key(|&(_, &c)| c) {
+                self.set_hot(k);
             }
         }
     }
 
-    /// Moves the count cells and the hot bins' counts into the `u64` totals.
+    /// Moves the count cells and the hot bin's count into the `u64` totals.
     #[inline(always)]
     fn settle(&mut self) {
         self.hot.settle(&mut self.cells.totals);
-        self.hot2.settle(&mut self.cells.totals);
         self.cells.settle(self.bins.m);
     }
 
-    /// Makes `k` and `k2` the hot bins, moving the old ones' loss lanes into their cells.
+    /// Makes `k` the hot bin, moving the old one's loss lanes into its cells.
     #[inline(always)]
-    fn set_hot(&mut self, k: Option<usize>, k2: Option<usize>) {
-        self.group_end();
+    fn set_hot(&mut self, k: usize) {
         self.hot.set(self.cells, k);
-        self.hot2.set(self.cells, k2);
     }
 }
 
@@ -728,7 +688,6 @@ fn pass1<V: Vector, M: Model, P: Mode>(
         cells: &mut cells,
         fill: 0,
         hot: Hot::new(0),
-        hot2: Hot::new(if bins.m > 1 { 1 } else { -1 }),
         picked: false,
         packed: [V::i_splat(0); PACKED_WORDS],
         packed_n: 0,
@@ -743,9 +702,7 @@ fn pass1<V: Vector, M: Model, P: Mode>(
     acc.unpack();
     acc.flush();
     acc.settle();
-    let hot = |h: &Hot<V>| usize::try_from(h.bin).ok();
-    let (k, k2) = (hot(&acc.hot), hot(&acc.hot2));
-    acc.set_hot(k, k2); // moves the hot lanes' losses into the cells
+    acc.set_hot(acc.hot.bin); // moves the hot lanes' losses into the cells
 
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;

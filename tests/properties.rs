@@ -939,12 +939,11 @@ fn packed_counts_survive_long_runs_in_one_bin() {
     }
 }
 
-/// Pass 1 counts the two most common bins in registers (bins 0 and 1 until its first flush,
-/// then the two most common so far) and buffers the rest. Data whose common bins are neither
-/// 0 nor 1 at first, and change after the first flush, must still give every backend the
-/// scalar path's counts exactly and its per-bin loss sums within `1e-6` (the vector `log1p`
-/// within 2.5 ulp, the hot bins' f32 group sums within `4.2e-7`), one call and phased, for
-/// one bin (no second hot bin), two, and more.
+/// Pass 1 counts the most common bin in registers (bin 0 until its first flush, then the most
+/// common so far) and buffers the rest. Data whose common bins are not bin 0 at first, and
+/// change after the first flush, must still give every backend the scalar path's counts
+/// exactly and its per-bin loss sums within `1e-6` (the vector `log1p` is within 2.5 ulp),
+/// one call and phased, for one bin, two, and more.
 #[test]
 fn hot_bins_follow_the_data() {
     let mut r = Rng(77);
@@ -1012,4 +1011,73 @@ fn phased_and_one_call(bins: u32, backend: Backend, input: &Dense<'_>) -> (Hist,
     };
     c.loss_grad(None, input, out).unwrap();
     (hist, stats)
+}
+
+/// Equal losses are the worst case for a sum rounded in f32 along the way: every partial sum
+/// rounds the same way, so the errors add up instead of cancelling, and a different chunking
+/// (chunk boundaries moving where the partial sums start) moves the total by several of them.
+/// Whatever the chunking, the one call and the phased API must stay within 1 ulp of each other
+/// (SPEC section 3), and of the one call that also writes per-element losses. Batches of one
+/// prediction repeated, for GHM-C and GHM-R, chunks of 1 to 3 vectors and of 1000.
+#[test]
+fn equal_losses_stay_within_one_ulp_for_any_chunking() {
+    let n = 1 << 16;
+    let mut worst = (0, String::new());
+    for (xv, tv) in [
+        (-4.5f32, 0.0f32),
+        (-2.2, 0.0),
+        (-3.3, 0.0),
+        (3.1, 1.0),
+        (0.7, 0.25),
+    ] {
+        let (x, t) = (vec![xv; n], vec![tv; n]);
+        let input = Dense::new(&x, &t);
+        for backend in Backend::all_available() {
+            let c = GhmC {
+                bins: 30,
+                backend: Some(backend),
+                ..GhmC::default()
+            };
+            let r = GhmR {
+                backend: Some(backend),
+                ..GhmR::default()
+            };
+            let (mut g, mut le) = (vec![0.0f32; n], vec![0.0f32; n]);
+            fn both<'a>(g: &'a mut [f32], le: &'a mut [f32]) -> Out<'a> {
+                Out {
+                    grad: Some(g),
+                    loss_elems: Some(le),
+                    stats: None,
+                }
+            }
+            let c_one = c.loss_grad(None, &input, Out::grad(&mut g)).unwrap();
+            let c_all = c.loss_grad(None, &input, both(&mut g, &mut le)).unwrap();
+            let r_one = r.loss_grad(None, &input, Out::grad(&mut g)).unwrap();
+            let r_all = r.loss_grad(None, &input, both(&mut g, &mut le)).unwrap();
+            for chunk in [5, 16, 48, 80, 1000] {
+                let (mut hc, mut hr) = (Hist::new(30).unwrap(), Hist::new(10).unwrap());
+                for at in (0..n).step_by(chunk) {
+                    let end = n.min(at + chunk);
+                    let part = Dense::new(&x[at..end], &t[at..end]);
+                    c.accumulate(&part, &mut hc).unwrap();
+                    r.accumulate(&part, &mut hr).unwrap();
+                }
+                let c_ph = c.finalize(None, &hc).unwrap().loss as f32;
+                let r_ph = r.finalize(None, &hr).unwrap().loss as f32;
+                for (what, a, b) in [
+                    ("GHM-C one call / phased", c_one, c_ph),
+                    ("GHM-C one call / with loss_elems", c_one, c_all),
+                    ("GHM-C phased / with loss_elems", c_ph, c_all),
+                    ("GHM-R one call / phased", r_one, r_ph),
+                    ("GHM-R one call / with loss_elems", r_one, r_all),
+                ] {
+                    let ctx = format!("x {xv} t {tv} chunk {chunk} {backend:?}: {what}");
+                    if ulps(a, b) > worst.0 {
+                        worst = (ulps(a, b), format!("{ctx}: {a} vs {b}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(worst.0 <= 1, "{}", worst.1);
 }

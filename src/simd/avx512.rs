@@ -168,11 +168,6 @@ impl Vector for F32x16 {
         F32x16(unsafe { _mm512_mask_mul_ps(self.0, m, self.0, o.0) })
     }
     #[inline(always)]
-    fn add_in(self, m: __mmask16, o: Self) -> Self {
-        // SAFETY: AVX-512F present.
-        F32x16(unsafe { _mm512_mask_add_ps(self.0, m, self.0, o.0) })
-    }
-    #[inline(always)]
     fn m_and(a: __mmask16, b: __mmask16) -> __mmask16 {
         a & b
     }
@@ -371,6 +366,19 @@ impl Vector for F32x16 {
             let p = acc.as_mut_ptr();
             _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), lo));
             _mm512_storeu_pd(p.add(8), _mm512_add_pd(_mm512_loadu_pd(p.add(8)), hi));
+        }
+    }
+    #[inline(always)]
+    fn add_to_f64_in(self, m: __mmask16, acc: &mut [f64; MAX_LANES]) {
+        let (lo, hi) = to_f64(self.0);
+        // SAFETY: AVX-512F present; `acc` holds 16 f64 (two halves of 8). Masked adds leave
+        // the unselected lanes as they were, whatever the vector holds there.
+        unsafe {
+            let p = acc.as_mut_ptr();
+            let a0 = _mm512_loadu_pd(p);
+            _mm512_storeu_pd(p, _mm512_mask_add_pd(a0, m as u8, a0, lo));
+            let a1 = _mm512_loadu_pd(p.add(8));
+            _mm512_storeu_pd(p.add(8), _mm512_mask_add_pd(a1, (m >> 8) as u8, a1, hi));
         }
     }
 }

@@ -121,12 +121,6 @@ pub(crate) trait Vector: Copy {
     fn mul_in(self, m: Self::M, o: Self) -> Self {
         Self::select(m, self.mul(o), self)
     }
-    /// `self + o` in the lanes of `m`, `self` in the others (where `self` is not `-0.0`).
-    /// (AVX-512: one masked add instead of a blend and an add.)
-    #[inline(always)]
-    fn add_in(self, m: Self::M, o: Self) -> Self {
-        self.add(Self::select(m, o, Self::splat(0.0)))
-    }
     fn m_and(a: Self::M, b: Self::M) -> Self::M;
     /// `a & !b`.
     fn m_andnot(a: Self::M, b: Self::M) -> Self::M;
@@ -230,6 +224,13 @@ pub(crate) trait Vector: Copy {
         for j in 0..Self::LANES {
             acc[j] += a[j] as f64;
         }
+    }
+
+    /// Adds the lanes that `m` selects, widened to f64, to `acc[lane]` (the others may hold
+    /// anything, even NaN). (AVX-512: masked adds instead of a blend.)
+    #[inline(always)]
+    fn add_to_f64_in(self, m: Self::M, acc: &mut [f64; MAX_LANES]) {
+        Self::select(m, self, Self::splat(0.0)).add_to_f64(acc);
     }
 
     /// Writes the lanes of `a` that `m` selects, in lane order, to the front of `out` (which
