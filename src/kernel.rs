@@ -437,6 +437,9 @@ struct Pass1<'a, V: Vector, M, P> {
     packed_n: u32,
     /// Per-lane sums of label weights, kept for GHM-R's `tot` only.
     weight_sums: [f64; MAX_LANES],
+    /// GHM-R's `tot`: the valid elements of the vectors whose valid label weights are all 1
+    /// (counted; the other vectors' weights go to `weight_sums`).
+    unit_weights: u64,
     skipped: u64,
     _v: PhantomData<(V, P)>,
 }
@@ -479,7 +482,15 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
         // `P::STORE`: `dl/dx`, which `walk` stores in `grad`.
         let d = V::select(valid, e.grad, V::splat(f32::NAN));
         if M::TOT_IS_WEIGHT_SUM {
-            w.add_to_f64_in(valid, &mut self.weight_sums);
+            // A label weight is usually a 0/1 mask: a vector whose valid weights are all 1
+            // adds its count (exact, like the f64 sum of its ones; one compare instead of
+            // seven operations); any other vector, its weights in f64.
+            let ones = V::i_eq_in(valid, w.to_bits(), V::i_splat(1.0f32.to_bits() as i32));
+            if V::m_bits(ones) == V::m_bits(valid) {
+                self.unit_weights += V::m_count(ones) as u64;
+            } else {
+                w.add_to_f64_in(valid, &mut self.weight_sums);
+            }
         }
         if P::PACKED {
             self.count_packed(k);
@@ -692,6 +703,7 @@ fn pass1<V: Vector, M: Model, P: Mode>(
         packed: [V::i_splat(0); PACKED_WORDS],
         packed_n: 0,
         weight_sums: [0.0; MAX_LANES],
+        unit_weights: 0,
         skipped: 0,
         _v: PhantomData,
     };
@@ -713,7 +725,7 @@ fn pass1<V: Vector, M: Model, P: Mode>(
             .sum();
     }
     hist.tot = if M::TOT_IS_WEIGHT_SUM {
-        acc.weight_sums.iter().sum()
+        acc.weight_sums.iter().sum::<f64>() + acc.unit_weights as f64
     } else {
         acc.cells.totals[..m].iter().sum::<u64>() as f64
     };

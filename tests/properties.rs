@@ -1081,3 +1081,70 @@ fn equal_losses_stay_within_one_ulp_for_any_chunking() {
     }
     assert!(worst.0 <= 1, "{}", worst.1);
 }
+
+/// GHM-R's `tot` is the sum of the valid elements' label weights. Pass 1 counts the vectors
+/// whose valid weights are all 1 and sums the others' in f64: with dyadic weights every order
+/// of summation is exact, so `tot` must equal the plain sum exactly, on every backend, one
+/// call and phased, for batches of ones, ones and zeros, ones with a few other weights (so
+/// that some vectors take one way and some the other), every length around the vector width,
+/// and with `skip_bad` (a bad element whose weight is 1 is not counted).
+#[test]
+fn ghm_r_tot_is_the_exact_sum_of_label_weights() {
+    let mut r = Rng(1234);
+    for n in (0..=40).chain([1000, 4099]) {
+        for kind in 0..4 {
+            let pred: Vec<f32> = (0..n).map(|_| r.normal() as f32).collect();
+            let target: Vec<f32> = (0..n).map(|_| r.normal() as f32).collect();
+            let mut w: Vec<f32> = (0..n)
+                .map(|_| match (kind, r.below(40)) {
+                    (0, _) => 1.0,
+                    (1, 0..=7) => 0.0,
+                    (2, 0) => 0.5,
+                    (2, 1) => 3.0,
+                    (3, 0) => 0.25,
+                    (_, _) => 1.0,
+                })
+                .collect();
+            let mut pred = pred;
+            if kind == 3 && n > 0 {
+                // A bad element with weight 1 (skipped), and one with weight 2.
+                let at = r.below(n);
+                pred[at] = f32::NAN;
+                w[at] = 1.0;
+                let at2 = r.below(n);
+                if at2 != at {
+                    w[at2] = 2.0;
+                }
+            }
+            let skip_bad = kind == 3;
+            let want: f64 = (0..n)
+                .filter(|&i| w[i] > 0.0 && pred[i].is_finite())
+                .map(|i| w[i] as f64)
+                .sum();
+            let input = Dense::new(&pred, &target).label_weight(&w);
+            for backend in Backend::all_available() {
+                let cfg = GhmR {
+                    backend: Some(backend),
+                    skip_bad,
+                    ..GhmR::default()
+                };
+                let mut s = Stats::default();
+                let mut g = vec![0.0f32; n];
+                let out = Out {
+                    grad: Some(&mut g),
+                    loss_elems: None,
+                    stats: Some(&mut s),
+                };
+                cfg.loss_grad(None, &input, out).unwrap();
+                let mut h = Hist::new(10).unwrap();
+                cfg.accumulate(&input, &mut h).unwrap();
+                let ctx = format!("n {n} kind {kind} {backend:?}");
+                if n > 0 {
+                    // (An empty batch returns before any statistics.)
+                    assert_eq!(s.tot, want.max(1.0), "{ctx}: one call");
+                }
+                assert_eq!(h.tot, want, "{ctx}: phased");
+            }
+        }
+    }
+}
