@@ -17,13 +17,13 @@
 //!
 //! Per element there is no branch: bad, invalid and padding lanes are masked and the bin comes
 //! from [`Bins::vector`] (or [`Bins::vector_any`], where every use of it is masked). The
-//! histogram update keeps the most common bin in registers (counted from a comparison mask,
-//! its losses summed in f64 lanes), compresses the other valid lanes' bins (and losses) into a
-//! buffer, and adds the buffer into per-lane accumulators once per block. When only counts are asked
-//! for and there are at most [`PACKED_MAX_BINS`] bins (the default of 10 among them), pass 1
-//! counts in packed byte counters in registers instead, whatever the spread of the bins: GHM-R
-//! at 64Ki elements went from 1.82 to 1.30 ns per element (its gradient norms spread over the
-//! bins, so nearly every element went through the buffer). Measured and dropped: the
+//! histogram update keeps the most common bin in registers (counted from a comparison mask, its
+//! losses summed in f64 lanes), compresses the other valid lanes' bins (and losses) into a
+//! buffer, and adds the buffer into per-lane accumulators once per block. When only counts are
+//! asked for and there are at most [`PACKED_MAX_BINS`] bins (the default of 10 among them),
+//! pass 1 counts in packed byte counters in registers instead, whatever the spread of the bins:
+//! GHM-R at 64Ki elements went from 1.82 to 1.30 ns per element (its gradient norms spread over
+//! the bins, so nearly every element went through the buffer). Measured and dropped: the
 //! scatter interleaved with the vector math (45% slower on AVX-512: its instructions crowd the
 //! long dependency chains out of the out-of-order window).
 
@@ -401,18 +401,18 @@ modes! {
 /// lanes' cells (and losses) are compressed into a buffer that [`Pass1::flush`] adds into
 /// per-lane cells.
 ///
-/// The hot bin's losses are widened to f64 and added every vector (seven 512-bit operations
-/// on AVX-512), not summed in f32 lanes over groups of vectors and widened once per group,
+/// The hot bin's losses are widened to f64 and added every vector (seven 512-bit operations on
+/// AVX-512), not summed in f32 lanes over groups of vectors and widened once per group,
 /// although that made GHM-C's one call at 64Ki elements 11% faster (0.889: the f64 sums are
-/// 1.12x it, median of 16 alternating in-process runs): an f32 sum rounds on the way, and equal losses all round the same way, so
-/// the errors add up (a group of 8 is within `7 * 2^-24` of exact, not within `2^-53`). Where
-/// the groups start depends on the chunking, so the phased API and the one call no longer
-/// agreed to the 1 ulp SPEC section 3 requires: 2 ulp on 64Ki equal logits in chunks of 48
-/// (`equal_losses_stay_within_one_ulp_for_any_chunking`). A second hot bin in registers (the
-/// two most common bins) was 6% faster with those f32 sums; with f64 sums, two hot bins and
-/// one measured the same (1.003 in 12 runs at 64Ki elements; 1.011 and 0.967 in two sets of
-/// 16 at 256Ki, where no loss is summed): what the second keeps out of the buffer, its own
-/// compares and widening cost. One is simpler.
+/// 1.12x it, median of 16 alternating in-process runs): an f32 sum rounds on the way, and equal
+/// losses all round the same way, so the errors add up (a group of 8 is within `7 * 2^-24` of
+/// exact, not within `2^-53`). Where the groups start depends on the chunking, so the phased
+/// API and the one call no longer agreed to the 1 ulp SPEC section 3 requires: 2 ulp on 64Ki
+/// equal logits in chunks of 48 (`equal_losses_stay_within_one_ulp_for_any_chunking`). A second
+/// hot bin in registers (the two most common bins) was 6% faster with those f32 sums; with f64
+/// sums, two hot bins and one measured the same (1.003 in 12 runs at 64Ki elements; 1.011 and
+/// 0.967 in two sets of 16 at 256Ki, where no loss is summed): what the second keeps out of the
+/// buffer, its own compares and widening cost. One is simpler.
 struct Pass1<'a, V: Vector, M, P> {
     model: M,
     bins: &'a Bins,
