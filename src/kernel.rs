@@ -597,7 +597,7 @@ impl<V: Vector, M: Model, P: Mode> Pass1<'_, V, M, P> {
             let m = self.bins.m;
             let totals = self.cells.totals[..m].iter().enumerate();
             if let Some((k, _)) = totals.max_by_key(|&(_, &c)| c) {
-                self.set_hot(k);
+                self.hot.set(self.cells, k);
             }
         }
     }
@@ -607,12 +607,6 @@ impl<V: Vector, M: Model, P: Mode> Pass1<'_, V, M, P> {
     fn settle(&mut self) {
         self.hot.settle(&mut self.cells.totals);
         self.cells.settle(self.bins.m);
-    }
-
-    /// Makes `k` the hot bin, moving the old one's loss lanes into its cells.
-    #[inline(always)]
-    fn set_hot(&mut self, k: usize) {
-        self.hot.set(self.cells, k);
     }
 }
 
@@ -720,7 +714,8 @@ fn pass1<V: Vector, M: Model, P: Mode>(
     acc.unpack();
     acc.flush();
     acc.settle();
-    acc.set_hot(acc.hot.bin); // moves the hot lanes' losses into the cells
+    let bin = acc.hot.bin;
+    acc.hot.set(acc.cells, bin); // moves the hot lanes' losses into the cells
 
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;

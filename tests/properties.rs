@@ -1082,12 +1082,12 @@ fn equal_losses_stay_within_one_ulp_for_any_chunking() {
     assert!(worst.0 <= 1, "{}", worst.1);
 }
 
-/// GHM-R's `tot` is the sum of the valid elements' label weights. Pass 1 counts the vectors
-/// whose valid weights are all 1 and sums the others' in f64: with dyadic weights every order
-/// of summation is exact, so `tot` must equal the plain sum exactly, on every backend, one
-/// call and phased, for batches of ones, ones and zeros, ones with a few other weights (so
-/// that some vectors take one way and some the other), every length around the vector width,
-/// and with `skip_bad` (a bad element whose weight is 1 is not counted).
+/// GHM-R's `tot` is the sum of the valid elements' label weights. Pass 1 counts them while
+/// every valid weight so far is 1 and sums them in f64 from the first other weight on: with
+/// dyadic weights every order of summation is exact, so `tot` must equal the plain sum
+/// exactly, on every backend, one call and phased, for batches of ones, ones and zeros, ones
+/// with a few other weights (so that the pass switches mid-batch), every length around the
+/// vector width, and with `skip_bad` (a bad element whose weight is 1 is not counted).
 #[test]
 fn ghm_r_tot_is_the_exact_sum_of_label_weights() {
     let mut r = Rng(1234);
