@@ -114,7 +114,7 @@ pub(crate) fn apply<M: Model>(
 
 /// A vector-math function, for measuring it on every backend (`__private::probe`).
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Probe {
     /// `exp(-a)`.
     ExpNeg,
@@ -126,12 +126,19 @@ pub enum Probe {
     Recip,
     /// `sigmoid(x)` as the GHM-C kernel computes it.
     Sigmoid,
+    /// The bin of a gradient norm `g` (as f32; the trash bin `bins` for "no bin") by
+    /// [`Bins::vector`] with these edges, every lane valid; `g` must not be NaN.
+    Bin { bins: usize, last_edge: f32 },
 }
 
 /// `f` of every element of `input`, on the vector type `V`.
 #[inline(always)]
 fn probe_with<V: crate::simd::Vector>(f: Probe, input: &[f32], out: &mut [f32]) {
     use crate::vmath;
+    let bins = match f {
+        Probe::Bin { bins, last_edge } => Some(Bins::new(bins, last_edge)),
+        _ => None,
+    };
     let one = V::splat(1.0);
     for (i, o) in input.chunks(V::LANES).zip(out.chunks_mut(V::LANES)) {
         let x = V::load_partial(i);
@@ -144,6 +151,11 @@ fn probe_with<V: crate::simd::Vector>(f: Probe, input: &[f32], out: &mut [f32]) 
                 let e = vmath::exp_neg(x.abs());
                 let r = one.div(one.add(e));
                 V::select(x.ge(V::splat(0.0)), r, e.mul(r))
+            }
+            Probe::Bin { .. } => {
+                let all = V::first_lanes(V::LANES);
+                let k = bins.as_ref().map_or(V::i_splat(-1), |b| b.vector(x, all));
+                V::from_array(&V::i_to_array(k).map(|k| k as f32))
             }
         };
         y.store_partial(o);

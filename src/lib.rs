@@ -148,16 +148,10 @@ pub mod __private {
             .is_available()
             .then(|| crate::dispatch::probe(backend, f, input, out))
     }
-    /// The bin of `g` by the scalar rule and by the vector rule (every lane `g`).
-    pub fn bin_both(bins: usize, last_edge: f32, g: f32) -> (Option<usize>, usize) {
-        use crate::simd::Vector;
-        let b = crate::bins::Bins::new(bins, last_edge);
-        let valid = <wide::f32x8 as Vector>::first_lanes(8);
-        let v = b.vector(wide::f32x8::splat(g), valid);
-        (
-            b.scalar(g),
-            <wide::f32x8 as Vector>::i_to_array(v)[0] as usize,
-        )
+    /// The bin of `g` by the scalar path's rule ([`Probe::Bin`] gives the vector rule's on
+    /// each backend).
+    pub fn bin_scalar(bins: usize, last_edge: f32, g: f32) -> Option<usize> {
+        crate::bins::Bins::new(bins, last_edge).scalar(g)
     }
     /// The fused multiply-add emulations: one lane, and eight lanes (SSE2 on x86_64).
     pub fn fma_emulated(a: f32, b: f32, c: f32) -> f32 {
