@@ -6,6 +6,7 @@
 
 use core::ops::Range;
 
+use crate::backend::Backend;
 use crate::bins::Bins;
 use crate::config::{GhmC, GhmR, Layout, Plan};
 use crate::dispatch;
@@ -212,7 +213,8 @@ pub(crate) fn loss_grad(
     let bins = Bins::new(plan.bins, plan.last_edge());
     with_model!(plan, |model| {
         if let Some(grad) = out.grad.as_deref_mut() {
-            let checked_first = !plan.skip_bad && batch.pred().len() <= STORED_CHECKED_MAX;
+            let checked_first =
+                !plan.skip_bad && batch.pred().len() <= stored_checked_max(plan.backend);
             if (plan.skip_bad || checked_first)
                 && stored_pass(&model)
                 && out.loss_elems.is_none()
@@ -251,7 +253,7 @@ pub(crate) fn loss_grad(
     })
 }
 
-/// The one call with `skip_bad` (or up to [`STORED_CHECKED_MAX`] elements), when only `grad`
+/// The one call with `skip_bad` (or up to [`stored_checked_max`] elements), when only `grad`
 /// is asked for (and overwritten), on a vector backend: pass 1 stores each element's `dl/dx`
 /// in `grad` while it counts (with per-bin loss sums), and pass 2 reads only that back,
 /// recomputes the bin from `g = |dl/dx|` and scales it. Pass 2 then moves 8 bytes per element
@@ -260,7 +262,8 @@ pub(crate) fn loss_grad(
 ///
 /// Without `skip_bad` nothing may be written before every element is known to be good: the
 /// inputs are checked first, and pass 1 then skips its per-lane check. That third read of
-/// the inputs only pays while they fit in the caches (see [`STORED_CHECKED_MAX`]).
+/// the inputs costs less than recomputing the model, except on AVX-512 above 128Ki elements
+/// (see [`stored_checked_max`]).
 /// Only for GHM-C (see [`Model::STORED_PASS`]).
 fn stored_two_pass<M: Model>(
     plan: &Plan,
@@ -292,15 +295,28 @@ fn stored_two_pass<M: Model>(
     Ok(weights.loss as f32)
 }
 
-/// Elements up to which the one call without `skip_bad` also takes [`stored_two_pass`],
-/// after checking its inputs ([`dispatch::check`]: a screen of the raw bits, then the exact
-/// check only if the screen flags something). That reads the inputs a third time, which is
-/// cheap while they sit in the caches. Measured on this project's machine (AVX-512, 2 MiB
-/// of L2 per core), GHM-C one call, ns per element, recomputing vs checked and stored
-/// (alternating runs): 1.69-1.72 vs 1.50-1.57 at 64Ki, 1.73-1.79 vs 1.50-1.57 at 128Ki,
-/// 1.70 vs 1.72 at 256Ki, and 2.1-2.2 vs 2.6-2.8 at 16Mi, where the third read comes from
-/// memory.
-const STORED_CHECKED_MAX: usize = 1 << 17;
+/// Elements up to which the one call without `skip_bad` also takes [`stored_two_pass`] on
+/// `backend`, after checking its inputs ([`dispatch::check`]: a screen of the raw bits, then
+/// the exact check only if the screen flags something). That reads the inputs a third time
+/// and saves pass 2 the model's second evaluation (`exp`, `log1p`, the sigmoid).
+///
+/// - AVX-512, where the model is cheap, only while the inputs sit in the caches: 128Ki.
+///   Measured on an Intel Xeon (Sapphire Rapids class, 2 MiB of L2 per core), GHM-C one call,
+///   ns per element, recomputing vs checked and stored (alternating runs): 1.69-1.72 vs
+///   1.50-1.57 at 64Ki, 1.73-1.79 vs 1.50-1.57 at 128Ki, 1.70 vs 1.72 at 256Ki, and 2.1-2.2
+///   vs 2.6-2.8 at 16Mi, where the third read comes from memory.
+/// - The narrower backends at every size: their second evaluation costs more than the third
+///   read even from memory. Measured on an AMD EPYC (family 25, AVX2, 1 MiB of L2 per core),
+///   GHM-C one call, checked and stored against recomputing (medians of alternating
+///   in-process runs): AVX2 0.84 at 256Ki, 0.75 at 1Mi and 0.76 at 16Mi (5 runs each); SSE2
+///   0.67 at 256Ki and 0.63 at 16Mi (4 each). NEON was not measured (it runs under
+///   emulation here); it is taken with SSE2, whose width it has.
+fn stored_checked_max(backend: Backend) -> usize {
+    match backend {
+        Backend::Avx512 => 1 << 17,
+        _ => usize::MAX,
+    }
+}
 
 /// [`Model::STORED_PASS`] of a model value.
 fn stored_pass<M: Model>(_: &M) -> bool {

@@ -82,9 +82,10 @@ pub struct GhmC {
     /// Also faster when only gradients are asked for (and overwritten) on a vector backend:
     /// since nothing can then fail, pass 1 stores `dl/dx` in the gradient buffer and pass 2
     /// only rescales it, instead of reading the inputs again (about 1.4 vs 1.7 ns per element
-    /// at 1Mi elements on AVX-512; up to 128Ki elements the one call without `skip_bad` does
-    /// the same after checking its inputs). On clean input the gradients are the same bit for
-    /// bit, and the loss is within 1 ulp.
+    /// at 1Mi elements on AVX-512). Without `skip_bad` the one call does the same after
+    /// checking its inputs, which reads them a third time: on AVX-512 up to 128Ki elements
+    /// (where they sit in the caches), on the other vector backends at every size. On clean
+    /// input the gradients are the same bit for bit, and the loss is within 1 ulp.
     pub skip_bad: bool,
     /// Logits or probabilities (default [`Input::Logits`]).
     pub input: Input,

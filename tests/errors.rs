@@ -767,6 +767,69 @@ fn saturated_inputs_stay_finite() {
     }
 }
 
+/// Above 128Ki elements the one call (GHM-C, gradients only, without `skip_bad`) checks its
+/// inputs first and stores `dl/dx` during pass 1 on some backends, and recomputes the model
+/// in pass 2 on others (AVX-512). Either way, on every backend: a bad element anywhere, the
+/// last one included, fails the call with nothing written and the EMA unmoved; on clean
+/// input the gradients are bit-identical to those of the path that also writes per-element
+/// losses (which always recomputes), and the loss is within 1 ulp of it.
+#[test]
+fn large_batches_check_before_writing() {
+    let n = (1 << 17) + 8 * 1024 + 13;
+    let (x, t, lw) = batch(n);
+    for backend in Backend::all_available() {
+        let c = GhmC {
+            bins: 30,
+            momentum: 0.75,
+            backend: Some(backend),
+            ..GhmC::default()
+        };
+        let input = Dense::new(&x, &t).label_weight(&lw);
+        let mut ema = Ema::new(30).unwrap();
+        let mut grad = vec![SENTINEL; n];
+        let loss = c
+            .loss_grad(Some(&mut ema), &input, Out::grad(&mut grad))
+            .unwrap();
+        let mut ema_all = Ema::new(30).unwrap();
+        let mut grad_all = vec![SENTINEL; n];
+        let mut elems = vec![SENTINEL; n];
+        let out = Out {
+            grad: Some(&mut grad_all),
+            loss_elems: Some(&mut elems),
+            stats: None,
+        };
+        let loss_all = c.loss_grad(Some(&mut ema_all), &input, out).unwrap();
+        assert_eq!(ema, ema_all, "{backend:?}");
+        let diff = (loss.to_bits() as i64 - loss_all.to_bits() as i64).abs();
+        assert!(diff <= 1, "{backend:?}: loss {loss} vs {loss_all}");
+        for i in 0..n {
+            assert_eq!(
+                grad[i].to_bits(),
+                grad_all[i].to_bits(),
+                "{backend:?} at {i}"
+            );
+        }
+        for at in [0, n / 2 + 3, n - 1] {
+            for (what, v) in [("pred", f32::NAN), ("target", 2.0), ("weight", -1.0)] {
+                let (mut x, mut t, mut lw) = (x.clone(), t.clone(), lw.clone());
+                match what {
+                    "pred" => x[at] = v,
+                    "target" => t[at] = v,
+                    _ => lw[at] = v,
+                }
+                let input = Dense::new(&x, &t).label_weight(&lw);
+                let mut ema = Ema::new(30).unwrap();
+                let fresh = ema;
+                let mut grad = vec![SENTINEL; n];
+                let res = c.loss_grad(Some(&mut ema), &input, Out::grad(&mut grad));
+                assert_eq!(res, Err(Error::Input), "{backend:?}: {what} at {at}");
+                assert!(grad.iter().all(|&g| g == SENTINEL), "{backend:?}: wrote");
+                assert_eq!(ema, fresh, "{backend:?}: EMA moved");
+            }
+        }
+    }
+}
+
 /// A MEAN over more than 2^24 elements: naive f32 accumulation would stall at 2^24; ours must
 /// agree with f64.
 #[test]
