@@ -20,11 +20,16 @@ pub(crate) struct Bins {
     m_f32: f32,
     m_i32: i32,
     top: i32,
+    /// The last edge `e[M]`, likewise.
+    last: f32,
 }
 
 /// Subtracted from `g * M` before truncation, so that the truncated value is the bin or the
 /// bin below it, never the bin above (see [`Bins::vector`]).
 const BIAS: f32 = 1.0 / 256.0;
+
+/// The bits of `2^23`: an integer `k < 2^23` added to them gives the bits of `2^23 + k`.
+const TWO_POW_23_BITS: i32 = 0x4b00_0000;
 
 impl Bins {
     /// The edges of `m` bins (`1..=MAX_BINS`) with the given last edge.
@@ -43,6 +48,7 @@ impl Bins {
             m_f32: m as f32,
             m_i32: m as i32,
             top: m as i32 - 1,
+            last: last_edge,
         }
     }
 
@@ -73,9 +79,11 @@ impl Bins {
     /// where the backend has FMA, the two together: one rounding instead of two), and every
     /// edge `e[k]` is within `M * 2^-25 <= 2^-18` of `k / M` after scaling by `M`, so the
     /// `1/256` bias can neither lift `k0` above the bin nor drop it two below. One comparison
-    /// with the exact upper edge `e[k0 + 1]` (a table lookup) then settles it. The
+    /// with the exact upper edge `e[k0 + 1]` then settles it. That edge is looked up in a
+    /// table, or, above [`Vector::EDGE_LUT_MAX`] bins, computed as [`Bins::new`] computes it:
+    /// `(k0 + 1) / M`, one correctly rounded division (the last edge is selected). The
     /// `exact_bin_rule` test checks it against [`Bins::scalar`] and the definition for every f32
-    /// within 64 ulp of every edge, for every `M`.
+    /// within 64 ulp of every edge, for every `M` and both ways.
     #[inline(always)]
     pub(crate) fn vector<V: Vector>(&self, g: V, valid: V::M) -> V::I {
         V::i_select(valid, self.vector_any(g), V::i_splat(self.m_i32))
@@ -90,7 +98,15 @@ impl Bins {
         let top = V::i_splat(self.top);
         // Unsigned min: negative or garbage (NaN lanes) indices become M - 1.
         let k0 = V::i_min_u(q.trunc_i(), top);
-        let hi = V::lut(&self.upper, k0, self.m);
+        let hi = if self.m > V::EDGE_LUT_MAX {
+            // k0 + 1 as f32, exactly (0 <= k0 < M): the float 2^23 + k0, minus 2^23 - 1.
+            let k1 =
+                V::from_bits(V::i_add(k0, V::i_splat(TWO_POW_23_BITS))).sub(V::splat(8_388_607.0));
+            let hi = k1.div(V::splat(self.m_f32));
+            V::select(V::i_eq(k0, top), V::splat(self.last), hi)
+        } else {
+            V::lut(&self.upper, k0, self.m)
+        };
         V::i_inc(k0, g.ge(hi))
     }
 }

@@ -9,9 +9,9 @@ use ghm::Backend;
 
 /// Every f32 within 64 ulp of every edge `k/M` (and of the last edge), for every `M` in
 /// 1..=128: the scalar rule, the vector rule on every backend and the definition agree. (The
-/// vector rule looks up the upper edge of its estimate: every `M` runs each backend's table
-/// lookup over every table length, in registers for the short tables and gathered for the
-/// long ones.)
+/// vector rule looks up the upper edge of its estimate, or divides for it above the backend's
+/// `EDGE_LUT_MAX` bins: every `M` runs each backend's way for that length, the lookups in
+/// registers for the short tables and gathered for the long ones.)
 #[test]
 fn exact_bin_rule() {
     let backends: Vec<Backend> = Backend::all_available().collect();

@@ -34,6 +34,14 @@ fn tail_mask(n: usize) -> __m256i {
 impl Vector for F32x8 {
     const LANES: usize = 8;
     const FUSED: bool = true;
+    /// Above 16 bins the bin rule divides for the upper edge instead of looking it up (four
+    /// permutes and three blends up to 32 entries, a gather beyond). On an AMD EPYC (family
+    /// 25), the one call at 64Ki elements, division against lookup (lowest third of 8-12
+    /// alternating runs each): GHM-C 0.965 with 30 bins, 0.82 with 64, 0.83 with 128; GHM-R
+    /// 0.99 with 30, 0.83 with 64. Up to 16 the lookup is two permutes and a blend and wins:
+    /// GHM-C 1.04 with 12 and 16 bins, GHM-R 1.11 with 10 and 16 (GHM-R's model divides
+    /// already).
+    const EDGE_LUT_MAX: usize = 16;
     /// All-ones / all-zeros i32 lanes.
     type M = __m256i;
     type I = __m256i;
@@ -298,7 +306,8 @@ impl Vector for F32x8 {
     /// the permutes made the one call at 64Ki elements 0.555 of itself for GHM-R (10 bins)
     /// and 0.813 for GHM-C (30 bins; medians of 8 alternating in-process runs). Past 32
     /// entries the permutes and blends no longer pay: with 64 and 128 bins, GHM-C measured
-    /// 1.02 and 1.42 of the gather (6 runs each).
+    /// 1.02 and 1.42 of the gather (6 runs each). (Above 16 bins the bin rule no longer looks
+    /// up its edge, see [`Vector::EDGE_LUT_MAX`]; the weight tables still do.)
     #[inline(always)]
     fn lut(table: &[f32; 256], idx: __m256i, len: usize) -> Self {
         // SAFETY: AVX2 present. The permutes read the first 32 entries; the gather reads

@@ -85,6 +85,11 @@ pub(crate) trait Vector: Copy {
     fn mul_add(self, a: Self, b: Self) -> Self;
     /// Whether [`Vector::mul_add`] and [`Vector::mul_neg_add`] round once on this backend.
     const FUSED: bool;
+    /// Bin counts up to which the bin rule looks up the upper edge of its estimate in a
+    /// table ([`Vector::lut`]); above, it divides (see `Bins::vector_any`). All bin counts by
+    /// default: a division costs more than a lookup wherever that was measured, except on
+    /// AVX2 (see its value there).
+    const EDGE_LUT_MAX: usize = usize::MAX;
     /// `b - self * a`, fused where [`Vector::mul_add`] is (same caveat).
     #[inline(always)]
     fn mul_neg_add(self, a: Self, b: Self) -> Self {
