@@ -28,8 +28,11 @@ pub(crate) struct Bins {
 /// bin below it, never the bin above (see [`Bins::vector`]).
 const BIAS: f32 = 1.0 / 256.0;
 
-/// The bits of `2^23`: an integer `k < 2^23` added to them gives the bits of `2^23 + k`.
+/// `2^23`, and its bits: an integer `0 <= k < 2^23` added to them gives the bits of the
+/// float `2^23 + k`.
+const TWO_POW_23: f32 = 8_388_608.0;
 const TWO_POW_23_BITS: i32 = 0x4b00_0000;
+const _: () = assert!(TWO_POW_23.to_bits() == TWO_POW_23_BITS as u32);
 
 impl Bins {
     /// The edges of `m` bins (`1..=MAX_BINS`) with the given last edge.
@@ -100,8 +103,8 @@ impl Bins {
         let k0 = V::i_min_u(q.trunc_i(), top);
         let hi = if self.m > V::EDGE_LUT_MAX {
             // k0 + 1 as f32, exactly (0 <= k0 < M): the float 2^23 + k0, minus 2^23 - 1.
-            let k1 =
-                V::from_bits(V::i_add(k0, V::i_splat(TWO_POW_23_BITS))).sub(V::splat(8_388_607.0));
+            let k0_plus_2_23 = V::from_bits(V::i_add(k0, V::i_splat(TWO_POW_23_BITS)));
+            let k1 = k0_plus_2_23.sub(V::splat(TWO_POW_23 - 1.0));
             let hi = k1.div(V::splat(self.m_f32));
             V::select(V::i_eq(k0, top), V::splat(self.last), hi)
         } else {

@@ -87,8 +87,9 @@ pub(crate) trait Vector: Copy {
     const FUSED: bool;
     /// Bin counts up to which the bin rule looks up the upper edge of its estimate in a
     /// table ([`Vector::lut`]); above, it divides (see `Bins::vector_any`). All bin counts by
-    /// default: a division costs more than a lookup wherever that was measured, except on
-    /// AVX2 (see its value there).
+    /// default: the lookup stays where the division did not pay (SSE2: the same either way,
+    /// its emulated fused multiply-adds dominate) or was not measured (AVX-512, NEON); AVX2
+    /// divides above 16 (see its value there).
     const EDGE_LUT_MAX: usize = usize::MAX;
     /// `b - self * a`, fused where [`Vector::mul_add`] is (same caveat).
     #[inline(always)]
