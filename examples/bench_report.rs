@@ -156,7 +156,7 @@ struct Row {
 /// last seconds (on the one in the README), so the two halves of a pair run in the same
 /// phase. That does not remove noise that strikes one half only: at 64Ki the floor's data
 /// (1.25 MiB) straddles that machine's L2, and in a calm phase its runs took 0.29 to 0.56 ns
-/// per element while the kernel's took 2.9 to 3.3. The fastest kernel run is printed beside
+/// per element while the kernel's took 2.9 to 3.7. The fastest kernel run is printed beside
 /// the median, to show how far noise moved the median.
 fn paired(runs: usize, n: usize, floor: &mut Floor, reps: usize, mut kernel: impl FnMut()) -> Row {
     // Up to 64Ki elements a kernel's data fits in L2 (1 MiB on the README's machine; the
