@@ -218,6 +218,14 @@ impl<V: Vector> Targets<V> for ClassPlane<'_> {
 
 /// Anchor-major `[N][C]` logits: lane `j` of the next vector is anchor `anchor[j]`, class
 /// `class[j]`; both advance by `LANES` elements per step.
+///
+/// When `C` is a multiple of `LANES` (80 or 16 classes, on every backend), every vector lies
+/// in one anchor's row and takes that anchor's label and weight broadcast instead. GHM-C's one
+/// call at 64Ki elements on AVX2, against the general way: 0.90 with 16 classes, 0.88 with 80
+/// (8 and 6 alternating processes); with 20 classes, which take the general way in both
+/// builds, 0.976. The choice is a flag tested per vector, not a targets type of its own: as
+/// a type, every kernel was compiled once more (the C library's code 24% larger) for 1% more
+/// speed.
 pub(crate) struct AnchorRows<'a, V: Vector> {
     labels: &'a [i32],
     weight: Option<&'a [f32]>,
@@ -230,6 +238,8 @@ pub(crate) struct AnchorRows<'a, V: Vector> {
     /// `LANES / C` and `LANES % C`.
     step_anchor: i32,
     step_class: i32,
+    /// `C` is a multiple of `LANES`: every vector lies in one anchor's row.
+    whole: bool,
 }
 
 /// The first `LANES` values of `s` (zeros past its end).
@@ -271,6 +281,7 @@ impl<'a, V: Vector> AnchorRows<'a, V> {
             class0: 0,
             step_anchor: V::LANES as i32 / c,
             step_class: V::LANES as i32 % c,
+            whole: classes.is_multiple_of(V::LANES),
         }
     }
 }
@@ -294,6 +305,26 @@ impl<'a, V: Vector> Targets<V> for AnchorRows<'a, V> {
     }
     #[inline(always)]
     fn next(&mut self, _len: usize) -> (V, V) {
+        if self.whole {
+            // One anchor's label, broadcast, against consecutive classes; its weight,
+            // broadcast. A segment is whole rows, so every vector is whole and `anchor0` in
+            // bounds (read with `get` all the same: no panic path in a kernel).
+            let a = self.anchor0;
+            let label = self.labels.get(a).copied().unwrap_or(-1);
+            let class = V::i_add(V::i_iota(), V::i_splat(self.class0));
+            let hit = V::i_eq(V::i_splat(label), class);
+            let t = V::select(hit, V::splat(1.0), V::splat(0.0));
+            let w = match self.weight {
+                Some(w) => V::splat(w.get(a).copied().unwrap_or(0.0)),
+                None => V::splat(1.0),
+            };
+            self.class0 += V::LANES as i32;
+            if self.class0 == self.classes {
+                self.class0 = 0;
+                self.anchor0 += 1;
+            }
+            return (t, w);
+        }
         // A vector spans at most LANES anchors from lane 0's: load the labels (and weights)
         // of that many and permute them into place, rather than gather. Lanes past the
         // segment end read zeros; the kernel masks them.

@@ -400,6 +400,28 @@ fn labels_equal_dense_one_hot() {
     qc(100).quickcheck(labels_equal_one_hot as fn(u64, u16, u8, u8, bool, bool) -> bool);
 }
 
+/// The same for class counts that are multiples of every backend's width (each vector then
+/// lies in one anchor's row, and the anchor-major layout broadcasts that anchor's label and
+/// weight) and for counts that are not, each with and without label weights.
+#[test]
+fn labels_equal_dense_one_hot_for_whole_and_split_rows() {
+    let mut r = Rng(91);
+    for c in [1usize, 3, 4, 8, 12, 16, 20, 24, 32, 40] {
+        for with_w in [false, true] {
+            let n = 1 + r.below(300) as u16;
+            let (bins, probs) = (r.below(128) as u8, r.below(2) == 1);
+            assert!(labels_equal_one_hot(
+                r.next_u64(),
+                n,
+                (c - 1) as u8,
+                bins,
+                probs,
+                with_w
+            ));
+        }
+    }
+}
+
 /// Every vector backend against the scalar path, at every length 0..=70 and at offsets 0..4
 /// into the buffers (so the vector loads are unaligned): identical counts (the same bins),
 /// gradients within `GRAD_TOL` of the largest, loss within `LOSS_TOL`.
