@@ -829,6 +829,14 @@ fn within<V: Vector>(keys: V::I, limit: u32) -> bool {
 /// comparisons and mask operations. Only when the screen finds a key above its limit does the
 /// exact check run, from the start, to decide (a target or weight of `-0.0` passes it; a NaN
 /// does not).
+///
+/// A batch of class-index labels, for a model whose prediction key ignores the target
+/// ([`Model::PRED_KEY_ALONE`]: both GHM-C models), is screened without its targets: they are 0
+/// and 1, so only the predictions are read, and the label weights once per anchor rather
+/// than once per element. GHM-C's one call at 64Ki elements on AVX2, against screening the
+/// targets made from the labels: 0.94 with 20 classes and 0.95 with 16 (anchor-major), 0.97
+/// with 20 (class-major, where the screen read every plane's labels again); 0.98-0.99 at
+/// 16Mi (lowest third of 8 and 5 alternating processes).
 #[inline(always)]
 pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
     let mut screen = Check::<V, M, false> {
@@ -836,7 +844,24 @@ pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<
         pred: batch.pred(),
         keys: Keys::new(),
     };
-    batch.visit::<V, _>(&mut screen)?;
+    if !(M::PRED_KEY_ALONE && batch.visit_blind::<V, _>(&mut screen)?) {
+        batch.visit::<V, _>(&mut screen)?;
+    } else {
+        // A label batch, screened without its targets: they are 0 and 1, and each label
+        // weight is its anchor's, screened once per anchor instead of once per class.
+        let keys = &mut screen.keys;
+        let (_, kt) = model.keys(V::splat(0.0), V::splat(1.0));
+        keys.1 = V::i_max_u(keys.1, kt);
+        let w = batch.anchor_weights().unwrap_or(&[]);
+        let mut chunks = w.chunks_exact(V::LANES);
+        for c in &mut chunks {
+            keys.2 = V::i_max_u(keys.2, V::load(c).to_bits());
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            keys.2 = V::i_max_u(keys.2, V::load_partial(rest).to_bits());
+        }
+    }
     if screen.keys.pass::<M>() {
         return Ok(());
     }

@@ -34,6 +34,10 @@ pub(crate) trait Model: Copy {
     fn keys<V: Vector>(&self, x: V, t: V) -> (V::I, V::I);
     /// The limits of [`Model::keys`]: every pair whose keys are within them is acceptable.
     const KEY_LIMITS: (u32, u32);
+    /// Whether the first key depends on the prediction alone, never on the target. The
+    /// screen of a batch of class-index labels, whose targets are 0 and 1, then reads the
+    /// predictions without making their targets (see `kernel::check`).
+    const PRED_KEY_ALONE: bool = false;
     /// Whether [`Model::pre`] does work worth running as a separate stage.
     const HAS_PRE: bool;
     /// Whether the one call with `skip_bad` stores `dl/dx` in pass 1 and only rescales it in
@@ -88,6 +92,7 @@ impl Model for CLogits {
         (x.abs().to_bits(), t.to_bits())
     }
     const KEY_LIMITS: (u32, u32) = (FINITE_BITS, ONE_BITS);
+    const PRED_KEY_ALONE: bool = true;
 
     /// `e = exp(-|x|)` never overflows; `sigmoid(x) = 1/(1+e)` for `x >= 0` and `e/(1+e)`
     /// otherwise, so tiny probabilities keep their relative precision. The sigmoid is within
@@ -152,6 +157,7 @@ impl Model for CProbs {
         (p.to_bits(), t.to_bits())
     }
     const KEY_LIMITS: (u32, u32) = (ONE_BITS, ONE_BITS);
+    const PRED_KEY_ALONE: bool = true;
 
     const HAS_PRE: bool = false;
     #[inline(always)]

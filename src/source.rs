@@ -216,6 +216,30 @@ impl<V: Vector> Targets<V> for ClassPlane<'_> {
     }
 }
 
+/// Target 0 and weight 1 for every element: what the input screen of a label batch walks
+/// with when the model's prediction key ignores the target (see `kernel::check`), so that it
+/// reads only the predictions, never the labels.
+pub(crate) struct Blind;
+
+impl<V: Vector> TargetBlock<V> for Blind {
+    #[inline(always)]
+    fn get(&mut self, _: usize) -> (V, V) {
+        (V::splat(0.0), V::splat(1.0))
+    }
+}
+
+impl<V: Vector> Targets<V> for Blind {
+    type Block<'b> = Blind;
+    #[inline(always)]
+    fn block(&mut self) -> Blind {
+        Blind
+    }
+    #[inline(always)]
+    fn next(&mut self, _: usize) -> (V, V) {
+        (V::splat(0.0), V::splat(1.0))
+    }
+}
+
 /// Anchor-major `[N][C]` logits: lane `j` of the next vector is anchor `anchor[j]`, class
 /// `class[j]`; both advance by `LANES` elements per step.
 ///
@@ -438,6 +462,48 @@ impl<'a> Batch<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The label weights of a label batch's anchors (`None` for dense targets, or without
+    /// weights).
+    pub(crate) fn anchor_weights(&self) -> Option<&'a [f32]> {
+        match self {
+            Batch::Dense { .. } => None,
+            Batch::Labels {
+                weight, anchors, ..
+            } => weight.map(|w| &w[anchors.clone()]),
+        }
+    }
+
+    /// Hands the predictions of a label batch to `v` as [`Blind`] segments (target 0, weight
+    /// 1), in memory order; `false` for dense targets, which it leaves alone.
+    #[inline(always)]
+    pub(crate) fn visit_blind<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<bool, Error> {
+        let Batch::Labels {
+            labels,
+            classes,
+            layout,
+            ref anchors,
+            ..
+        } = *self
+        else {
+            return Ok(false);
+        };
+        if classes == 0 || anchors.is_empty() {
+            return Ok(true);
+        }
+        match layout {
+            Layout::AnchorMajor => {
+                v.segment(anchors.start * classes..anchors.end * classes, Blind)?
+            }
+            Layout::ClassMajor => {
+                let n = labels.len();
+                for c in 0..classes {
+                    v.segment(c * n + anchors.start..c * n + anchors.end, Blind)?;
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Hands every segment to `v`, in memory order within each class plane.

@@ -987,3 +987,140 @@ fn negative_zeros_pass_the_input_check() {
         }
     }
 }
+
+/// A label batch is screened from its predictions and anchor weights alone (its targets are
+/// 0 and 1). A bad prediction in any row or class plane, or a bad anchor weight, must fail
+/// every call that checks (the one call's two paths, the phased accumulate and apply), with
+/// nothing written: both layouts, whole and split rows, logits and probabilities, every
+/// backend. Inside a chunk of anchors, a bad value outside the chunk fails nothing; labels
+/// outside `0..C` (background, -1, extremes) are never an error.
+#[test]
+fn bad_label_batches_are_refused_in_both_layouts() {
+    let anchors = 23;
+    let mut r = Rng(5);
+    for classes in [3usize, 16, 20] {
+        let n = anchors * classes;
+        let (x, _) = detector_batch(&mut r, n, 0.1, false);
+        let probs: Vec<f32> = x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
+        let c = classes as i32;
+        let labels: Vec<i32> = (0..anchors as i32)
+            .map(|a| [a % c, c, -1, i32::MIN, i32::MAX, 1000][a as usize % 6])
+            .collect();
+        let aw = label_weights(&mut r, anchors, 0.1, false);
+        for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
+            let at = |a: usize, k: usize| match layout {
+                Layout::AnchorMajor => a * classes + k,
+                Layout::ClassMajor => k * anchors + a,
+            };
+            for probs_in in [false, true] {
+                let pred = if probs_in { &probs } else { &x };
+                // (prediction at, anchor weight at, value); None: unchanged.
+                let mut cases: Vec<(Option<usize>, Option<usize>, f32)> = vec![];
+                for a in [0, 11, anchors - 1] {
+                    for k in [0, classes / 2, classes - 1] {
+                        cases.push((Some(at(a, k)), None, f32::NAN));
+                        cases.push((Some(at(a, k)), None, f32::INFINITY));
+                        if probs_in {
+                            cases.push((Some(at(a, k)), None, 1.5));
+                        }
+                    }
+                    for v in [f32::NAN, -1.0, f32::INFINITY] {
+                        cases.push((None, Some(a), v));
+                    }
+                }
+                for backend in Backend::all_available() {
+                    let cfg = GhmC {
+                        bins: 30,
+                        momentum: 0.75,
+                        input: if probs_in {
+                            Input::Probs
+                        } else {
+                            Input::Logits
+                        },
+                        backend: Some(backend),
+                        ..GhmC::default()
+                    };
+                    // Clean: every call succeeds, out-of-range labels included.
+                    let clean = Labels::new(pred, &labels, classes, layout).anchor_weight(&aw);
+                    let mut g = vec![SENTINEL; n];
+                    let mut ema = Ema::new(30).unwrap();
+                    let ok = cfg.loss_grad_labels(Some(&mut ema), &clean, Out::grad(&mut g));
+                    assert!(ok.is_ok(), "C {classes} {layout:?} {backend:?}: {ok:?}");
+                    for &(p_at, w_at, v) in &cases {
+                        let ctx = format!(
+                            "C {classes} {layout:?} probs {probs_in} {backend:?}: pred at \
+                             {p_at:?}, weight at {w_at:?} = {v}"
+                        );
+                        let (mut p, mut w) = (pred.clone(), aw.clone());
+                        if let Some(i) = p_at {
+                            p[i] = v;
+                        }
+                        if let Some(a) = w_at {
+                            w[a] = v;
+                        }
+                        let bad_anchor = w_at.unwrap_or_else(|| {
+                            let i = p_at.unwrap();
+                            match layout {
+                                Layout::AnchorMajor => i / classes,
+                                Layout::ClassMajor => i % anchors,
+                            }
+                        });
+                        let input = Labels::new(&p, &labels, classes, layout).anchor_weight(&w);
+                        let mut b = Bufs::new(n, 30);
+                        let (ema, out) = b.parts();
+                        assert_eq!(
+                            cfg.loss_grad_labels(Some(ema), &input, out),
+                            Err(Error::Input),
+                            "{ctx}: all outputs"
+                        );
+                        assert!(b.untouched(30), "{ctx}: wrote");
+                        let mut g = vec![SENTINEL; n];
+                        let mut ema = Ema::new(30).unwrap();
+                        let fresh = ema;
+                        assert_eq!(
+                            cfg.loss_grad_labels(Some(&mut ema), &input, Out::grad(&mut g)),
+                            Err(Error::Input),
+                            "{ctx}: gradients only"
+                        );
+                        assert!(g.iter().all(|&v| v == SENTINEL), "{ctx}: wrote");
+                        assert_eq!(ema, fresh, "{ctx}: EMA moved");
+                        let mut h = Hist::new(30).unwrap();
+                        assert_eq!(
+                            cfg.accumulate_labels(&input, &mut h),
+                            Err(Error::Input),
+                            "{ctx}: accumulate"
+                        );
+                        let mut one = Hist::new(30).unwrap();
+                        one.counts[0] = 1;
+                        let weights = cfg.finalize(Some(&mut Ema::new(30).unwrap()), &one);
+                        let weights = weights.unwrap();
+                        let mut g = vec![SENTINEL; n];
+                        assert_eq!(
+                            cfg.apply_labels(&weights, &input, Some(&mut g), None),
+                            Err(Error::Input),
+                            "{ctx}: apply"
+                        );
+                        assert!(g.iter().all(|&v| v == SENTINEL), "{ctx}: wrote");
+                        // Chunks: only the one holding the bad anchor fails.
+                        for chunk in [0..5, 5..12, 12..anchors] {
+                            let inside = chunk.contains(&bad_anchor);
+                            let part = input.clone().anchors(chunk.clone());
+                            let mut g = vec![SENTINEL; n];
+                            let res = cfg.apply_labels(&weights, &part, Some(&mut g), None);
+                            let mut h = Hist::new(30).unwrap();
+                            let acc = cfg.accumulate_labels(&part, &mut h);
+                            if inside {
+                                assert_eq!(res, Err(Error::Input), "{ctx}: apply {chunk:?}");
+                                assert_eq!(acc, Err(Error::Input), "{ctx}: acc {chunk:?}");
+                                assert!(g.iter().all(|&v| v == SENTINEL), "{ctx}: wrote");
+                            } else {
+                                assert_eq!(res, Ok(()), "{ctx}: apply {chunk:?}");
+                                assert_eq!(acc, Ok(()), "{ctx}: acc {chunk:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
