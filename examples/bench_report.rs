@@ -159,9 +159,10 @@ struct Row {
 /// per element while the kernel's took 2.9 to 3.7. The fastest kernel run is printed beside
 /// the median, to show how far noise moved the median.
 fn paired(runs: usize, n: usize, floor: &mut Floor, reps: usize, mut kernel: impl FnMut()) -> Row {
-    // Up to 64Ki elements a kernel's data fits in L2 (1 MiB on the README's machine; the
-    // floor's, 1.25 MiB, nearly), and the other half of the pair has just evicted it. Beyond,
-    // it comes from L3 or memory on every call anyway.
+    // Up to 64Ki elements a kernel's data is about the size of L2 (1 MiB on the README's
+    // machine: GHM-C dense's inputs and gradient are exactly that, the floor's 1.25 MiB a
+    // little more), and the other half of the pair has just evicted it. Beyond, it comes
+    // from L3 or memory on every call anyway.
     let warm = n <= 1 << 16;
     kernel(); // first touch of the outputs' pages
 
