@@ -844,23 +844,18 @@ pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<
         pred: batch.pred(),
         keys: Keys::new(),
     };
-    if !(M::PRED_KEY_ALONE && batch.visit_blind::<V, _>(&mut screen)?) {
-        batch.visit::<V, _>(&mut screen)?;
-    } else {
-        // A label batch, screened without its targets: they are 0 and 1, and each label
-        // weight is its anchor's, screened once per anchor instead of once per class.
+    if M::PRED_KEY_ALONE {
+        // A label batch is screened without its targets: they are 0 and 1 (the walk takes in
+        // 0's key, the line below 1's), and each label weight is its anchor's, screened once
+        // per anchor instead of once per class. (Dense targets are walked as they are.)
+        batch.visit_blind::<V, _>(&mut screen)?;
         let keys = &mut screen.keys;
-        let (_, kt) = model.keys(V::splat(0.0), V::splat(1.0));
-        keys.1 = V::i_max_u(keys.1, kt);
+        keys.1 = V::i_max_u(keys.1, model.keys(V::splat(0.0), V::splat(1.0)).1);
         let w = batch.anchor_weights().unwrap_or(&[]);
-        let mut chunks = w.chunks_exact(V::LANES);
-        for c in &mut chunks {
-            keys.2 = V::i_max_u(keys.2, V::load(c).to_bits());
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            keys.2 = V::i_max_u(keys.2, V::load_partial(rest).to_bits());
-        }
+        let bits = w.iter().map(|w| w.to_bits()).max().unwrap_or(0);
+        keys.2 = V::i_max_u(keys.2, V::i_splat(bits as i32));
+    } else {
+        batch.visit::<V, _>(&mut screen)?;
     }
     if screen.keys.pass::<M>() {
         return Ok(());

@@ -236,7 +236,7 @@ impl<V: Vector> Targets<V> for Blind {
     }
     #[inline(always)]
     fn next(&mut self, _: usize) -> (V, V) {
-        (V::splat(0.0), V::splat(1.0))
+        TargetBlock::<V>::get(self, 0)
     }
 }
 
@@ -475,40 +475,25 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Hands the predictions of a label batch to `v` as [`Blind`] segments (target 0, weight
-    /// 1), in memory order; `false` for dense targets, which it leaves alone.
-    #[inline(always)]
-    pub(crate) fn visit_blind<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<bool, Error> {
-        let Batch::Labels {
-            labels,
-            classes,
-            layout,
-            ref anchors,
-            ..
-        } = *self
-        else {
-            return Ok(false);
-        };
-        if classes == 0 || anchors.is_empty() {
-            return Ok(true);
-        }
-        match layout {
-            Layout::AnchorMajor => {
-                v.segment(anchors.start * classes..anchors.end * classes, Blind)?
-            }
-            Layout::ClassMajor => {
-                let n = labels.len();
-                for c in 0..classes {
-                    v.segment(c * n + anchors.start..c * n + anchors.end, Blind)?;
-                }
-            }
-        }
-        Ok(true)
-    }
-
     /// Hands every segment to `v`, in memory order within each class plane.
     #[inline(always)]
     pub(crate) fn visit<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<(), Error> {
+        self.segments::<V, S, false>(v)
+    }
+
+    /// [`Batch::visit`], but a label batch's segments come with [`Blind`] targets (target 0,
+    /// weight 1), so that the labels and weights are not read. Dense targets are handed over
+    /// as they are.
+    #[inline(always)]
+    pub(crate) fn visit_blind<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<(), Error> {
+        self.segments::<V, S, true>(v)
+    }
+
+    #[inline(always)]
+    fn segments<V: Vector, S: Visitor<V>, const BLIND: bool>(
+        &self,
+        v: &mut S,
+    ) -> Result<(), Error> {
         match *self {
             Batch::Dense {
                 pred,
@@ -538,6 +523,11 @@ impl<'a> Batch<'a> {
                         let mut a = anchors.start;
                         while a < anchors.end {
                             let b = anchors.end.min(a + ANCHORS_PER_SEGMENT);
+                            if BLIND {
+                                v.segment(a * classes..b * classes, Blind)?;
+                                a = b;
+                                continue;
+                            }
                             let rows = AnchorRows::<V>::new(
                                 &labels[a..b],
                                 weight.map(|w| &w[a..b]),
@@ -551,14 +541,19 @@ impl<'a> Batch<'a> {
                     Layout::ClassMajor => {
                         let n = labels.len();
                         for c in 0..classes {
+                            let start = c * n;
+                            let range = start + anchors.start..start + anchors.end;
+                            if BLIND {
+                                v.segment(range, Blind)?;
+                                continue;
+                            }
                             let plane = ClassPlane {
                                 labels: &labels[anchors.clone()],
                                 weight: weight.map(|w| &w[anchors.clone()]),
                                 class: c as i32,
                                 pos: 0,
                             };
-                            let start = c * n;
-                            v.segment(start + anchors.start..start + anchors.end, plane)?;
+                            v.segment(range, plane)?;
                         }
                         Ok(())
                     }
