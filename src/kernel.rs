@@ -1155,12 +1155,22 @@ impl<V: Vector> Visitor<V> for Rescale<'_, V> {
     }
 }
 
-/// `scale[bin(|d|)] * d`; lanes holding NaN (invalid) get the trash bin and a zero gradient.
-/// (A function, not a closure, so that it is inlined into the `#[target_feature]` caller.)
+/// `scale[bin(|d|)] * d`; lanes holding NaN (invalid) get a zero gradient. (A function, not
+/// a closure, so that it is inlined into the `#[target_feature]` caller.)
 #[inline(always)]
 fn rescaled<V: Vector>(bins: &Bins, scale: &[f32; 256], d: V) -> V {
     let valid = d.is_finite();
-    let k = bins.vector_any(d.abs());
+    let g = d.abs();
+    // Where the bin rule divides, a NaN lane would make the vector take the division (see
+    // `Bins::vector_any`); 0 in its place does not (a vector of GHM-C's one call at 64Ki
+    // elements with 2% zero label weights holds one in 15% of cases). Where it looks up, the
+    // select would be one operation more for nothing.
+    let g = if bins.m > V::EDGE_LUT_MAX {
+        V::select(valid, g, V::splat(0.0))
+    } else {
+        g
+    };
+    let k = bins.vector_any(g);
     V::select(valid, V::lut(scale, k, bins.m).mul(d), V::splat(0.0))
 }
 

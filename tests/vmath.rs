@@ -8,10 +8,12 @@ use ghm::__private::{self as p, Probe};
 use ghm::Backend;
 
 /// Every f32 within 64 ulp of every edge `k/M` (and of the last edge), for every `M` in
-/// 1..=128: the scalar rule, the vector rule on every backend and the definition agree. (The
-/// vector rule looks up the upper edge of its estimate, or divides for it above the backend's
-/// `EDGE_LUT_MAX` bins: every `M` runs each backend's way for that length, the lookups in
-/// registers for the short tables and gathered for the long ones.)
+/// 1..=128, and a grid across the bins with near-edge values scattered in: the scalar rule,
+/// the vector rule on every backend and the definition agree. (The vector rule looks up the
+/// upper edge of its estimate, or divides for it above the backend's `EDGE_LUT_MAX` bins,
+/// skipping the division for vectors with no lane near an edge: every `M` runs each
+/// backend's way for that length, the lookups in registers for the short tables and gathered
+/// for the long ones.)
 #[test]
 fn exact_bin_rule() {
     let backends: Vec<Backend> = Backend::all_available().collect();
@@ -32,6 +34,19 @@ fn exact_bin_rule() {
                             probes.push(f32::from_bits(bits as u32));
                         }
                     }
+                }
+            }
+            // A grid across [0, 1.01], clear of the edges in most lanes, and the grid again
+            // with a near-edge probe after every fifth value: on every backend some vectors
+            // skip the division of the upper edge (no lane within 1/256 of an edge, after
+            // scaling by M) and some take it with most of their lanes clear.
+            let grid: Vec<f32> = (0..=2048).map(|i| i as f32 * (1.01 / 2048.0)).collect();
+            let near = probes.clone();
+            probes.extend(&grid);
+            for (i, &g) in grid.iter().enumerate() {
+                probes.push(g);
+                if i % 5 == 4 {
+                    probes.push(near[(i * 7) % near.len()]);
                 }
             }
             for &g in &probes {
