@@ -86,12 +86,14 @@ impl Bins {
     /// table, or, above [`Vector::EDGE_LUT_MAX`] bins, computed as [`Bins::new`] computes it:
     /// `(k0 + 1) / M`, one correctly rounded division (the last edge is selected).
     ///
-    /// Where it divides, a vector skips the division when no lane needs its edge: by the same
-    /// bounds `k_up = trunc(g * M + 1/256)` is the bin or the bin above it, so where
-    /// `k0 == k_up` that is the bin. (Beyond the last edge, `1 + 1e-6` or `1000`, the bin of
-    /// `g` is `M` or `M - 1`, both of which take the division; so do NaN lanes, whose
-    /// truncations are `i32::MIN`.) Only a lane within about `1/256` of an edge, after scaling
-    /// by `M`, takes the division: one branch per vector, none per lane. On an AMD EPYC
+    /// Where it divides, a vector skips the division when no lane needs its edge. By the same
+    /// bounds, `k_up = trunc(g * M + 1/256)` is never below the bin (it is the bin or the one
+    /// above it for `g` below 1), as `k0` is never above it; so where `k0 == k_up`, that is
+    /// the bin. Where `g * M + 1/256` reaches `M` (`g` near 1 or past it), `k_up >= M > k0`:
+    /// the vector divides, and compares with the last edge (`1 + 1e-6` or `1000`). NaN lanes,
+    /// whose truncations are `i32::MIN`, divide too. Otherwise only a lane within about
+    /// `1/256` of an edge, after scaling by `M`, makes its vector divide: one branch per
+    /// vector, none per lane. On an AMD EPYC
     /// (family 25, AVX2) with 30 bins, GHM-C's one call took 0.90 of its time at 64Ki
     /// elements and 0.96 at 16Mi (lowest third of 8 and 5 alternating runs). In that
     /// benchmark's data about 1.7% of the vectors take the division (counted in a simulation
