@@ -93,11 +93,10 @@ impl Bins {
     /// the vector divides, and compares with the last edge (`1 + 1e-6` or `1000`). NaN lanes,
     /// whose truncations are `i32::MIN`, divide too. Otherwise only a lane within about
     /// `1/256` of an edge, after scaling by `M`, makes its vector divide: one branch per
-    /// vector, none per lane. On an AMD EPYC
-    /// (family 25, AVX2) with 30 bins, GHM-C's one call took 0.90 of its time at 64Ki
-    /// elements and 0.96 at 16Mi (lowest third of 8 and 5 alternating runs). In that
-    /// benchmark's data about 1.7% of the vectors take the division (counted in a simulation
-    /// of the data, not in the kernel).
+    /// vector, none per lane. On an AMD EPYC (family 25, AVX2) with 30 bins, GHM-C's one call
+    /// took 0.90 of its time at 64Ki elements and 0.96 at 16Mi (lowest third of 8 and 5
+    /// alternating runs). In that benchmark's data about 1.7% of the vectors take the
+    /// division (counted in a simulation of the data, not in the kernel).
     ///
     /// The `exact_bin_rule` test checks the rule against [`Bins::scalar`] and the definition
     /// for every f32 within 64 ulp of every edge, for every `M` and both ways, and on a grid
@@ -107,26 +106,35 @@ impl Bins {
         V::i_select(valid, self.vector_any(g), V::i_splat(self.m_i32))
     }
 
+    /// Whether [`Bins::vector_any`] on `V` computes the upper edge by a division (above
+    /// [`Vector::EDGE_LUT_MAX`] bins), which a vector skips unless a lane is near an edge or
+    /// NaN; otherwise it looks the edge up.
+    #[inline(always)]
+    pub(crate) fn divides<V: Vector>(&self) -> bool {
+        self.m > V::EDGE_LUT_MAX
+    }
+
     /// [`Bins::vector`] without the trash bin: the bins of the lanes whose `g` is in `[0, 1]`
     /// (anything in `0..=M` in the others, which the caller masks). The kernels that compare
     /// the bins under a mask anyway save the select.
     #[inline(always)]
     pub(crate) fn vector_any<V: Vector>(&self, g: V) -> V::I {
-        let q = g.mul_add(V::splat(self.m_f32), V::splat(-BIAS));
+        let m_vec = V::splat(self.m_f32);
+        let q = g.mul_add(m_vec, V::splat(-BIAS));
         let top = V::i_splat(self.top);
         // Unsigned min: negative or garbage (NaN lanes) indices become M - 1.
         let k0 = V::i_min_u(q.trunc_i(), top);
-        let hi = if self.m > V::EDGE_LUT_MAX {
+        let hi = if self.divides::<V>() {
             // Most vectors need no edge: where `trunc(g * M + 1/256)` equals `k0` in every lane,
             // the bin is `k0` (see above; NaN lanes differ, i32::MIN against M - 1).
-            let k_up = g.mul_add(V::splat(self.m_f32), V::splat(BIAS)).trunc_i();
+            let k_up = g.mul_add(m_vec, V::splat(BIAS)).trunc_i();
             if V::m_count(V::i_eq(k0, k_up)) == V::LANES as u32 {
                 return k0;
             }
             // k0 + 1 as f32, exactly (0 <= k0 < M): the float 2^23 + k0, minus 2^23 - 1.
             let k0_plus_2_23 = V::from_bits(V::i_add(k0, V::i_splat(TWO_POW_23_BITS)));
             let k1 = k0_plus_2_23.sub(V::splat(TWO_POW_23 - 1.0));
-            let hi = k1.div(V::splat(self.m_f32));
+            let hi = k1.div(m_vec);
             V::select(V::i_eq(k0, top), V::splat(self.last), hi)
         } else {
             V::lut(&self.upper, k0, self.m)

@@ -1161,11 +1161,11 @@ impl<V: Vector> Visitor<V> for Rescale<'_, V> {
 fn rescaled<V: Vector>(bins: &Bins, scale: &[f32; 256], d: V) -> V {
     let valid = d.is_finite();
     let g = d.abs();
-    // Where the bin rule divides, a NaN lane would make the vector take the division (see
-    // `Bins::vector_any`); 0 in its place does not. (Where 2% of the label weights are 0, as
-    // in the benchmark's data, 15% of the vectors of 8 hold an invalid lane.) Where the rule
-    // looks the edge up, the select would be one operation more for nothing.
-    let g = if bins.m > V::EDGE_LUT_MAX {
+    // Where the bin rule divides, a NaN lane would make the vector take the division; 0 in
+    // its place does not. (Where 2% of the label weights are 0, as in the benchmark's data,
+    // 15% of the vectors of 8 hold an invalid lane.) Where the rule looks the edge up, the
+    // select would be one operation more for nothing.
+    let g = if bins.divides::<V>() {
         V::select(valid, g, V::splat(0.0))
     } else {
         g

@@ -37,9 +37,10 @@ fn exact_bin_rule() {
                 }
             }
             // A grid across [0, 1.01], clear of the edges in most lanes, and the grid again
-            // with a near-edge probe after every fifth value: on every backend some vectors
-            // skip the division of the upper edge (no lane within 1/256 of an edge, after
-            // scaling by M) and some take it with most of their lanes clear.
+            // with a near-edge probe after every fifth value: where a backend divides for the
+            // upper edge (AVX2 above 16 bins), some vectors skip the division (no lane within
+            // 1/256 of an edge, after scaling by M) and some take it with most lanes clear.
+            // (The near-edge probes alone never skip it.)
             let grid: Vec<f32> = (0..=2048).map(|i| i as f32 * (1.01 / 2048.0)).collect();
             let near = probes.clone();
             probes.extend(&grid);
