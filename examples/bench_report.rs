@@ -374,16 +374,15 @@ fn targets(rows: &[(&str, Backend, usize, Row)]) {
     } else {
         ""
     };
+    let head = "  plain build within 10% of -C target-cpu=native:";
     if native.is_empty() {
+        println!("{head} this build is plain (no AVX2 or AVX-512");
         println!(
-            "  plain build within 10% of -C target-cpu=native: this build is plain (no AVX2 or \
-             AVX-512 at compile time); compare with the same report built with \
+            "  at compile time); compare with the same report built with \
              RUSTFLAGS=\"-C target-cpu=native\""
         );
     } else {
-        println!(
-            "  plain build within 10% of -C target-cpu=native: this build has {native} at \
-             compile time; compare with the same report from a plain build"
-        );
+        println!("{head} this build has {native} at compile");
+        println!("  time; compare with the same report from a plain build");
     }
 }
