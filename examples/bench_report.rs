@@ -9,7 +9,8 @@
 //!
 //! `cargo run --release --example bench_report` (add `-- quick` for a shorter run).
 //! Times are medians over several timed runs, each run of a kernel right after one of the
-//! floor (the ratio is the median of the per-pair ratios); one thread.
+//! floor (the ratio is the median of the per-pair ratios); one thread. The report ends with
+//! the performance targets, read off the run for the backend picked at run time.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -314,10 +315,10 @@ fn main() -> Result<(), ghm::Error> {
     Ok(())
 }
 
-/// The performance targets of the issue that asked for this report (set for an x86_64
-/// machine with AVX-512, one thread), read off this run for the backend picked at run time.
-/// The fifth, a plain release build within 10% of a `-C target-cpu=native` one, takes two
-/// builds: this prints which kind this one is.
+/// The project's performance targets (set for an x86_64 machine with AVX-512, one thread),
+/// read off this run for the backend picked at run time. The fifth, a plain release build
+/// within 10% of a `-C target-cpu=native` one, takes two builds: this prints which kind this
+/// one is.
 fn targets(rows: &[(&str, Backend, usize, Row)]) {
     let auto = Backend::active();
     let row = |name: &str, backend: Backend, n: usize| {
