@@ -187,7 +187,7 @@ fn paired(runs: usize, n: usize, floor: &mut Floor, reps: usize, mut kernel: imp
 fn main() -> Result<(), ghm::Error> {
     let quick = std::env::args().any(|a| a == "quick");
     let runs = if quick { 3 } else { 7 };
-    let sizes = [4096usize, 65_536, 1 << 20, 1 << 24];
+    let sizes = [4096, MID, 1 << 20, BIG];
     let backends: Vec<Backend> = Backend::all_available().collect();
     println!(
         "ghm bench_report: one thread; ns per element, median of {runs} runs; auto backend: {}",
@@ -202,8 +202,7 @@ fn main() -> Result<(), ghm::Error> {
         "{:<26} {:>8} {:>9} {:>10} {:>8} {:>8} {:>8} {:>12}",
         "kernel", "backend", "N", "ns/elem", "best", "floor", "ratio", "Melem/s"
     );
-    let mut at_64k: Vec<(String, Backend, f64)> = Vec::new();
-    let mut rows: Vec<(&str, Backend, usize, Row)> = Vec::new();
+    let mut rows = Rows(Vec::new());
     for &n in &sizes {
         let d = Data::new(n);
         let mut floor = Floor::new(n);
@@ -290,24 +289,18 @@ fn main() -> Result<(), ghm::Error> {
                     row.ratio,
                     1e3 / row.ns
                 );
-                if n == 65_536 {
-                    at_64k.push((name.to_string(), backend, row.ns));
-                }
-                rows.push((name, backend, n, row));
+                rows.0.push((name, backend, n, row));
             }
         }
         println!();
     }
     println!("at N = 64Ki, speed-up over the scalar path:");
-    for (name, backend, ns) in &at_64k {
-        if *backend == Backend::Scalar {
+    for (name, backend, n, _) in &rows.0 {
+        if *n != MID || *backend == Backend::Scalar {
             continue;
         }
-        if let Some((_, _, s)) = at_64k
-            .iter()
-            .find(|(k, b, _)| k == name && *b == Backend::Scalar)
-        {
-            println!("  {:<26} {:>8}: {:>6.1}x", name, backend.name(), s / ns);
+        if let Some(x) = rows.speedup(name, *backend) {
+            println!("  {:<26} {:>8}: {:>6.1}x", name, backend.name(), x);
         }
     }
     println!();
@@ -315,52 +308,67 @@ fn main() -> Result<(), ghm::Error> {
     Ok(())
 }
 
+/// 64Ki and 16Mi elements: where the targets are set.
+const MID: usize = 1 << 16;
+const BIG: usize = 1 << 24;
+
+/// Every row of the report: kernel, backend, N.
+struct Rows(Vec<(&'static str, Backend, usize, Row)>);
+
+impl Rows {
+    fn get(&self, name: &str, backend: Backend, n: usize) -> Option<&Row> {
+        self.0
+            .iter()
+            .find(|(k, b, m, _)| *k == name && *b == backend && *m == n)
+            .map(|(_, _, _, r)| r)
+    }
+
+    /// The scalar path's time over `backend`'s, for kernel `name` at 64Ki.
+    fn speedup(&self, name: &str, backend: Backend) -> Option<f64> {
+        Some(self.get(name, Backend::Scalar, MID)?.ns / self.get(name, backend, MID)?.ns)
+    }
+}
+
 /// The project's performance targets (set for an x86_64 machine with AVX-512, one thread),
 /// read off this run for the backend picked at run time. The fifth, a plain release build
 /// within 10% of a `-C target-cpu=native` one, takes two builds: this prints which kind this
 /// one is.
-fn targets(rows: &[(&str, Backend, usize, Row)]) {
+fn targets(rows: &Rows) {
     let auto = Backend::active();
-    let row = |name: &str, backend: Backend, n: usize| {
-        rows.iter()
-            .find(|(k, b, m, _)| *k == name && *b == backend && *m == n)
-            .map(|(_, _, _, r)| r)
-    };
     let (c, r) = ("GHM-C dense (30 bins)", "GHM-R (10 bins)");
     let verdict = |met: bool| if met { "met" } else { "not met" };
     println!(
         "targets (set for x86_64 with AVX-512, one thread), backend {}:",
         auto.name()
     );
-    if let Some(big) = row(c, auto, 1 << 24) {
+    if let Some(big) = rows.get(c, auto, BIG) {
         println!(
             "  GHM-C one call at 16Mi <= 1.5x the floor: {:.2}x  {}",
             big.ratio,
             verdict(big.ratio <= 1.5)
         );
     }
-    if let Some(mid) = row(c, auto, 1 << 16) {
+    if let Some(mid) = rows.get(c, auto, MID) {
         println!(
             "  GHM-C one call at 64Ki <= 1.0 ns per element: {:.3} ns  {}",
             mid.ns,
             verdict(mid.ns <= 1.0)
         );
-        if let Some(scalar) = row(c, Backend::Scalar, 1 << 16).filter(|_| auto != Backend::Scalar) {
-            let speedup = scalar.ns / mid.ns;
-            println!(
-                "  SIMD >= 8x the scalar path at 64Ki: {speedup:.1}x  {}",
-                verdict(speedup >= 8.0)
-            );
-        }
     }
-    let r_over_c: Vec<(usize, f64)> = [1usize << 16, 1 << 24]
+    if let Some(x) = rows.speedup(c, auto).filter(|_| auto != Backend::Scalar) {
+        println!(
+            "  SIMD >= 8x the scalar path at 64Ki: {x:.1}x  {}",
+            verdict(x >= 8.0)
+        );
+    }
+    let r_over_c: Vec<(&str, f64)> = [("64Ki", MID), ("16Mi", BIG)]
         .into_iter()
-        .filter_map(|n| Some((n, row(r, auto, n)?.ns / row(c, auto, n)?.ns)))
+        .filter_map(|(at, n)| Some((at, rows.get(r, auto, n)?.ns / rows.get(c, auto, n)?.ns)))
         .collect();
     if !r_over_c.is_empty() {
         let shown: Vec<String> = r_over_c
             .iter()
-            .map(|(n, q)| format!("{q:.2} at {}", if *n == 1 << 16 { "64Ki" } else { "16Mi" }))
+            .map(|(at, q)| format!("{q:.2} at {at}"))
             .collect();
         println!(
             "  GHM-R no slower than GHM-C: R / C {}  {}",
