@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use ghm::{Backend, Dense, Ema, GhmC, GhmR, Labels, Layout, Out};
+use ghm::{Backend, Blocks, Dense, Ema, GhmC, GhmR, Labels, Layout, Out, View};
 
 /// SplitMix64.
 struct Rng(u64);
@@ -207,6 +207,10 @@ fn main() -> Result<(), ghm::Error> {
         let d = Data::new(n);
         let mut floor = Floor::new(n);
         let mut grad = vec![0.0f32; n];
+        // The same data through views: blocks of a 13x13 map (Darknet's smallest, the most
+        // partial vectors per element), each array's blocks two blocks apart.
+        let v = Spread::new(&d, n);
+        let mut vgrad = vec![0.0f32; v.logits.len()];
         for &backend in &backends {
             let c = GhmC {
                 bins: 30,
@@ -231,7 +235,7 @@ fn main() -> Result<(), ghm::Error> {
             } else {
                 reps_for(n)
             };
-            let kernels: [(&str, Row); 4] = [
+            let kernels: [(&str, Row); 5] = [
                 ("GHM-C dense (30 bins)", {
                     let input = Dense::new(&d.logits, &d.targets).label_weight(&d.weights);
                     paired(runs, n, &mut floor, reps, || {
@@ -266,6 +270,18 @@ fn main() -> Result<(), ghm::Error> {
                                 .unwrap(),
                         );
                     })
+                }),
+                (VIEWS, {
+                    let input = Dense::new(&v.logits, &v.targets)
+                        .label_weight(&v.weights)
+                        .blocks(v.blocks);
+                    let row = paired(runs, n, &mut floor, reps, || {
+                        black_box(
+                            c.loss_grad(Some(&mut ema_c), &input, Out::grad(&mut vgrad))
+                                .unwrap(),
+                        );
+                    });
+                    v.per_element(row)
                 }),
                 ("GHM-R (10 bins)", {
                     let input = Dense::new(&d.reg_pred, &d.reg_target).label_weight(&d.weights);
@@ -306,6 +322,58 @@ fn main() -> Result<(), ghm::Error> {
     println!();
     targets(&rows);
     Ok(())
+}
+
+/// The views row's name.
+const VIEWS: &str = "GHM-C dense, views of 169";
+
+/// Elements per block of the views row.
+const VIEW_LEN: usize = 169;
+
+/// The first `count * VIEW_LEN` elements of the dense GHM-C data, in blocks of [`VIEW_LEN`]
+/// that are `2 * VIEW_LEN` apart in each buffer (the gradient's too, whose buffer is the
+/// caller's).
+struct Spread {
+    logits: Vec<f32>,
+    targets: Vec<f32>,
+    weights: Vec<f32>,
+    blocks: Blocks,
+    /// Elements covered, and the whole `n` the floor moves.
+    covered: usize,
+    n: usize,
+}
+
+impl Spread {
+    fn new(d: &Data, n: usize) -> Spread {
+        let count = n / VIEW_LEN;
+        let spread = |src: &[f32]| {
+            let mut out = vec![0.5f32; count * 2 * VIEW_LEN];
+            for b in 0..count {
+                let (from, to) = (b * VIEW_LEN, b * 2 * VIEW_LEN);
+                out[to..to + VIEW_LEN].copy_from_slice(&src[from..from + VIEW_LEN]);
+            }
+            out
+        };
+        Spread {
+            logits: spread(&d.logits),
+            targets: spread(&d.targets),
+            weights: spread(&d.weights),
+            blocks: Blocks::uniform(count, VIEW_LEN, View::new(0, 2 * VIEW_LEN)),
+            covered: count * VIEW_LEN,
+            n,
+        }
+    }
+
+    /// A row timed as if over `n` elements, per element covered.
+    fn per_element(&self, row: Row) -> Row {
+        let k = self.n as f64 / self.covered.max(1) as f64;
+        Row {
+            ns: row.ns * k,
+            best: row.best * k,
+            ratio: row.ratio * k,
+            ..row
+        }
+    }
 }
 
 /// 64Ki and 16Mi elements: where the targets are set.
@@ -374,6 +442,21 @@ fn targets(rows: &Rows) {
             "  GHM-R no slower than GHM-C: R / C {}  {}",
             shown.join(", "),
             verdict(r_over_c.iter().all(|&(_, q)| q <= 1.0))
+        );
+    }
+    let views: Vec<(&str, f64)> = [("64Ki", MID), ("16Mi", BIG)]
+        .into_iter()
+        .filter_map(|(at, n)| Some((at, rows.get(VIEWS, auto, n)?.ns / rows.get(c, auto, n)?.ns)))
+        .collect();
+    if !views.is_empty() {
+        let shown: Vec<String> = views
+            .iter()
+            .map(|(at, q)| format!("{q:.3} at {at}"))
+            .collect();
+        println!(
+            "  views (blocks of 169) within 10% of contiguous per element: {}  {}",
+            shown.join(", "),
+            verdict(views.iter().all(|&(_, q)| q <= 1.1))
         );
     }
     let native = if cfg!(target_feature = "avx512f") {

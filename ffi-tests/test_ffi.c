@@ -1,5 +1,5 @@
 /*
- * The C ABI of ghm (include/ghm.h, SPEC sections 2 and 3) exercised from C99.
+ * The C ABI of ghm (include/ghm.h, docs/contract.md sections 2 and 3) exercised from C99.
  *
  *   test_ffi_c DATA_DIR      (DATA_DIR = tests/data/mmdet)
  *
@@ -18,20 +18,26 @@
 #include <limits.h>
 
 /* ------------------------------------------------------------------------------------------ */
-/* The struct layouts of SPEC section 3 (C99 has no _Static_assert: negative array sizes). */
+/* The struct layouts of docs/contract.md section 3 (C99 has no _Static_assert: negative array sizes). */
 
 #define STATIC_ASSERT(name, cond) typedef char static_assert_##name[(cond) ? 1 : -1]
 STATIC_ASSERT(max_bins, GHM_MAX_BINS == 128);
-STATIC_ASSERT(c_config_size, sizeof(ghm_c_config) == 32);
-STATIC_ASSERT(r_config_size, sizeof(ghm_r_config) == 32);
+STATIC_ASSERT(c_config_size, sizeof(ghm_c_config) == 40);
+STATIC_ASSERT(r_config_size, sizeof(ghm_r_config) == 40);
 STATIC_ASSERT(c_config_input, offsetof(ghm_c_config, input) == 28);
+STATIC_ASSERT(c_config_normalize, offsetof(ghm_c_config, normalize) == 32);
+STATIC_ASSERT(c_config_ema_start, offsetof(ghm_c_config, ema_start) == 36);
 STATIC_ASSERT(r_config_skip_bad, offsetof(ghm_r_config, skip_bad) == 28);
+STATIC_ASSERT(r_config_normalize, offsetof(ghm_r_config, normalize) == 32);
+STATIC_ASSERT(blocks_size, sizeof(ghm_blocks) == 12 * sizeof(size_t));
+STATIC_ASSERT(blocks_loss_elems, offsetof(ghm_blocks, loss_elems) == 10 * sizeof(size_t));
 STATIC_ASSERT(ema_size, sizeof(ghm_ema) == 4 + 4 * 128);
 STATIC_ASSERT(hist_counts, offsetof(ghm_hist, counts) == 8);
 STATIC_ASSERT(hist_loss_sums, offsetof(ghm_hist, loss_sums) == 8 + 8 * 128);
 STATIC_ASSERT(hist_tot, offsetof(ghm_hist, tot) == 8 + 16 * 128);
 STATIC_ASSERT(hist_skipped, offsetof(ghm_hist, skipped) == 16 + 16 * 128);
-STATIC_ASSERT(hist_size, sizeof(ghm_hist) == 24 + 16 * 128);
+STATIC_ASSERT(hist_g_sums, offsetof(ghm_hist, g_sums) == 24 + 16 * 128);
+STATIC_ASSERT(hist_size, sizeof(ghm_hist) == 24 + 24 * 128);
 STATIC_ASSERT(stats_counts, offsetof(ghm_stats, counts) == 16);
 STATIC_ASSERT(stats_weights, offsetof(ghm_stats, weights) == 16 + 8 * 128);
 STATIC_ASSERT(stats_skipped, offsetof(ghm_stats, skipped) == 16 + 12 * 128);

@@ -23,7 +23,7 @@
 #include <vector>
 
 // ---------------------------------------------------------------------------------------------
-// Layouts: the structs are the contract's (SPEC section 3), plain data, C-compatible.
+// Layouts: the structs are the contract's (docs/contract.md section 3), plain data, C-compatible.
 
 static_assert(GHM_MAX_BINS == 128, "GHM_MAX_BINS");
 static_assert(std::is_same<ghm_status, int32_t>::value, "ghm_status is int32_t");
@@ -43,21 +43,25 @@ static_assert(plain_data<ghm_c_config>() && plain_data<ghm_r_config>() && plain_
                   plain_data<ghm_hist>() && plain_data<ghm_stats>() && plain_data<ghm_weights>(),
               "plain data");
 
-static_assert(sizeof(ghm_c_config) == 8 * 4, "ghm_c_config size");
+static_assert(sizeof(ghm_c_config) == 10 * 4, "ghm_c_config size");
 static_assert(offsetof(ghm_c_config, bins) == 0 && offsetof(ghm_c_config, momentum) == 4 &&
                   offsetof(ghm_c_config, loss_weight) == 8 &&
                   offsetof(ghm_c_config, reduction) == 12 &&
                   offsetof(ghm_c_config, grad_scale) == 16 &&
                   offsetof(ghm_c_config, accumulate) == 20 &&
-                  offsetof(ghm_c_config, skip_bad) == 24 && offsetof(ghm_c_config, input) == 28,
+                  offsetof(ghm_c_config, skip_bad) == 24 && offsetof(ghm_c_config, input) == 28 &&
+                  offsetof(ghm_c_config, normalize) == 32 &&
+                  offsetof(ghm_c_config, ema_start) == 36,
               "ghm_c_config fields");
-static_assert(sizeof(ghm_r_config) == 8 * 4, "ghm_r_config size");
+static_assert(sizeof(ghm_r_config) == 10 * 4, "ghm_r_config size");
 static_assert(offsetof(ghm_r_config, bins) == 0 && offsetof(ghm_r_config, momentum) == 4 &&
                   offsetof(ghm_r_config, mu) == 8 && offsetof(ghm_r_config, loss_weight) == 12 &&
                   offsetof(ghm_r_config, reduction) == 16 &&
                   offsetof(ghm_r_config, grad_scale) == 20 &&
                   offsetof(ghm_r_config, accumulate) == 24 &&
-                  offsetof(ghm_r_config, skip_bad) == 28,
+                  offsetof(ghm_r_config, skip_bad) == 28 &&
+                  offsetof(ghm_r_config, normalize) == 32 &&
+                  offsetof(ghm_r_config, ema_start) == 36,
               "ghm_r_config fields");
 static_assert(std::is_same<decltype(ghm_c_config::bins), uint32_t>::value &&
                   std::is_same<decltype(ghm_c_config::reduction), uint32_t>::value &&
@@ -70,7 +74,7 @@ static_assert(std::is_same<decltype(ghm_c_config::bins), uint32_t>::value &&
 static_assert(sizeof(ghm_ema) == 4 + 4 * 128, "ghm_ema size");
 static_assert(alignof(ghm_ema) == 4 && offsetof(ghm_ema, acc_sum) == 4, "ghm_ema fields");
 
-static_assert(sizeof(ghm_hist) == 8 + 8 * 128 + 8 * 128 + 8 + 8, "ghm_hist size");
+static_assert(sizeof(ghm_hist) == 8 + 8 * 128 + 8 * 128 + 8 + 8 + 8 * 128, "ghm_hist size");
 static_assert(alignof(ghm_hist) == 8, "ghm_hist alignment");
 static_assert(offsetof(ghm_hist, bins) == 0 && offsetof(ghm_hist, reserved) == 4 &&
                   offsetof(ghm_hist, counts) == 8 && offsetof(ghm_hist, loss_sums) == 8 + 8 * 128 &&
@@ -95,7 +99,7 @@ static_assert(offsetof(ghm_weights, bins) == 0 && offsetof(ghm_weights, nonempty
                   sizeof(ghm_weights) == 24 + 8 * 128,
               "ghm_weights fields");
 
-// The signatures of SPEC section 3, exactly.
+// The signatures of docs/contract.md section 3, exactly.
 static_assert(std::is_same<decltype(&ghm_status_str), const char *(*)(ghm_status)>::value, "");
 static_assert(std::is_same<decltype(&ghm_version), uint32_t (*)()>::value, "");
 static_assert(std::is_same<decltype(&ghm_backend), const char *(*)()>::value, "");

@@ -58,6 +58,26 @@
 #define GHM_LAYOUT_CLASS_MAJOR 1
 
 /**
+ * `normalize`: mmdet's weights as they are.
+ */
+#define GHM_NORMALIZE_NONE 0
+
+/**
+ * `normalize`: weights scaled so that the batch's total |gradient| is the plain loss's.
+ */
+#define GHM_NORMALIZE_GRAD_MASS 1
+
+/**
+ * `ema_start`: the EMA starts from zeros (mmdet).
+ */
+#define GHM_EMA_START_ZERO 0
+
+/**
+ * `ema_start`: a bin whose average is still 0 takes its count as it is.
+ */
+#define GHM_EMA_START_FIRST_COUNT 1
+
+/**
  * Status of a call: `GHM_OK` (0) or a negative `GHM_ERR_*` code.
  */
 typedef int32_t ghm_status;
@@ -99,6 +119,17 @@ typedef struct ghm_c_config {
    * GHM_INPUT_* (default LOGITS).
    */
   uint32_t input;
+  /**
+   * GHM_NORMALIZE_* (default NONE, mmdet). GHM_NORMALIZE_GRAD_MASS scales the weights so
+   * that the batch's total |gradient| equals plain BCE's: a trainer keeps its learning
+   * rate (see the README's Darknet recipe).
+   */
+  uint32_t normalize;
+  /**
+   * GHM_EMA_START_* (default ZERO, mmdet). GHM_EMA_START_FIRST_COUNT: a bin whose average
+   * is still 0 takes its count as it is instead of blending it with the zero.
+   */
+  uint32_t ema_start;
 } ghm_c_config;
 
 /**
@@ -137,6 +168,14 @@ typedef struct ghm_r_config {
    * 1: exclude bad elements and count them; 0: fail with GHM_ERR_INPUT (default 0).
    */
   uint32_t skip_bad;
+  /**
+   * GHM_NORMALIZE_* (default NONE): as in ghm_c_config, against plain ASL1.
+   */
+  uint32_t normalize;
+  /**
+   * GHM_EMA_START_* (default ZERO): as in ghm_c_config.
+   */
+  uint32_t ema_start;
 } ghm_r_config;
 
 /**
@@ -184,6 +223,11 @@ typedef struct ghm_hist {
    * Bad elements excluded (with `skip_bad`).
    */
   uint64_t skipped;
+  /**
+   * Sum of the gradient norms `g` per bin, each rounded to a multiple of `2^-23` (exact
+   * sums); filled only with [`Normalize::GradMass`](crate::Normalize::GradMass).
+   */
+  double g_sums[GHM_MAX_BINS];
 } ghm_hist;
 
 /**
@@ -247,6 +291,67 @@ typedef struct ghm_weights {
    */
   float scale[GHM_MAX_BINS];
 } ghm_weights;
+
+/**
+ * Where the blocks of one array lie: block `b` starts at element `offset + b * stride` of
+ * the array's buffer (in elements of the array's type, not bytes).
+ */
+typedef struct ghm_view {
+  /**
+   * Element index of block 0.
+   */
+  size_t offset;
+  /**
+   * Elements from the start of one block to the start of the next (unused when
+   * `count == 1`).
+   */
+  size_t stride;
+} ghm_view;
+
+/**
+ * A batch as `count` blocks of `len` elements, with one view (`ghm_view`) per array.
+ *
+ * - Dense targets (GHM-C, GHM-R): every array's block is `len` elements.
+ * - Class-index labels: a block is `len` anchors; its predictions, gradients and
+ *   per-element losses are `len * C` elements in the call's layout (anchor-major
+ *   `[len][C]` or class-major `[C][len]`), its labels and anchor weights `len` elements.
+ *   `target` is the labels' view, `weight` the anchor weights'.
+ *
+ * Views of outputs must not overlap themselves (`stride >= ` the block's elements, or one
+ * block); two views of one buffer that share no element are fine (the C layer checks this
+ * exactly). Everything else (overlapping input blocks, a stride of 0 to reuse one target
+ * block for every block) is allowed.
+ */
+typedef struct ghm_blocks {
+  /**
+   * Number of blocks.
+   */
+  size_t count;
+  /**
+   * Elements per block (anchors per block, for class-index labels).
+   */
+  size_t len;
+  /**
+   * Predictions (logits or probabilities).
+   */
+  struct ghm_view pred;
+  /**
+   * Targets, or class-index labels.
+   */
+  struct ghm_view target;
+  /**
+   * Label weights, or anchor weights (ignored when there are none).
+   */
+  struct ghm_view weight;
+  /**
+   * Gradient (ignored when not asked for).
+   */
+  struct ghm_view grad;
+  /**
+   * Per-element losses (ignored when not asked for).
+   */
+  struct ghm_view loss_elems;
+} ghm_blocks;
 
 /**
  * Success.
@@ -530,6 +635,157 @@ ghm_status ghm_r_apply(const struct ghm_r_config *cfg,
                        size_t n,
                        float *grad,
                        float *loss_elems);
+
+/**
+ * `ghm_c_loss_grad` over `blocks->count` blocks of `blocks->len` elements, each array read
+ * (and `grad`, `loss_elems` written) through its view: element `i` of block `b` is
+ * `pred[blocks->pred.offset + b * blocks->pred.stride + i]`, and so on. The density is over
+ * the whole batch (one call per layer). Views of one buffer that share no element are fine
+ * (GHM_ERR_ALIAS only if an output shares an element with an input, another output, or
+ * itself).
+ *
+ * # Safety
+ * `blocks` points to a valid `ghm_blocks`; every non-NULL pointer is valid for its view's
+ * extent (`offset + (count - 1) * stride + len` elements).
+ */
+ghm_status ghm_c_loss_grad_blocks(const struct ghm_c_config *cfg,
+                                  struct ghm_ema *ema,
+                                  const struct ghm_blocks *blocks,
+                                  const float *pred,
+                                  const float *target,
+                                  const float *label_weight,
+                                  float *grad,
+                                  float *loss,
+                                  float *loss_elems,
+                                  struct ghm_stats *stats);
+
+/**
+ * `ghm_c_loss_grad_labels` over `blocks->count` blocks of `blocks->len` anchors each: a
+ * block's `pred`, `grad` and `loss_elems` are `len * num_classes` contiguous floats in
+ * `layout` order (Darknet's class planes of one (image, anchor): class-major), its `labels`
+ * (view `blocks->target`) and `anchor_weight` (view `blocks->weight`) `len` values.
+ *
+ * # Safety
+ * As `ghm_c_loss_grad_blocks`.
+ */
+ghm_status ghm_c_loss_grad_labels_blocks(const struct ghm_c_config *cfg,
+                                         struct ghm_ema *ema,
+                                         const struct ghm_blocks *blocks,
+                                         const float *pred,
+                                         const int32_t *labels,
+                                         const float *anchor_weight,
+                                         size_t num_classes,
+                                         uint32_t layout,
+                                         float *grad,
+                                         float *loss,
+                                         float *loss_elems,
+                                         struct ghm_stats *stats);
+
+/**
+ * `ghm_r_loss_grad` through blocked views (see `ghm_c_loss_grad_blocks`).
+ *
+ * # Safety
+ * As `ghm_c_loss_grad_blocks`.
+ */
+ghm_status ghm_r_loss_grad_blocks(const struct ghm_r_config *cfg,
+                                  struct ghm_ema *ema,
+                                  const struct ghm_blocks *blocks,
+                                  const float *pred,
+                                  const float *target,
+                                  const float *label_weight,
+                                  float *grad,
+                                  float *loss,
+                                  float *loss_elems,
+                                  struct ghm_stats *stats);
+
+/**
+ * `ghm_c_accumulate` through blocked views. A chunk of a blocked batch is a range of its
+ * blocks: `count` and `offset`s moved (`offset + first * stride`).
+ *
+ * # Safety
+ * As `ghm_c_loss_grad_blocks`; `h` points to a valid histogram.
+ */
+ghm_status ghm_c_accumulate_blocks(const struct ghm_c_config *cfg,
+                                   const struct ghm_blocks *blocks,
+                                   const float *pred,
+                                   const float *target,
+                                   const float *label_weight,
+                                   struct ghm_hist *h);
+
+/**
+ * `ghm_c_accumulate_labels` through blocked views (every anchor of every block).
+ *
+ * # Safety
+ * As `ghm_c_loss_grad_labels_blocks`; `h` points to a valid histogram.
+ */
+ghm_status ghm_c_accumulate_labels_blocks(const struct ghm_c_config *cfg,
+                                          const struct ghm_blocks *blocks,
+                                          const float *pred,
+                                          const int32_t *labels,
+                                          const float *anchor_weight,
+                                          size_t num_classes,
+                                          uint32_t layout,
+                                          struct ghm_hist *h);
+
+/**
+ * `ghm_c_apply` through blocked views.
+ *
+ * # Safety
+ * As `ghm_c_loss_grad_blocks`; `w` points to valid weights.
+ */
+ghm_status ghm_c_apply_blocks(const struct ghm_c_config *cfg,
+                              const struct ghm_weights *w,
+                              const struct ghm_blocks *blocks,
+                              const float *pred,
+                              const float *target,
+                              const float *label_weight,
+                              float *grad,
+                              float *loss_elems);
+
+/**
+ * `ghm_c_apply_labels` through blocked views (every anchor of every block).
+ *
+ * # Safety
+ * As `ghm_c_loss_grad_labels_blocks`; `w` points to valid weights.
+ */
+ghm_status ghm_c_apply_labels_blocks(const struct ghm_c_config *cfg,
+                                     const struct ghm_weights *w,
+                                     const struct ghm_blocks *blocks,
+                                     const float *pred,
+                                     const int32_t *labels,
+                                     const float *anchor_weight,
+                                     size_t num_classes,
+                                     uint32_t layout,
+                                     float *grad,
+                                     float *loss_elems);
+
+/**
+ * `ghm_r_accumulate` through blocked views.
+ *
+ * # Safety
+ * As `ghm_c_loss_grad_blocks`; `h` points to a valid histogram.
+ */
+ghm_status ghm_r_accumulate_blocks(const struct ghm_r_config *cfg,
+                                   const struct ghm_blocks *blocks,
+                                   const float *pred,
+                                   const float *target,
+                                   const float *label_weight,
+                                   struct ghm_hist *h);
+
+/**
+ * `ghm_r_apply` through blocked views.
+ *
+ * # Safety
+ * As `ghm_c_loss_grad_blocks`; `w` points to valid weights.
+ */
+ghm_status ghm_r_apply_blocks(const struct ghm_r_config *cfg,
+                              const struct ghm_weights *w,
+                              const struct ghm_blocks *blocks,
+                              const float *pred,
+                              const float *target,
+                              const float *label_weight,
+                              float *grad,
+                              float *loss_elems);
 
 #ifdef __cplusplus
 }  // extern "C"

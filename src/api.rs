@@ -8,13 +8,14 @@ use core::ops::Range;
 
 use crate::backend::Backend;
 use crate::bins::Bins;
-use crate::config::{GhmC, GhmR, Layout, Plan};
+use crate::config::{GhmC, GhmR, Layout, Normalize, Plan};
 use crate::dispatch;
 use crate::error::Error;
 use crate::kernel::{Outputs, Pass1Opts};
 use crate::model::{AnyModel, Model};
 use crate::source::Batch;
 use crate::state::{self, Ema, Hist, Stats, Weights};
+use crate::view::Blocks;
 
 /// Dense inputs: one prediction, one target and optionally one label weight per element.
 #[derive(Clone, Copy, Debug)]
@@ -24,8 +25,13 @@ pub struct Dense<'a> {
     pub pred: &'a [f32],
     /// Targets: in `[0, 1]` for GHM-C (hard or soft), any finite value for GHM-R.
     pub target: &'a [f32],
-    /// Label weights (a mask: `> 0` is valid); `None` means all ones.
+    /// Label weights: a validity mask, not multipliers (`> 0` is valid, `0` excludes the
+    /// element; the value itself scales nothing, as in mmdet); `None` means all ones.
     pub label_weight: Option<&'a [f32]>,
+    /// `None`: the buffers are the batch, element `i` at index `i` of each (outputs as long
+    /// as `pred`). `Some`: the batch is `count` blocks read and written in place through a
+    /// view of each buffer (see [`Blocks`]).
+    pub blocks: Option<Blocks>,
 }
 
 impl<'a> Dense<'a> {
@@ -35,7 +41,14 @@ impl<'a> Dense<'a> {
             pred,
             target,
             label_weight: None,
+            blocks: None,
         }
+    }
+
+    /// Read (and write the outputs) through `blocks`' views instead of contiguously.
+    pub fn blocks(mut self, blocks: Blocks) -> Self {
+        self.blocks = Some(blocks);
+        self
     }
 
     /// With label weights.
@@ -49,6 +62,7 @@ impl<'a> Dense<'a> {
             pred: self.pred,
             target: self.target,
             weight: self.label_weight,
+            blocks: self.blocks,
         }
     }
 }
@@ -61,7 +75,9 @@ pub struct Labels<'a> {
     pub pred: &'a [f32],
     /// One label per anchor (`N` of them).
     pub labels: &'a [i32],
-    /// One weight per anchor, applied to its `C` elements; `None` means all ones.
+    /// One weight per anchor, applied to its `C` elements: a validity mask (`> 0` is valid),
+    /// not a multiplier; `None` means all ones (every anchor counts, RetinaNet's semantics;
+    /// pass 1 for positives and 0 elsewhere for YOLO's class loss).
     pub anchor_weight: Option<&'a [f32]>,
     /// `C`.
     pub num_classes: usize,
@@ -69,8 +85,11 @@ pub struct Labels<'a> {
     pub layout: Layout,
     /// The anchors this call covers: all of them for a whole batch, a chunk's range for the
     /// phased API. Output buffers are always the full `N * C` elements; only this range's
-    /// elements are written.
+    /// elements are written. With `blocks`, the range within every block.
     pub anchors: Range<usize>,
+    /// `None`: one contiguous batch of `labels.len()` anchors. `Some`: `count` blocks of
+    /// `len` anchors through a view of each buffer (see [`Blocks`]).
+    pub blocks: Option<Blocks>,
 }
 
 impl<'a> Labels<'a> {
@@ -83,7 +102,16 @@ impl<'a> Labels<'a> {
             num_classes,
             layout,
             anchors: 0..labels.len(),
+            blocks: None,
         }
+    }
+
+    /// `blocks.count` blocks of `blocks.len` anchors, in place through `blocks`' views (all
+    /// anchors of every block).
+    pub fn blocks(mut self, blocks: Blocks) -> Self {
+        self.anchors = 0..blocks.len;
+        self.blocks = Some(blocks);
+        self
     }
 
     /// With per-anchor weights.
@@ -106,6 +134,7 @@ impl<'a> Labels<'a> {
             classes: self.num_classes,
             layout: self.layout,
             anchors: self.anchors.clone(),
+            blocks: self.blocks,
         }
     }
 }
@@ -142,7 +171,9 @@ macro_rules! with_model {
     };
 }
 
-/// Pass 1 on the plan's backend, with per-bin loss sums if `loss`.
+/// Pass 1 on the plan's backend, with per-bin loss sums if `loss`, and with the per-bin sums
+/// of `g` that [`Normalize::GradMass`] needs (a pass of their own: the loss is summed in
+/// another, when asked for).
 fn pass1<M: Model>(
     plan: &Plan,
     model: M,
@@ -153,8 +184,18 @@ fn pass1<M: Model>(
     let opts = Pass1Opts {
         loss,
         skip_bad: plan.skip_bad,
+        g: false,
     };
-    dispatch::accumulate(plan.backend, model, bins, batch, opts, None)
+    if plan.normalize == Normalize::None {
+        return dispatch::accumulate(plan.backend, model, bins, batch, opts, None);
+    }
+    let g_opts = Pass1Opts { g: true, ..opts };
+    let mut hist = dispatch::accumulate(plan.backend, model, bins, batch, g_opts, None)?;
+    if loss {
+        hist.loss_sums =
+            dispatch::accumulate(plan.backend, model, bins, batch, opts, None)?.loss_sums;
+    }
+    Ok(hist)
 }
 
 /// Pass 2 on the plan's backend; returns the loss sum if `out.sum_loss`.
@@ -170,18 +211,16 @@ fn pass2<M: Model>(
     dispatch::apply(plan.backend, model, bins, w, lw, batch, out, skip)
 }
 
-/// [`Error::Shape`] unless every present output has `n` elements.
+/// [`Error::Shape`] unless every present output holds the batch's outputs (for a contiguous
+/// batch: has exactly its length), [`Error::Alias`] if an output's view overlaps itself.
 pub(crate) fn check_outputs(
-    n: usize,
+    batch: &Batch<'_>,
     grad: Option<&[f32]>,
     loss_elems: Option<&[f32]>,
 ) -> Result<(), Error> {
-    let fits = |b: Option<&[f32]>| b.is_none_or(|b| b.len() == n);
-    if fits(grad) && fits(loss_elems) {
-        Ok(())
-    } else {
-        Err(Error::Shape)
-    }
+    let g = batch.geometry();
+    batch.check_output(grad.map(|b| b.len()), g.grad)?;
+    batch.check_output(loss_elems.map(|b| b.len()), g.loss_elems)
 }
 
 /// [`Error::State`] if the EMA is needed (`momentum > 0`) but missing or made for other bins.
@@ -202,11 +241,7 @@ pub(crate) fn loss_grad(
 ) -> Result<f32, Error> {
     check_ema(&plan, ema.as_deref())?;
     batch.check()?;
-    check_outputs(
-        batch.pred().len(),
-        out.grad.as_deref(),
-        out.loss_elems.as_deref(),
-    )?;
+    check_outputs(&batch, out.grad.as_deref(), out.loss_elems.as_deref())?;
     if batch.elements() == 0 {
         return Ok(0.0);
     }
@@ -214,8 +249,9 @@ pub(crate) fn loss_grad(
     with_model!(plan, |model| {
         if let Some(grad) = out.grad.as_deref_mut() {
             let checked_first =
-                !plan.skip_bad && batch.pred().len() <= stored_checked_max(plan.backend);
+                !plan.skip_bad && batch.elements() <= stored_checked_max(plan.backend);
             if (plan.skip_bad || checked_first)
+                && plan.normalize == Normalize::None
                 && stored_pass(&model)
                 && out.loss_elems.is_none()
                 && !plan.accumulate
@@ -277,6 +313,7 @@ fn stored_two_pass<M: Model>(
     let opts = Pass1Opts {
         loss: true,
         skip_bad: plan.skip_bad,
+        g: false,
     };
     // Without `skip_bad`, pass 1 checks the inputs before it writes anything, and fails on a
     // bad one. Once it writes `grad`, nothing can fail: pass 1 skips (or has ruled out) bad
@@ -361,7 +398,7 @@ pub(crate) fn apply(
 ) -> Result<(), Error> {
     weights.check(plan.bins)?;
     batch.check()?;
-    check_outputs(batch.pred().len(), grad.as_deref(), loss_elems.as_deref())?;
+    check_outputs(&batch, grad.as_deref(), loss_elems.as_deref())?;
     if batch.elements() == 0 || (grad.is_none() && loss_elems.is_none()) {
         return Ok(());
     }

@@ -7,7 +7,7 @@ use crate::error::Error;
 /// this many entries.
 pub const MAX_BINS: usize = 128;
 
-/// How per-element weighted losses are reduced to the returned loss (SPEC section 1).
+/// How per-element weighted losses are reduced to the returned loss (docs/contract.md section 1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Reduction {
@@ -43,6 +43,46 @@ pub enum Layout {
     ClassMajor = 1,
 }
 
+/// Whether the harmonizing weights are rescaled per batch, and how.
+///
+/// GHM's weights average 1 over the valid elements (`sum_k count_k * tot / (count_k * n) =
+/// tot`), but they move weight from the many elements with a small gradient norm `g` to the
+/// few with a large one, so the batch's total gradient `sum_i w_i |dl/dx_i|` grows: on a
+/// dense objectness map (nearly every element an easy negative, `g` near 0) it is tens to
+/// hundreds of times plain BCE's, whatever the reduction, and a learning rate tuned for BCE
+/// diverges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Normalize {
+    /// mmdet's weights, as they are.
+    #[default]
+    None = 0,
+    /// Every weight times `s = sum_i g_i / sum_i w_i g_i` (valid elements of the batch; `g =
+    /// |dl/dx|`), so that the total weighted gradient equals the unweighted loss's (plain
+    /// BCE's, plain ASL1's) under the same reduction: a trainer keeps its learning rate, and
+    /// GHM only redistributes the gradient among the elements. The loss, its elements and
+    /// `Stats::weights` are scaled alike (the gradient stays the loss's gradient). The sums
+    /// of `g` are taken per bin in pass 1, each `g` rounded to a multiple of `2^-23` first,
+    /// so they are exact (and the same for any chunking, on any backend) while a batch's
+    /// total stays below `2^30`.
+    GradMass = 1,
+}
+
+/// How the EMA of the bin counts starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum EmaStart {
+    /// From zeros (mmdet): the first update makes `acc = (1 - momentum) * count`, so the
+    /// first batches' weights are about `1 / (1 - momentum)` times too large (4x at 0.75),
+    /// fading as `momentum^t`.
+    #[default]
+    Zero = 0,
+    /// A bin whose average is still 0 takes its count as it is (`acc = count`) instead of
+    /// blending it with the zero: the first batch is weighted as without the EMA, and a bin
+    /// seen for the first time later starts from its own count.
+    FirstCount = 1,
+}
+
 macro_rules! enum_from_u32 {
     ($ty:ident { $($v:ident),+ }) => {
         impl TryFrom<u32> for $ty {
@@ -57,6 +97,8 @@ macro_rules! enum_from_u32 {
 }
 enum_from_u32!(Reduction { Mean, Sum, None });
 enum_from_u32!(Input { Logits, Probs });
+enum_from_u32!(Normalize { None, GradMass });
+enum_from_u32!(EmaStart { Zero, FirstCount });
 enum_from_u32!(Layout {
     AnchorMajor,
     ClassMajor
@@ -89,6 +131,11 @@ pub struct GhmC {
     pub skip_bad: bool,
     /// Logits or probabilities (default [`Input::Logits`]).
     pub input: Input,
+    /// Rescale the weights so that the batch's gradient mass is the plain loss's (default
+    /// [`Normalize::None`], mmdet).
+    pub normalize: Normalize,
+    /// How the EMA starts (default [`EmaStart::Zero`], mmdet).
+    pub ema_start: EmaStart,
     /// Force a kernel backend; `None` picks the best one available (default).
     pub backend: Option<Backend>,
 }
@@ -104,6 +151,8 @@ impl Default for GhmC {
             accumulate: false,
             skip_bad: false,
             input: Input::Logits,
+            normalize: Normalize::None,
+            ema_start: EmaStart::Zero,
             backend: None,
         }
     }
@@ -129,6 +178,11 @@ pub struct GhmR {
     pub accumulate: bool,
     /// Exclude bad elements instead of failing (default false).
     pub skip_bad: bool,
+    /// Rescale the weights so that the batch's gradient mass is the plain loss's (default
+    /// [`Normalize::None`], mmdet).
+    pub normalize: Normalize,
+    /// How the EMA starts (default [`EmaStart::Zero`], mmdet).
+    pub ema_start: EmaStart,
     /// Force a kernel backend; `None` picks the best one available (default).
     pub backend: Option<Backend>,
 }
@@ -144,6 +198,8 @@ impl Default for GhmR {
             grad_scale: 1.0,
             accumulate: false,
             skip_bad: false,
+            normalize: Normalize::None,
+            ema_start: EmaStart::Zero,
             backend: None,
         }
     }
@@ -172,6 +228,8 @@ pub(crate) struct Plan {
     pub grad_scale: f32,
     pub accumulate: bool,
     pub skip_bad: bool,
+    pub normalize: Normalize,
+    pub ema_start: EmaStart,
     pub backend: Backend,
 }
 
@@ -239,6 +297,8 @@ impl GhmC {
             grad_scale: self.grad_scale,
             accumulate: self.accumulate,
             skip_bad: self.skip_bad,
+            normalize: self.normalize,
+            ema_start: self.ema_start,
             backend: Backend::Scalar,
         }
         .validated(self.backend)
@@ -264,6 +324,8 @@ impl GhmR {
             grad_scale: self.grad_scale,
             accumulate: self.accumulate,
             skip_bad: self.skip_bad,
+            normalize: self.normalize,
+            ema_start: self.ema_start,
             backend: Backend::Scalar,
         }
         .validated(self.backend)

@@ -38,7 +38,7 @@ pub(crate) fn accumulate<M: Model>(
     grad: Option<&mut [f32]>,
 ) -> Result<Hist, Error> {
     match backend {
-        Backend::Scalar => scalar::accumulate(model, bins, batch, opts.skip_bad),
+        Backend::Scalar => scalar::accumulate(model, bins, batch, opts.skip_bad, opts.g),
         // SAFETY: the backend is available, so the CPU has its features.
         #[cfg(target_arch = "x86_64")]
         Backend::Avx512 => unsafe { x86::accumulate_avx512(model, bins, batch, opts, grad) },

@@ -1,4 +1,4 @@
-//! Errors: one enum, whose discriminants are the C status codes of `SPEC.md` section 3.
+//! Errors: one enum, whose discriminants are the C status codes of `docs/contract.md` section 3.
 
 use core::ffi::CStr;
 use core::fmt;

@@ -1,4 +1,4 @@
-//! The C ABI of SPEC section 3: a thin layer over the safe API.
+//! The C ABI of docs/contract.md section 3: a thin layer over the safe API.
 //!
 //! Every entry point does the same few things, in this order:
 //! 1. required pointers non-NULL (`GHM_ERR_NULL`); data pointers may be NULL only when the
@@ -28,16 +28,20 @@ use core::ptr;
 
 use crate::api::{self, Out};
 use crate::backend::Backend;
-use crate::config::{GhmC, GhmR, Input, Layout, Plan, Planned, Reduction, MAX_BINS};
+use crate::config::{
+    EmaStart, GhmC, GhmR, Input, Layout, Normalize, Plan, Planned, Reduction, MAX_BINS,
+};
 use crate::error::Error;
 use crate::source::Batch;
 use crate::state::{Ema, Hist, Stats, Weights};
+use crate::view::{Blocks, View};
 
 /// No elements.
 const EMPTY: Batch<'static> = Batch::Dense {
     pred: &[],
     target: &[],
     weight: None,
+    blocks: None,
 };
 
 /// Status of a call: `GHM_OK` (0) or a negative `GHM_ERR_*` code.
@@ -72,6 +76,14 @@ pub const GHM_INPUT_PROBS: u32 = 1;
 pub const GHM_LAYOUT_ANCHOR_MAJOR: u32 = 0;
 /// `layout`: `[C][N]`, one plane per class (Darknet-style maps).
 pub const GHM_LAYOUT_CLASS_MAJOR: u32 = 1;
+/// `normalize`: mmdet's weights as they are.
+pub const GHM_NORMALIZE_NONE: u32 = 0;
+/// `normalize`: weights scaled so that the batch's total |gradient| is the plain loss's.
+pub const GHM_NORMALIZE_GRAD_MASS: u32 = 1;
+/// `ema_start`: the EMA starts from zeros (mmdet).
+pub const GHM_EMA_START_ZERO: u32 = 0;
+/// `ema_start`: a bin whose average is still 0 takes its count as it is.
+pub const GHM_EMA_START_FIRST_COUNT: u32 = 1;
 
 // The C values are literals (cbindgen copies them into the header); they must stay those of
 // the Rust enums.
@@ -85,6 +97,10 @@ const _: () = {
     assert!(GHM_INPUT_LOGITS == Input::Logits as u32 && GHM_INPUT_PROBS == Input::Probs as u32);
     assert!(GHM_LAYOUT_ANCHOR_MAJOR == Layout::AnchorMajor as u32);
     assert!(GHM_LAYOUT_CLASS_MAJOR == Layout::ClassMajor as u32);
+    assert!(GHM_NORMALIZE_NONE == Normalize::None as u32);
+    assert!(GHM_NORMALIZE_GRAD_MASS == Normalize::GradMass as u32);
+    assert!(GHM_EMA_START_ZERO == EmaStart::Zero as u32);
+    assert!(GHM_EMA_START_FIRST_COUNT == EmaStart::FirstCount as u32);
     assert!(MAX_BINS == 128);
 };
 
@@ -109,6 +125,13 @@ pub struct ghm_c_config {
     pub skip_bad: u32,
     /// GHM_INPUT_* (default LOGITS).
     pub input: u32,
+    /// GHM_NORMALIZE_* (default NONE, mmdet). GHM_NORMALIZE_GRAD_MASS scales the weights so
+    /// that the batch's total |gradient| equals plain BCE's: a trainer keeps its learning
+    /// rate (see the README's Darknet recipe).
+    pub normalize: u32,
+    /// GHM_EMA_START_* (default ZERO, mmdet). GHM_EMA_START_FIRST_COUNT: a bin whose average
+    /// is still 0 takes its count as it is instead of blending it with the zero.
+    pub ema_start: u32,
 }
 
 /// GHM-R configuration. Get the defaults from `ghm_r_config_default()`.
@@ -131,6 +154,10 @@ pub struct ghm_r_config {
     pub accumulate: u32,
     /// 1: exclude bad elements and count them; 0: fail with GHM_ERR_INPUT (default 0).
     pub skip_bad: u32,
+    /// GHM_NORMALIZE_* (default NONE): as in ghm_c_config, against plain ASL1.
+    pub normalize: u32,
+    /// GHM_EMA_START_* (default ZERO): as in ghm_c_config.
+    pub ema_start: u32,
 }
 
 fn flag(v: u32) -> Result<bool, Error> {
@@ -153,6 +180,8 @@ impl TryFrom<&ghm_c_config> for GhmC {
             accumulate: flag(c.accumulate)?,
             skip_bad: flag(c.skip_bad)?,
             input: Input::try_from(c.input)?,
+            normalize: Normalize::try_from(c.normalize)?,
+            ema_start: EmaStart::try_from(c.ema_start)?,
             backend: None,
         };
         cfg.validate()?;
@@ -172,6 +201,8 @@ impl TryFrom<&ghm_r_config> for GhmR {
             grad_scale: c.grad_scale,
             accumulate: flag(c.accumulate)?,
             skip_bad: flag(c.skip_bad)?,
+            normalize: Normalize::try_from(c.normalize)?,
+            ema_start: EmaStart::try_from(c.ema_start)?,
             backend: None,
         };
         cfg.validate()?;
@@ -190,6 +221,8 @@ impl From<&GhmC> for ghm_c_config {
             accumulate: c.accumulate as u32,
             skip_bad: c.skip_bad as u32,
             input: c.input as u32,
+            normalize: c.normalize as u32,
+            ema_start: c.ema_start as u32,
         }
     }
 }
@@ -205,6 +238,8 @@ impl From<&GhmR> for ghm_r_config {
             grad_scale: c.grad_scale,
             accumulate: c.accumulate as u32,
             skip_bad: c.skip_bad as u32,
+            normalize: c.normalize as u32,
+            ema_start: c.ema_start as u32,
         }
     }
 }
@@ -225,16 +260,70 @@ impl<T> Clone for Buf<T> {
 }
 impl<T> Copy for Buf<T> {}
 
-/// The byte range a buffer covers, for the overlap checks.
-#[derive(Clone, Copy)]
+/// The bytes a buffer (or a view of one) covers, for the overlap checks: `count` blocks of
+/// `block` bytes, `stride` bytes apart from `start`. A plain buffer is one block.
+#[derive(Clone, Copy, Debug)]
 struct Region {
     start: usize,
-    end: usize,
+    block: usize,
+    stride: usize,
+    count: usize,
 }
 
 impl Region {
+    /// `bytes` bytes from `start`.
+    fn whole(start: usize, bytes: usize) -> Region {
+        Region {
+            start,
+            block: bytes,
+            stride: 0,
+            count: 1,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0 || self.block == 0
+    }
+
+    /// One past the last byte (the buffer's extent, checked not to overflow when it was made).
+    fn end(&self) -> usize {
+        self.start + (self.count - 1) * self.stride + self.block
+    }
+
+    /// Whether the two share a byte: exact for strided views, so that two interleaved views
+    /// of one buffer (Darknet's objectness and class blocks) are disjoint. Linear in the
+    /// smaller block count.
     fn overlaps(&self, o: &Region) -> bool {
-        self.start < self.end && o.start < o.end && self.start < o.end && o.start < self.end
+        if self.is_empty() || o.is_empty() || self.start >= o.end() || o.start >= self.end() {
+            return false;
+        }
+        let (few, many) = if self.count <= o.count {
+            (self, o)
+        } else {
+            (o, self)
+        };
+        (0..few.count).any(|i| {
+            let s = few.start + i * few.stride;
+            many.hits(s, s + few.block)
+        })
+    }
+
+    /// Whether a block of `self` shares a byte with `[s, e)` (`s < e`).
+    fn hits(&self, s: usize, e: usize) -> bool {
+        if self.count == 1 || self.stride < self.block {
+            // One block, or blocks that touch or overlap: one interval.
+            return s < self.end() && self.start < e;
+        }
+        // Blocks `j` with start + j * stride < e and start + j * stride + block > s.
+        let (start, stride) = (self.start as i128, self.stride as i128);
+        let above = e as i128 - start; // j * stride < above
+        if above <= 0 {
+            return false;
+        }
+        let below = s as i128 - start - self.block as i128; // j * stride > below
+        let first = if below < 0 { 0 } else { below / stride + 1 };
+        let last = ((above - 1) / stride).min(self.count as i128 - 1);
+        first <= last
     }
 }
 
@@ -261,10 +350,21 @@ impl<T> Buf<T> {
     }
 
     fn region(&self) -> Region {
-        let start = self.ptr as usize;
+        Region::whole(self.ptr as usize, self.len * size_of::<T>())
+    }
+
+    /// The bytes that `count` blocks of `block` elements through `view` cover (inside the
+    /// buffer, which was made with their extent).
+    fn view_region(&self, view: View, count: usize, block: usize) -> Region {
+        if count == 0 || block == 0 {
+            return Region::whole(self.ptr as usize, 0);
+        }
+        let t = size_of::<T>();
         Region {
-            start,
-            end: start + self.len * size_of::<T>(),
+            start: self.ptr as usize + view.offset * t,
+            block: block * t,
+            stride: view.stride * t,
+            count,
         }
     }
 
@@ -362,7 +462,7 @@ fn status(r: Result<(), Error>) -> ghm_status {
 
 /// Dense inputs or class-index labels, with the anchor range a phased call covers.
 #[derive(Clone, Copy)]
-enum Source {
+enum Kind {
     Dense {
         pred: Buf<f32>,
         target: Buf<f32>,
@@ -378,6 +478,25 @@ enum Source {
     },
 }
 
+/// The inputs of a call, with their blocks: one contiguous block (`blocked` false: the
+/// buffers are exactly the batch), or the caller's [`Blocks`].
+#[derive(Clone, Copy)]
+struct Source {
+    kind: Kind,
+    blocks: Blocks,
+    blocked: bool,
+}
+
+/// The caller's blocks: [`Error::Null`] for NULL.
+///
+/// # Safety
+/// `b` is NULL or points to a valid `Blocks`.
+unsafe fn blocks(b: *const Blocks) -> Result<(Blocks, Region), Error> {
+    let buf = one(b)?.ok_or(Error::Null)?;
+    // SAFETY: valid per the C contract.
+    Ok((unsafe { read(buf) }, buf.region()))
+}
+
 impl Source {
     fn dense(
         pred: *const f32,
@@ -385,10 +504,26 @@ impl Source {
         weight: *const f32,
         n: usize,
     ) -> Result<Source, Error> {
-        Ok(Source::Dense {
-            pred: Buf::required(pred, n)?,
-            target: Buf::required(target, n)?,
-            weight: Buf::optional(weight, n)?,
+        Source::dense_in(pred, target, weight, Blocks::contiguous(n), false)
+    }
+
+    fn dense_in(
+        pred: *const f32,
+        target: *const f32,
+        weight: *const f32,
+        b: Blocks,
+        blocked: bool,
+    ) -> Result<Source, Error> {
+        b.elements(1)?;
+        let ext = |v: View| v.extent(b.count, b.len);
+        Ok(Source {
+            kind: Kind::Dense {
+                pred: Buf::required(pred, ext(b.pred)?)?,
+                target: Buf::required(target, ext(b.target)?)?,
+                weight: Buf::optional(weight, ext(b.weight)?)?,
+            },
+            blocks: b,
+            blocked,
         })
     }
 
@@ -402,52 +537,102 @@ impl Source {
         layout: u32,
         range: (usize, usize),
     ) -> Result<Source, Error> {
+        let b = Blocks::contiguous(anchors);
+        Source::labels_in(pred, labels, weight, classes, layout, range, b, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn labels_in(
+        pred: *const f32,
+        labels: *const i32,
+        weight: *const f32,
+        classes: usize,
+        layout: u32,
+        range: (usize, usize),
+        b: Blocks,
+        blocked: bool,
+    ) -> Result<Source, Error> {
         let layout = Layout::try_from(layout)?;
-        let n = anchors.checked_mul(classes).ok_or(Error::Shape)?;
-        if range.0 > range.1 || range.1 > anchors || classes > i32::MAX as usize {
+        b.elements(classes)?;
+        if range.0 > range.1 || range.1 > b.len || classes > i32::MAX as usize {
             return Err(Error::Shape);
         }
-        Ok(Source::Labels {
-            pred: Buf::required(pred, n)?,
-            labels: Buf::required(labels, anchors)?,
-            weight: Buf::optional(weight, anchors)?,
-            classes,
-            layout,
-            anchors: range,
+        let ext = |v: View, per: usize| v.extent(b.count, b.len * per);
+        Ok(Source {
+            kind: Kind::Labels {
+                pred: Buf::required(pred, ext(b.pred, classes)?)?,
+                labels: Buf::required(labels, ext(b.target, 1)?)?,
+                weight: Buf::optional(weight, ext(b.weight, 1)?)?,
+                classes,
+                layout,
+                anchors: range,
+            },
+            blocks: b,
+            blocked,
         })
     }
 
-    /// Length of the prediction buffer (and of every output buffer).
-    fn len(&self) -> usize {
-        match self {
-            Source::Dense { pred, .. } | Source::Labels { pred, .. } => pred.len,
+    /// Elements of a block of predictions (and of the outputs).
+    fn pred_block(&self) -> usize {
+        match self.kind {
+            Kind::Dense { .. } => self.blocks.len,
+            Kind::Labels { classes, .. } => self.blocks.len * classes,
         }
     }
 
+    /// An output buffer for the blocks through `view` (NULL: `None`): [`Error::Alias`] if the
+    /// view's blocks share elements, [`Error::Shape`] if its extent overflows.
+    fn output(&self, ptr: *mut f32, view: View) -> Result<Option<Buf<f32>>, Error> {
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        let (count, block) = (self.blocks.count, self.pred_block());
+        if !view.self_disjoint(count, block) {
+            return Err(Error::Alias);
+        }
+        Buf::optional(ptr as *const f32, view.extent(count, block)?)
+    }
+
+    /// The bytes an output written through `view` covers.
+    fn output_region(&self, b: Option<Buf<f32>>, view: View) -> Option<Region> {
+        b.map(|b| b.view_region(view, self.blocks.count, self.pred_block()))
+    }
+
     fn regions(&self) -> [Option<Region>; 3] {
-        match *self {
-            Source::Dense {
+        let b = self.blocks;
+        let (count, len) = (b.count, b.len);
+        match self.kind {
+            Kind::Dense {
                 pred,
                 target,
                 weight,
-            } => [Some(pred.region()), Some(target.region()), region(weight)],
-            Source::Labels {
+            } => [
+                Some(pred.view_region(b.pred, count, len)),
+                Some(target.view_region(b.target, count, len)),
+                weight.map(|w| w.view_region(b.weight, count, len)),
+            ],
+            Kind::Labels {
                 pred,
                 labels,
                 weight,
+                classes,
                 ..
-            } => [Some(pred.region()), Some(labels.region()), region(weight)],
+            } => [
+                Some(pred.view_region(b.pred, count, len * classes)),
+                Some(labels.view_region(b.target, count, len)),
+                weight.map(|w| w.view_region(b.weight, count, len)),
+            ],
         }
     }
 
     fn aligned(&self) -> bool {
-        match self {
-            Source::Dense {
+        match self.kind {
+            Kind::Dense {
                 pred,
                 target,
                 weight,
             } => pred.aligned() && target.aligned() && weight.is_none_or(|w| w.aligned()),
-            Source::Labels {
+            Kind::Labels {
                 pred,
                 labels,
                 weight,
@@ -461,10 +646,11 @@ impl Source {
     /// # Safety
     /// The buffers are valid for reads and [`Source::aligned`].
     unsafe fn with<R>(&self, f: impl FnOnce(Batch<'_>) -> R) -> R {
+        let blocks = self.blocked.then_some(self.blocks);
         // SAFETY: valid and aligned (caller).
         unsafe {
-            match *self {
-                Source::Dense {
+            match self.kind {
+                Kind::Dense {
                     pred,
                     target,
                     weight,
@@ -472,8 +658,9 @@ impl Source {
                     pred: pred.slice(),
                     target: target.slice(),
                     weight: weight.map(|w| w.slice()),
+                    blocks,
                 }),
-                Source::Labels {
+                Kind::Labels {
                     pred,
                     labels,
                     weight,
@@ -487,43 +674,51 @@ impl Source {
                     classes,
                     layout,
                     anchors: anchors.0..anchors.1,
+                    blocks,
                 }),
             }
         }
     }
 
-    /// The element ranges of the prediction buffer this call covers.
-    fn segments(&self) -> impl Iterator<Item = Range<usize>> + '_ {
-        let (count, seg) = match *self {
-            Source::Dense { pred, .. } => (1, (0, pred.len, 0)),
-            Source::Labels {
-                labels,
+    /// The covered elements: block, and a range of the block's predictions.
+    fn segments(&self) -> impl Iterator<Item = (usize, Range<usize>)> + '_ {
+        let len = self.blocks.len;
+        let (planes, seg) = match self.kind {
+            Kind::Dense { .. } => (1, (0, len, 0)),
+            Kind::Labels {
                 classes,
                 layout,
                 anchors: (a0, a1),
                 ..
             } => match layout {
                 Layout::AnchorMajor => (1, (a0 * classes, a1 * classes, 0)),
-                Layout::ClassMajor => (classes, (a0, a1, labels.len)),
+                Layout::ClassMajor => (classes, (a0, a1, len)),
             },
         };
-        (0..count).map(move |c| seg.0 + c * seg.2..seg.1 + c * seg.2)
+        (0..self.blocks.count)
+            .flat_map(move |b| (0..planes).map(move |c| (b, seg.0 + c * seg.2..seg.1 + c * seg.2)))
     }
 
-    /// Prediction, target and weight of element `i` of the prediction buffer.
+    /// Prediction, target and weight of element `i` of block `b`'s predictions.
     ///
     /// # Safety
-    /// `i` is in one of [`Source::segments`] and the buffers are valid for reads.
-    unsafe fn element(&self, i: usize) -> (f32, f32, f32) {
-        // SAFETY: indices in bounds: i < pred.len, and the anchor a < labels.len (caller).
+    /// `(b, i)` is in one of [`Source::segments`] and the buffers are valid for reads.
+    unsafe fn element(&self, b: usize, i: usize) -> (f32, f32, f32) {
+        let v = self.blocks;
+        // SAFETY: indices in bounds: the buffers were made with the views' extents, and the
+        // anchor a < blocks.len (caller).
         unsafe {
-            match *self {
-                Source::Dense {
+            match self.kind {
+                Kind::Dense {
                     pred,
                     target,
                     weight,
-                } => (pred.get(i), target.get(i), weight.map_or(1.0, |w| w.get(i))),
-                Source::Labels {
+                } => (
+                    pred.get(v.pred.at(b) + i),
+                    target.get(v.target.at(b) + i),
+                    weight.map_or(1.0, |w| w.get(v.weight.at(b) + i)),
+                ),
+                Kind::Labels {
                     pred,
                     labels,
                     weight,
@@ -533,10 +728,11 @@ impl Source {
                 } => {
                     let (a, c) = match layout {
                         Layout::AnchorMajor => (i / classes, i % classes),
-                        Layout::ClassMajor => (i % labels.len, i / labels.len),
+                        Layout::ClassMajor => (i % v.len, i / v.len),
                     };
-                    let t = (labels.get(a) == c as i32) as u32 as f32;
-                    (pred.get(i), t, weight.map_or(1.0, |w| w.get(a)))
+                    let t = (labels.get(v.target.at(b) + a) == c as i32) as u32 as f32;
+                    let w = weight.map_or(1.0, |w| w.get(v.weight.at(b) + a));
+                    (pred.get(v.pred.at(b) + i), t, w)
                 }
             }
         }
@@ -551,31 +747,33 @@ const BOUNCE: usize = 256;
 
 /// Calls `f` with aligned copies of consecutive chunks of the covered elements (as dense
 /// inputs: labels become one-hot targets and per-element weights, which the labels path is
-/// tested to match bit for bit) and the range of the prediction buffer each chunk came from.
+/// tested to match bit for bit), the block each chunk came from and its range of the
+/// block's predictions.
 ///
 /// # Safety
 /// The source's buffers are valid for reads.
 unsafe fn for_each_chunk(
     src: &Source,
-    mut f: impl FnMut(Range<usize>, &Batch<'_>) -> Result<(), Error>,
+    mut f: impl FnMut(usize, Range<usize>, &Batch<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut x = [0.0f32; BOUNCE];
     let mut t = [0.0f32; BOUNCE];
     let mut w = [0.0f32; BOUNCE];
-    for seg in src.segments() {
+    for (b, seg) in src.segments() {
         let mut i = seg.start;
         while i < seg.end {
             let len = BOUNCE.min(seg.end - i);
             for j in 0..len {
                 // SAFETY: i + j is inside a segment; buffers valid (caller).
-                (x[j], t[j], w[j]) = unsafe { src.element(i + j) };
+                (x[j], t[j], w[j]) = unsafe { src.element(b, i + j) };
             }
             let input = Batch::Dense {
                 pred: &x[..len],
                 target: &t[..len],
                 weight: Some(&w[..len]),
+                blocks: None,
             };
-            f(i..i + len, &input)?;
+            f(b, i..i + len, &input)?;
             i += len;
         }
     }
@@ -589,7 +787,11 @@ unsafe fn for_each_chunk(
 unsafe fn accumulate_bounced(plan: Plan, src: &Source, hist: &Hist) -> Result<Hist, Error> {
     let mut h = *hist;
     // SAFETY: forwarded from the caller.
-    unsafe { for_each_chunk(src, |_, input| api::accumulate(plan, input.clone(), &mut h))? };
+    unsafe {
+        for_each_chunk(src, |_, _, input| {
+            api::accumulate(plan, input.clone(), &mut h)
+        })?
+    };
     Ok(h)
 }
 
@@ -599,15 +801,15 @@ unsafe fn accumulate_bounced(plan: Plan, src: &Source, hist: &Hist) -> Result<Hi
 /// The source's buffers are valid for reads.
 unsafe fn check_bounced(plan: Plan, src: &Source) -> Result<(), Error> {
     // SAFETY: forwarded from the caller.
-    unsafe { for_each_chunk(src, |_, input| api::check(plan, input)) }
+    unsafe { for_each_chunk(src, |_, _, input| api::check(plan, input)) }
 }
 
 /// Applies every chunk, through stack copies of the outputs. The inputs have been checked
 /// already (or `skip_bad` is set): the chunks are not checked again.
 ///
 /// # Safety
-/// The source's buffers are valid for reads, `grad` and `loss_elems` (as long as the
-/// prediction buffer) for reads and writes.
+/// The source's buffers are valid for reads, `grad` and `loss_elems` (made by
+/// [`Source::output`]) for reads and writes.
 unsafe fn apply_bounced(
     plan: Plan,
     w: &Weights,
@@ -623,11 +825,13 @@ unsafe fn apply_bounced(
     let mut le = [0.0f32; BOUNCE];
     // SAFETY: forwarded from the caller; every index is inside the prediction range.
     unsafe {
-        for_each_chunk(src, |range, input| {
+        for_each_chunk(src, |b, range, input| {
             let len = range.len();
+            let gi = src.blocks.grad.at(b) + range.start;
+            let li = src.blocks.loss_elems.at(b) + range.start;
             if let (Some(gb), true) = (grad, plan.accumulate) {
                 for (j, v) in g[..len].iter_mut().enumerate() {
-                    *v = gb.get(range.start + j);
+                    *v = gb.get(gi + j);
                 }
             }
             api::apply(
@@ -639,10 +843,10 @@ unsafe fn apply_bounced(
             )?;
             for (j, (&gv, &lv)) in g[..len].iter().zip(&le[..len]).enumerate() {
                 if let Some(gb) = grad {
-                    gb.set(range.start + j, gv);
+                    gb.set(gi + j, gv);
                 }
                 if let Some(lb) = loss_elems {
-                    lb.set(range.start + j, lv);
+                    lb.set(li + j, lv);
                 }
             }
             Ok(())
@@ -667,25 +871,26 @@ unsafe fn one_call(
     loss_elems: *mut f32,
     stats: *mut Stats,
     cfg_region: Option<Region>,
+    blocks_region: Option<Region>,
 ) -> ghm_status {
     let run = || -> Result<(), Error> {
         let plan = plan?;
         let src = src?;
-        let n = src.len();
-        let grad = Buf::optional(grad as *const f32, n)?;
-        let loss_elems = Buf::optional(loss_elems as *const f32, n)?;
+        let n = src.blocks.count * src.pred_block();
+        let grad = src.output(grad, src.blocks.grad)?;
+        let loss_elems = src.output(loss_elems, src.blocks.loss_elems)?;
         let loss = one(loss as *const f32)?;
         let stats = one(stats as *const Stats)?;
         let ema = one(ema as *const Ema)?;
         let [a, b, c] = src.regions();
         let outs = [
-            region(grad),
-            region(loss_elems),
+            src.output_region(grad, src.blocks.grad),
+            src.output_region(loss_elems, src.blocks.loss_elems),
             region(loss),
             region(stats),
             region(ema),
         ];
-        disjoint(&[a, b, c, cfg_region], &outs)?;
+        disjoint(&[a, b, c, cfg_region, blocks_region], &outs)?;
 
         // SAFETY: valid per the C contract; outputs disjoint from everything (checked).
         unsafe {
@@ -702,7 +907,7 @@ unsafe fn one_call(
                 };
                 src.with(|input| api::loss_grad(plan, ema_local.as_mut(), input, out))?
             } else {
-                if n == 0 || src.segments().all(|s| s.is_empty()) {
+                if n == 0 || src.segments().all(|(_, s)| s.is_empty()) {
                     // Validate the configuration and state the same way, then nothing.
                     api::loss_grad(plan, ema_local.as_mut(), EMPTY, Out::default())?
                 } else {
@@ -744,13 +949,17 @@ unsafe fn accumulate(
     src: Result<Source, Error>,
     hist: *mut Hist,
     cfg_region: Option<Region>,
+    blocks_region: Option<Region>,
 ) -> ghm_status {
     let run = || -> Result<(), Error> {
         let hist_buf = one(hist as *const Hist)?.ok_or(Error::Null)?;
         let plan = plan?;
         let src = src?;
         let [a, b, c] = src.regions();
-        disjoint(&[a, b, c, cfg_region], &[Some(hist_buf.region())])?;
+        disjoint(
+            &[a, b, c, cfg_region, blocks_region],
+            &[Some(hist_buf.region())],
+        )?;
         // SAFETY: valid per the C contract; the histogram overlaps no input (checked).
         unsafe {
             let mut h = read(hist_buf);
@@ -816,18 +1025,21 @@ unsafe fn apply(
     grad: *mut f32,
     loss_elems: *mut f32,
     cfg_region: Option<Region>,
+    blocks_region: Option<Region>,
 ) -> ghm_status {
     let run = || -> Result<(), Error> {
         let wb = one(weights)?.ok_or(Error::Null)?;
         let plan = plan?;
         let src = src?;
-        let n = src.len();
-        let grad = Buf::optional(grad as *const f32, n)?;
-        let loss_elems = Buf::optional(loss_elems as *const f32, n)?;
+        let grad = src.output(grad, src.blocks.grad)?;
+        let loss_elems = src.output(loss_elems, src.blocks.loss_elems)?;
         let [a, b, c] = src.regions();
         disjoint(
-            &[a, b, c, cfg_region, Some(wb.region())],
-            &[region(grad), region(loss_elems)],
+            &[a, b, c, cfg_region, Some(wb.region()), blocks_region],
+            &[
+                src.output_region(grad, src.blocks.grad),
+                src.output_region(loss_elems, src.blocks.loss_elems),
+            ],
         )?;
         // SAFETY: valid per the C contract; outputs overlap nothing (checked).
         unsafe {
@@ -1021,7 +1233,7 @@ pub unsafe extern "C" fn ghm_c_loss_grad(
     unsafe {
         let (c, r) = config::<_, GhmC>(cfg);
         let src = Source::dense(pred, target, label_weight, n);
-        one_call(c, ema, src, grad, loss, loss_elems, stats, r)
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r, None)
     }
 }
 
@@ -1059,7 +1271,7 @@ pub unsafe extern "C" fn ghm_c_loss_grad_labels(
             layout,
             (0, num_anchors),
         );
-        one_call(c, ema, src, grad, loss, loss_elems, stats, r)
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r, None)
     }
 }
 
@@ -1084,7 +1296,7 @@ pub unsafe extern "C" fn ghm_r_loss_grad(
     unsafe {
         let (c, r) = config::<_, GhmR>(cfg);
         let src = Source::dense(pred, target, label_weight, n);
-        one_call(c, ema, src, grad, loss, loss_elems, stats, r)
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r, None)
     }
 }
 
@@ -1104,7 +1316,7 @@ pub unsafe extern "C" fn ghm_c_accumulate(
     // SAFETY: forwarded from the caller.
     unsafe {
         let (c, r) = config::<_, GhmC>(cfg);
-        accumulate(c, Source::dense(pred, target, label_weight, n), h, r)
+        accumulate(c, Source::dense(pred, target, label_weight, n), h, r, None)
     }
 }
 
@@ -1138,7 +1350,7 @@ pub unsafe extern "C" fn ghm_c_accumulate_labels(
             layout,
             (anchor_begin, anchor_end),
         );
-        accumulate(c, src, h, r)
+        accumulate(c, src, h, r, None)
     }
 }
 
@@ -1190,6 +1402,7 @@ pub unsafe extern "C" fn ghm_c_apply(
             grad,
             loss_elems,
             r,
+            None,
         )
     }
 }
@@ -1226,7 +1439,7 @@ pub unsafe extern "C" fn ghm_c_apply_labels(
             layout,
             (anchor_begin, anchor_end),
         );
-        apply(c, w, src, grad, loss_elems, r)
+        apply(c, w, src, grad, loss_elems, r, None)
     }
 }
 
@@ -1246,7 +1459,7 @@ pub unsafe extern "C" fn ghm_r_accumulate(
     // SAFETY: forwarded from the caller.
     unsafe {
         let (c, r) = config::<_, GhmR>(cfg);
-        accumulate(c, Source::dense(pred, target, label_weight, n), h, r)
+        accumulate(c, Source::dense(pred, target, label_weight, n), h, r, None)
     }
 }
 
@@ -1293,6 +1506,274 @@ pub unsafe extern "C" fn ghm_r_apply(
             grad,
             loss_elems,
             r,
+            None,
         )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocked views: the same calls, in place inside a trainer's tensors
+
+/// `ghm_c_loss_grad` over `blocks->count` blocks of `blocks->len` elements, each array read
+/// (and `grad`, `loss_elems` written) through its view: element `i` of block `b` is
+/// `pred[blocks->pred.offset + b * blocks->pred.stride + i]`, and so on. The density is over
+/// the whole batch (one call per layer). Views of one buffer that share no element are fine
+/// (GHM_ERR_ALIAS only if an output shares an element with an input, another output, or
+/// itself).
+///
+/// # Safety
+/// `blocks` points to a valid `ghm_blocks`; every non-NULL pointer is valid for its view's
+/// extent (`offset + (count - 1) * stride + len` elements).
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_loss_grad_blocks(
+    cfg: *const ghm_c_config,
+    ema: *mut Ema,
+    blocks: *const Blocks,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    grad: *mut f32,
+    loss: *mut f32,
+    loss_elems: *mut f32,
+    stats: *mut Stats,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let (src, br) = dense_blocks(blocks, pred, target, label_weight);
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r, br)
+    }
+}
+
+/// `ghm_c_loss_grad_labels` over `blocks->count` blocks of `blocks->len` anchors each: a
+/// block's `pred`, `grad` and `loss_elems` are `len * num_classes` contiguous floats in
+/// `layout` order (Darknet's class planes of one (image, anchor): class-major), its `labels`
+/// (view `blocks->target`) and `anchor_weight` (view `blocks->weight`) `len` values.
+///
+/// # Safety
+/// As `ghm_c_loss_grad_blocks`.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_loss_grad_labels_blocks(
+    cfg: *const ghm_c_config,
+    ema: *mut Ema,
+    blocks: *const Blocks,
+    pred: *const f32,
+    labels: *const i32,
+    anchor_weight: *const f32,
+    num_classes: usize,
+    layout: u32,
+    grad: *mut f32,
+    loss: *mut f32,
+    loss_elems: *mut f32,
+    stats: *mut Stats,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let (src, br) = labels_blocks(blocks, pred, labels, anchor_weight, num_classes, layout);
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r, br)
+    }
+}
+
+/// `ghm_r_loss_grad` through blocked views (see `ghm_c_loss_grad_blocks`).
+///
+/// # Safety
+/// As `ghm_c_loss_grad_blocks`.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_r_loss_grad_blocks(
+    cfg: *const ghm_r_config,
+    ema: *mut Ema,
+    blocks: *const Blocks,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    grad: *mut f32,
+    loss: *mut f32,
+    loss_elems: *mut f32,
+    stats: *mut Stats,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmR>(cfg);
+        let (src, br) = dense_blocks(blocks, pred, target, label_weight);
+        one_call(c, ema, src, grad, loss, loss_elems, stats, r, br)
+    }
+}
+
+/// The source of a dense blocked call, and the region of its `ghm_blocks`.
+///
+/// # Safety
+/// `blocks` is NULL or valid.
+unsafe fn dense_blocks(
+    blocks: *const Blocks,
+    pred: *const f32,
+    target: *const f32,
+    weight: *const f32,
+) -> (Result<Source, Error>, Option<Region>) {
+    // SAFETY: forwarded from the caller.
+    match unsafe { self::blocks(blocks) } {
+        Ok((b, br)) => (Source::dense_in(pred, target, weight, b, true), Some(br)),
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// The source of a blocked call with class-index labels (every anchor of every block), and
+/// the region of its `ghm_blocks`.
+///
+/// # Safety
+/// `blocks` is NULL or valid.
+unsafe fn labels_blocks(
+    blocks: *const Blocks,
+    pred: *const f32,
+    labels: *const i32,
+    weight: *const f32,
+    classes: usize,
+    layout: u32,
+) -> (Result<Source, Error>, Option<Region>) {
+    // SAFETY: forwarded from the caller.
+    match unsafe { self::blocks(blocks) } {
+        Ok((b, br)) => {
+            let range = (0, b.len);
+            let src = Source::labels_in(pred, labels, weight, classes, layout, range, b, true);
+            (src, Some(br))
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// `ghm_c_accumulate` through blocked views. A chunk of a blocked batch is a range of its
+/// blocks: `count` and `offset`s moved (`offset + first * stride`).
+///
+/// # Safety
+/// As `ghm_c_loss_grad_blocks`; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_accumulate_blocks(
+    cfg: *const ghm_c_config,
+    blocks: *const Blocks,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    h: *mut Hist,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let (src, br) = dense_blocks(blocks, pred, target, label_weight);
+        accumulate(c, src, h, r, br)
+    }
+}
+
+/// `ghm_c_accumulate_labels` through blocked views (every anchor of every block).
+///
+/// # Safety
+/// As `ghm_c_loss_grad_labels_blocks`; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_accumulate_labels_blocks(
+    cfg: *const ghm_c_config,
+    blocks: *const Blocks,
+    pred: *const f32,
+    labels: *const i32,
+    anchor_weight: *const f32,
+    num_classes: usize,
+    layout: u32,
+    h: *mut Hist,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let (src, br) = labels_blocks(blocks, pred, labels, anchor_weight, num_classes, layout);
+        accumulate(c, src, h, r, br)
+    }
+}
+
+/// `ghm_c_apply` through blocked views.
+///
+/// # Safety
+/// As `ghm_c_loss_grad_blocks`; `w` points to valid weights.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_apply_blocks(
+    cfg: *const ghm_c_config,
+    w: *const Weights,
+    blocks: *const Blocks,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    grad: *mut f32,
+    loss_elems: *mut f32,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let (src, br) = dense_blocks(blocks, pred, target, label_weight);
+        apply(c, w, src, grad, loss_elems, r, br)
+    }
+}
+
+/// `ghm_c_apply_labels` through blocked views (every anchor of every block).
+///
+/// # Safety
+/// As `ghm_c_loss_grad_labels_blocks`; `w` points to valid weights.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_c_apply_labels_blocks(
+    cfg: *const ghm_c_config,
+    w: *const Weights,
+    blocks: *const Blocks,
+    pred: *const f32,
+    labels: *const i32,
+    anchor_weight: *const f32,
+    num_classes: usize,
+    layout: u32,
+    grad: *mut f32,
+    loss_elems: *mut f32,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmC>(cfg);
+        let (src, br) = labels_blocks(blocks, pred, labels, anchor_weight, num_classes, layout);
+        apply(c, w, src, grad, loss_elems, r, br)
+    }
+}
+
+/// `ghm_r_accumulate` through blocked views.
+///
+/// # Safety
+/// As `ghm_c_loss_grad_blocks`; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_r_accumulate_blocks(
+    cfg: *const ghm_r_config,
+    blocks: *const Blocks,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    h: *mut Hist,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmR>(cfg);
+        let (src, br) = dense_blocks(blocks, pred, target, label_weight);
+        accumulate(c, src, h, r, br)
+    }
+}
+
+/// `ghm_r_apply` through blocked views.
+///
+/// # Safety
+/// As `ghm_c_loss_grad_blocks`; `w` points to valid weights.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_r_apply_blocks(
+    cfg: *const ghm_r_config,
+    w: *const Weights,
+    blocks: *const Blocks,
+    pred: *const f32,
+    target: *const f32,
+    label_weight: *const f32,
+    grad: *mut f32,
+    loss_elems: *mut f32,
+) -> ghm_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (c, r) = config::<_, GhmR>(cfg);
+        let (src, br) = dense_blocks(blocks, pred, target, label_weight);
+        apply(c, w, src, grad, loss_elems, r, br)
     }
 }

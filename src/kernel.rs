@@ -28,15 +28,15 @@
 //! long dependency chains out of the out-of-order window).
 
 use core::marker::PhantomData;
-use core::ops::Range;
 
 use crate::bins::Bins;
 use crate::config::MAX_BINS;
 use crate::error::Error;
 use crate::model::Model;
 use crate::simd::{Vector, MAX_LANES};
-use crate::source::{prefetch, Batch, TargetBlock, Targets, Visitor, STAGE};
+use crate::source::{prefetch, Batch, Seg, TargetBlock, Targets, Visitor, STAGE};
 use crate::state::{Hist, Weights};
+use crate::view::View;
 
 /// Per-bin accumulators, one per lane: `cells[bin * MAX_LANES + lane]`. A run of elements in
 /// one bin (the usual case: most are easy negatives) then forms `LANES` independent dependency
@@ -54,7 +54,7 @@ fn live<V: Vector>(tail: Option<usize>) -> V::M {
     V::first_lanes(tail.unwrap_or(V::LANES))
 }
 
-/// Lanes holding a bad element (SPEC section 2), among the `live` ones: a prediction or
+/// Lanes holding a bad element (docs/contract.md section 2), among the `live` ones: a prediction or
 /// target the model refuses, or a label weight that is not in `[0, f32::MAX]` (negative or
 /// not finite).
 #[inline(always)]
@@ -356,6 +356,9 @@ trait Mode {
     /// With `STORE`: check every lane and skip the bad ones (`skip_bad`); without it the batch
     /// has passed [`check`]. (Without `STORE`, `skip_bad` is read at run time.)
     const SKIP: bool;
+    /// With `LOSS`: sum the gradient norms `g` (rounded to multiples of `2^-23`: exact sums)
+    /// per bin instead of the loss, for [`Normalize::GradMass`](crate::Normalize::GradMass).
+    const GSUM: bool = false;
 }
 
 /// Counts only, in the per-lane cells.
@@ -368,6 +371,16 @@ struct LossSums;
 struct Stored;
 /// The stored path with `skip_bad`.
 struct StoredSkip;
+/// Counts and per-bin sums of `g`.
+struct GSums;
+
+impl Mode for GSums {
+    const LOSS: bool = true;
+    const PACKED: bool = false;
+    const STORE: bool = false;
+    const SKIP: bool = false;
+    const GSUM: bool = true;
+}
 
 macro_rules! modes {
     ($($name:ident: $loss:expr, $packed:expr, $store:expr, $skip:expr;)*) => {$(
@@ -407,7 +420,7 @@ modes! {
 /// 1.12x it, median of 16 alternating in-process runs): an f32 sum rounds on the way, and equal
 /// losses all round the same way, so the errors add up (a group of 8 is within `7 * 2^-24` of
 /// exact, not within `2^-53`). Where the groups start depends on the chunking, so the phased
-/// API and the one call no longer agreed to the 1 ulp SPEC section 3 requires: 2 ulp on 64Ki
+/// API and the one call no longer agreed to the 1 ulp docs/contract.md section 3 requires: 2 ulp on 64Ki
 /// equal logits in chunks of 48 (`equal_losses_stay_within_one_ulp_for_any_chunking`). A second
 /// hot bin in registers (the two most common bins) was 6% faster with those f32 sums; with f64
 /// sums, two hot bins and one measured the same (1.003 in 12 runs at 64Ki elements; 1.011 and
@@ -424,6 +437,8 @@ struct Pass1<'a, V: Vector, M, P> {
     /// `P::STORE`: where to store each element's `dl/dx` (NaN for invalid lanes), for
     /// [`rescale`].
     grad: &'a mut [f32],
+    /// Where each block's part of `grad` lies.
+    grad_view: View,
     /// The per-lane cells, the totals and the buffer, in memory.
     cells: &'a mut Cells,
     /// Elements in the buffer (`cells.block_cell`).
@@ -471,10 +486,17 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
             // bad element meanwhile lands in some bin; the pass then fails).
             self.keys.add(&self.model, x, t, w, tail);
         }
-        let e = if P::LOSS {
+        let e = if P::LOSS && !P::GSUM {
             self.model.eval_pre::<V, true>(x, t, pre)
         } else {
             self.model.eval_pre::<V, false>(x, t, pre)
+        };
+        // What pass 1 sums per bin: the loss, or `g` rounded to a multiple of 2^-23 (g is in
+        // [0, 1], so `g + 1` has that ulp), whose f64 sums are exact in any order.
+        let summed = if P::GSUM {
+            e.g.add(V::splat(1.0)).sub(V::splat(1.0))
+        } else {
+            e.loss
         };
         let k = if P::PACKED {
             self.bins.vector(e.g, valid)
@@ -507,7 +529,7 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
         let (mine, rest) = self.hot.take(valid, k);
         if P::LOSS {
             // In f64 lanes, exactly: see [`Pass1`] on why not in f32.
-            e.loss.add_to_f64_in(mine, &mut self.hot.loss);
+            summed.add_to_f64_in(mine, &mut self.hot.loss);
         }
         if self.fill > BLOCK {
             self.flush();
@@ -517,7 +539,7 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
         let cell = V::i_add(V::i_shl::<4>(k), V::i_iota());
         self.fill += V::i_compress(cell, rest, &mut self.cells.block_cell[f..]);
         if P::LOSS {
-            V::i_compress(e.loss.to_bits(), rest, &mut self.cells.block_loss[f..]);
+            V::i_compress(summed.to_bits(), rest, &mut self.cells.block_loss[f..]);
         }
         Ok(d)
     }
@@ -612,11 +634,11 @@ impl<V: Vector, M: Model, P: Mode> Pass1<'_, V, M, P> {
 
 impl<V: Vector, M: Model, P: Mode> Visitor<V> for Pass1<'_, V, M, P> {
     #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        let pred = &self.pred[range.clone()];
+    fn segment<T: Targets<V>>(&mut self, seg: Seg, mut targets: T) -> Result<(), Error> {
+        let pred = &self.pred[seg.pred()];
         let grad = core::mem::take(&mut self.grad);
         let out = if P::STORE {
-            &mut grad[range]
+            &mut grad[seg.out(self.grad_view)]
         } else {
             &mut [][..]
         };
@@ -635,6 +657,8 @@ pub(crate) struct Pass1Opts {
     pub loss: bool,
     /// Exclude and count bad elements instead of failing with [`Error::Input`].
     pub skip_bad: bool,
+    /// Per-bin sums of `g` (into `g_sums`) instead of the loss (not with `loss`).
+    pub g: bool,
 }
 
 /// Pass 1 over `batch`: its histogram, or [`Error::Input`] if an element is bad, unless
@@ -663,7 +687,9 @@ pub(crate) fn accumulate<V: Vector, M: Model>(
         return pass1::<V, M, Stored>(model, bins, batch, opts, grad);
     }
     let none = &mut [][..];
-    if opts.loss {
+    if opts.g {
+        pass1::<V, M, GSums>(model, bins, batch, opts, none)
+    } else if opts.loss {
         pass1::<V, M, LossSums>(model, bins, batch, opts, none)
     } else if bins.m <= PACKED_MAX_BINS && V::LANES >= 4 {
         pass1::<V, M, Packed>(model, bins, batch, opts, none)
@@ -695,6 +721,7 @@ fn pass1<V: Vector, M: Model, P: Mode>(
         skip_bad: opts.skip_bad,
         keys: Keys::new(),
         grad,
+        grad_view: batch.geometry().grad,
         cells: &mut cells,
         fill: 0,
         hot: Hot::new(0),
@@ -720,7 +747,12 @@ fn pass1<V: Vector, M: Model, P: Mode>(
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;
     hist.counts[..m].copy_from_slice(&acc.cells.totals[..m]);
-    for (k, sum) in hist.loss_sums[..m].iter_mut().enumerate() {
+    let sums = if P::GSUM {
+        &mut hist.g_sums
+    } else {
+        &mut hist.loss_sums
+    };
+    for (k, sum) in sums[..m].iter_mut().enumerate() {
         *sum = acc.cells.loss_cells[k * MAX_LANES..(k + 1) * MAX_LANES]
             .iter()
             .sum();
@@ -808,8 +840,8 @@ impl<V: Vector, M: Model, const EXACT: bool> Step<V> for Check<'_, V, M, EXACT> 
 
 impl<V: Vector, M: Model, const EXACT: bool> Visitor<V> for Check<'_, V, M, EXACT> {
     #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        let pred = &self.pred[range];
+    fn segment<T: Targets<V>>(&mut self, seg: Seg, mut targets: T) -> Result<(), Error> {
+        let pred = &self.pred[seg.pred()];
         let model = self.model;
         walk(&model, pred, &mut [], &mut targets, self)
     }
@@ -851,8 +883,7 @@ pub(crate) fn check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<
         batch.visit_blind::<V, _>(&mut screen)?;
         let keys = &mut screen.keys;
         keys.1 = V::i_max_u(keys.1, model.keys(V::splat(0.0), V::splat(1.0)).1);
-        let w = batch.anchor_weights().unwrap_or(&[]);
-        let bits = w.iter().map(|w| w.to_bits()).max().unwrap_or(0);
+        let bits = batch.anchor_weight_max_bits();
         keys.2 = V::i_max_u(keys.2, V::i_splat(bits as i32));
     } else {
         batch.visit::<V, _>(&mut screen)?;
@@ -930,6 +961,8 @@ struct Apply<'a, V, M, const LOSS: bool, const ONE: bool, const SKIP: bool> {
     ctx: ApplyCtx<'a, V, M>,
     grad: Option<&'a mut [f32]>,
     loss_elems: Option<&'a mut [f32]>,
+    /// Where each block's part of `grad` and of `loss_elems` lies.
+    views: (View, View),
     /// Per-lane sums of `weight[bin] * l`.
     sums: [f64; MAX_LANES],
 }
@@ -1015,31 +1048,35 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> V
     for Apply<'_, V, M, LOSS, ONE, SKIP>
 {
     #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, mut targets: T) -> Result<(), Error> {
-        let grad = self.grad.as_deref_mut().map(|g| &mut g[range.clone()]);
+    fn segment<T: Targets<V>>(&mut self, seg: Seg, mut targets: T) -> Result<(), Error> {
+        let (gv, lv) = self.views;
+        let grad = self.grad.as_deref_mut().map(|g| &mut g[seg.out(gv)]);
         // `ONE`: `walk` stores the gradients (there is always a buffer).
         let (grad, out) = if ONE {
             (None, grad.unwrap_or_default())
         } else {
             (grad, &mut [][..])
         };
-        let mut seg = ApplySegment::<V, M, LOSS, ONE, SKIP> {
+        let mut part = ApplySegment::<V, M, LOSS, ONE, SKIP> {
             ctx: &self.ctx,
             grad,
-            loss_elems: self
-                .loss_elems
-                .as_deref_mut()
-                .map(|l| &mut l[range.clone()]),
+            loss_elems: self.loss_elems.as_deref_mut().map(|l| &mut l[seg.out(lv)]),
             sums: &mut self.sums,
         };
         walk(
             &self.ctx.model,
-            &self.ctx.pred[range],
+            &self.ctx.pred[seg.pred()],
             out,
             &mut targets,
-            &mut seg,
+            &mut part,
         )
     }
+}
+
+/// The views of `batch`'s gradient and per-element loss buffers.
+fn views(batch: &Batch<'_>) -> (View, View) {
+    let g = batch.geometry();
+    (g.grad, g.loss_elems)
 }
 
 /// [`apply`]'s one-call pass: the per-lane loss sums.
@@ -1053,6 +1090,7 @@ fn apply_one<V: Vector, M: Model, const SKIP: bool>(
         ctx,
         grad,
         loss_elems: None,
+        views: views(batch),
         sums: [0.0; MAX_LANES],
     };
     batch.visit::<V, _>(&mut a)?;
@@ -1111,6 +1149,7 @@ pub(crate) fn apply<V: Vector, M: Model>(
             ctx,
             grad: out.grad,
             loss_elems: out.loss_elems,
+            views: views(batch),
             sums: [0.0; MAX_LANES],
         };
         batch.visit::<V, _>(&mut a)?;
@@ -1120,6 +1159,7 @@ pub(crate) fn apply<V: Vector, M: Model>(
             ctx,
             grad: out.grad,
             loss_elems: None,
+            views: views(batch),
             sums: [0.0; MAX_LANES],
         })?;
         [0.0; MAX_LANES]
@@ -1136,14 +1176,15 @@ struct Rescale<'a, V> {
     bins: &'a Bins,
     tables: &'a Tables,
     grad: &'a mut [f32],
+    grad_view: View,
     _v: PhantomData<V>,
 }
 
 impl<V: Vector> Visitor<V> for Rescale<'_, V> {
     #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, _: T) -> Result<(), Error> {
+    fn segment<T: Targets<V>>(&mut self, seg: Seg, _: T) -> Result<(), Error> {
         let (bins, scale) = (self.bins, &self.tables.scale);
-        let mut chunks = self.grad[range].chunks_exact_mut(V::LANES);
+        let mut chunks = self.grad[seg.out(self.grad_view)].chunks_exact_mut(V::LANES);
         for g in &mut chunks {
             rescaled(bins, scale, V::load(g)).store(g);
         }
@@ -1187,6 +1228,7 @@ pub(crate) fn rescale<V: Vector>(
         bins,
         tables,
         grad,
+        grad_view: batch.geometry().grad,
         _v: PhantomData,
     })
 }

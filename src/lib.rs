@@ -29,7 +29,7 @@
 //!
 //! # Semantics
 //!
-//! Exactly those of the project's `SPEC.md`, section 1 (mmdet 3.3 `ghm_loss.py` with
+//! Exactly those of the contract, `docs/contract.md` section 1 (mmdet 3.3 `ghm_loss.py` with
 //! `weight_reduce_loss`), with these choices where mmdet is silent:
 //!
 //! - **Bins** are exact with respect to mmdet's f32 edges `k / M` (last edge `1 + 1e-6` for
@@ -106,13 +106,15 @@ mod scalar;
 mod simd;
 mod source;
 mod state;
+mod view;
 mod vmath;
 
 pub use api::{Dense, Labels, Out};
 pub use backend::{set_backend, Backend};
-pub use config::{GhmC, GhmR, Input, Layout, Reduction, MAX_BINS};
+pub use config::{EmaStart, GhmC, GhmR, Input, Layout, Normalize, Reduction, MAX_BINS};
 pub use error::Error;
 pub use state::{Ema, Hist, Stats, Weights};
+pub use view::{Blocks, View};
 
 /// Crate version as `major << 16 | minor << 8 | patch` (what `ghm_version()` returns).
 pub const VERSION: u32 = {

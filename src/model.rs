@@ -1,4 +1,4 @@
-//! The per-element formulas of SPEC section 1, written once over [`Vector`].
+//! The per-element formulas of docs/contract.md section 1, written once over [`Vector`].
 //!
 //! A model maps a prediction `x` and a target `t` to the gradient norm `g`, the raw gradient
 //! `dl/dx` and the unweighted loss `l`. The vector kernels and the scalar path both call
@@ -143,7 +143,7 @@ impl Model for CLogits {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CProbs;
 
-/// Clamp of `p` inside the logarithms: `[1e-7, 1 - 1e-7]` (SPEC section 1).
+/// Clamp of `p` inside the logarithms: `[1e-7, 1 - 1e-7]` (docs/contract.md section 1).
 const P_MIN: f32 = 1e-7;
 const P_MAX: f32 = 1.0 - 1e-7;
 

@@ -34,6 +34,7 @@ fn pieces<'a>(batch: &Batch<'a>) -> Option<Pieces<'a>> {
             pred,
             target,
             weight,
+            blocks: None,
         } => {
             let n = pred.len();
             let chunks = (0..n)
@@ -44,6 +45,7 @@ fn pieces<'a>(batch: &Batch<'a>) -> Option<Pieces<'a>> {
                         pred: &pred[r.clone()],
                         target: &target[r.clone()],
                         weight: weight.map(|w| &w[r]),
+                        blocks: None,
                     }
                 })
                 .collect();
@@ -60,6 +62,7 @@ fn pieces<'a>(batch: &Batch<'a>) -> Option<Pieces<'a>> {
             classes,
             layout: Layout::AnchorMajor,
             ref anchors,
+            blocks: None,
         } if classes > 0 => {
             let per = (CHUNK / classes).max(1);
             let (a0, a1) = (anchors.start, anchors.end);
@@ -74,6 +77,7 @@ fn pieces<'a>(batch: &Batch<'a>) -> Option<Pieces<'a>> {
                         classes,
                         layout: Layout::AnchorMajor,
                         anchors: 0..e - s,
+                        blocks: None,
                     }
                 })
                 .collect();
@@ -83,7 +87,8 @@ fn pieces<'a>(batch: &Batch<'a>) -> Option<Pieces<'a>> {
                 span: per * classes,
             })
         }
-        Batch::Labels { .. } => None,
+        // Class-major labels and blocked views run serially.
+        _ => None,
     }
 }
 
@@ -108,12 +113,7 @@ fn loss_grad_par(
     out: Out<'_>,
 ) -> Result<f32, Error> {
     let shapes_ok = batch.check().is_ok()
-        && api::check_outputs(
-            batch.pred().len(),
-            out.grad.as_deref(),
-            out.loss_elems.as_deref(),
-        )
-        .is_ok();
+        && api::check_outputs(&batch, out.grad.as_deref(), out.loss_elems.as_deref()).is_ok();
     // Cut only a batch whose shapes are right (the slicing relies on it).
     let p = match shapes_ok.then(|| pieces(&batch)).flatten() {
         Some(p) if p.chunks.len() > 1 => p,

@@ -1,4 +1,4 @@
-//! The scalar path: one element at a time, written to read like SPEC section 1.
+//! The scalar path: one element at a time, written to read like docs/contract.md section 1.
 //!
 //! It is the fallback where no vector backend applies, the backend to force when in doubt,
 //! and the oracle the vector kernels are tested against. It shares with them only the input
@@ -6,16 +6,15 @@
 //! every element in the same bin); its losses come from `libm` and its bins from
 //! [`Bins::scalar`].
 
-use core::ops::Range;
-
 use crate::bins::Bins;
 use crate::config::MAX_BINS;
 use crate::error::Error;
 use crate::kernel::Outputs;
 use crate::model::Model;
 use crate::simd::Vector;
-use crate::source::{Batch, Targets, Visitor};
+use crate::source::{Batch, Seg, Targets, Visitor};
 use crate::state::{Hist, Weights};
+use crate::view::View;
 
 /// One element as the passes see it.
 struct Element {
@@ -47,9 +46,9 @@ struct Accumulate<'a, M> {
 }
 
 impl<M: Model> Visitor<f32> for Accumulate<'_, M> {
-    fn segment<T: Targets<f32>>(&mut self, range: Range<usize>, targets: T) -> Result<(), Error> {
+    fn segment<T: Targets<f32>>(&mut self, seg: Seg, targets: T) -> Result<(), Error> {
         let h = &mut self.hist;
-        for el in elements(&self.model, &self.pred[range], targets) {
+        for el in elements(&self.model, &self.pred[seg.pred()], targets) {
             if el.bad {
                 if !self.skip_bad {
                     return Err(Error::Input);
@@ -62,6 +61,8 @@ impl<M: Model> Visitor<f32> for Accumulate<'_, M> {
                 if let Some(k) = self.bins.scalar(g) {
                     h.counts[k] += 1;
                     h.loss_sums[k] += self.model.loss_scalar(el.x, el.t) as f64;
+                    // Rounded to a multiple of 2^-23, as the vector kernels do.
+                    h.g_sums[k] += ((g + 1.0) - 1.0) as f64;
                 }
             }
             h.tot += el.w as f64; // GHM-R's tot; GHM-C's is recomputed below
@@ -76,6 +77,7 @@ pub(crate) fn accumulate<M: Model>(
     bins: &Bins,
     batch: &Batch<'_>,
     skip_bad: bool,
+    g_sums: bool,
 ) -> Result<Hist, Error> {
     let mut acc = Accumulate {
         model,
@@ -86,6 +88,12 @@ pub(crate) fn accumulate<M: Model>(
     };
     batch.visit::<f32, _>(&mut acc)?;
     let mut hist = acc.hist;
+    // As the vector kernels: the sums of `g` in place of the loss sums when asked for.
+    if g_sums {
+        hist.loss_sums = [0.0; MAX_BINS];
+    } else {
+        hist.g_sums = [0.0; MAX_BINS];
+    }
     if !M::TOT_IS_WEIGHT_SUM {
         hist.tot = hist.counts[..bins.m.min(MAX_BINS)].iter().sum::<u64>() as f64;
     }
@@ -98,8 +106,8 @@ struct Check<'a, M> {
 }
 
 impl<M: Model> Visitor<f32> for Check<'_, M> {
-    fn segment<T: Targets<f32>>(&mut self, range: Range<usize>, targets: T) -> Result<(), Error> {
-        match elements(&self.model, &self.pred[range], targets).any(|el| el.bad) {
+    fn segment<T: Targets<f32>>(&mut self, seg: Seg, targets: T) -> Result<(), Error> {
+        match elements(&self.model, &self.pred[seg.pred()], targets).any(|el| el.bad) {
             true => Err(Error::Input),
             false => Ok(()),
         }
@@ -121,14 +129,17 @@ struct Apply<'a, M> {
     loss_weight: f32,
     pred: &'a [f32],
     out: Outputs<'a>,
+    /// Where each block's part of the gradient and of the per-element losses lies.
+    views: (View, View),
     sum: f64,
 }
 
 impl<M: Model> Visitor<f32> for Apply<'_, M> {
-    fn segment<T: Targets<f32>>(&mut self, range: Range<usize>, targets: T) -> Result<(), Error> {
-        let start = range.start;
-        let els = elements(&self.model, &self.pred[range], targets);
-        for (i, el) in (start..).zip(els) {
+    fn segment<T: Targets<f32>>(&mut self, seg: Seg, targets: T) -> Result<(), Error> {
+        let (gi, li) = (seg.out(self.views.0).start, seg.out(self.views.1).start);
+        let els = elements(&self.model, &self.pred[seg.pred()], targets);
+        for (j, el) in els.enumerate() {
+            let (gi, li) = (gi + j, li + j);
             // The bin and `dl/dx` of a valid element (bad elements only reach this pass with
             // skip_bad: they get weight 0). `g` and `dl/dx`, and the loss, are evaluated once
             // per element here, not left to the optimizer to merge: when it did not, the
@@ -144,7 +155,7 @@ impl<M: Model> Visitor<f32> for Apply<'_, M> {
                     Some((k, d)) => self.weights.scale[k] * d,
                     None => 0.0,
                 };
-                grad[i] = if self.out.accumulate { grad[i] + g } else { g };
+                grad[gi] = if self.out.accumulate { grad[gi] + g } else { g };
             }
             let wants_loss = self.out.sum_loss || self.out.loss_elems.is_some();
             let l = match binned {
@@ -155,7 +166,7 @@ impl<M: Model> Visitor<f32> for Apply<'_, M> {
                 self.sum += self.weights.weight[k] as f64 * l as f64;
             }
             if let Some(le) = self.out.loss_elems.as_deref_mut() {
-                le[i] = match l {
+                le[li] = match l {
                     Some((k, l)) => self.loss_weight * self.weights.weight[k] * l,
                     None => 0.0,
                 };
@@ -181,6 +192,7 @@ pub(crate) fn apply<M: Model>(
         loss_weight,
         pred: batch.pred(),
         out,
+        views: (batch.geometry().grad, batch.geometry().loss_elems),
         sum: 0.0,
     };
     batch.visit::<f32, _>(&mut a)?;

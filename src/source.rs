@@ -13,6 +13,7 @@ use core::ops::Range;
 use crate::config::Layout;
 use crate::error::Error;
 use crate::simd::{Vector, MAX_LANES};
+use crate::view::{Blocks, View};
 
 /// Elements per block: the kernels walk a segment in blocks of this many (see
 /// `kernel::walk`: the model's `pre` runs over a block before the rest of the work), and
@@ -380,26 +381,58 @@ impl<'a, V: Vector> Targets<V> for AnchorRows<'a, V> {
     }
 }
 
+/// A segment of a batch: elements `at..at + len` of block `block`, whose predictions are
+/// `pred..pred + len` of the prediction buffer. Each output buffer finds its part through its
+/// own view ([`Seg::out`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seg {
+    pub block: usize,
+    pub at: usize,
+    pub len: usize,
+    pub pred: usize,
+}
+
+impl Seg {
+    /// The segment's range of the prediction buffer.
+    #[inline(always)]
+    pub(crate) fn pred(&self) -> Range<usize> {
+        self.pred..self.pred + self.len
+    }
+
+    /// The segment's range of a buffer seen through `view` (an output's).
+    #[inline(always)]
+    pub(crate) fn out(&self, view: View) -> Range<usize> {
+        let start = view.at(self.block) + self.at;
+        start..start + self.len
+    }
+}
+
 /// Receives the segments of a batch.
 pub(crate) trait Visitor<V: Vector> {
-    /// Elements `range` of the prediction buffer, with their targets.
-    fn segment<T: Targets<V>>(&mut self, range: Range<usize>, targets: T) -> Result<(), Error>;
+    /// One segment, with its targets.
+    fn segment<T: Targets<V>>(&mut self, seg: Seg, targets: T) -> Result<(), Error>;
 }
 
 /// Anchors per anchor-major segment: keeps in-segment anchor indices well inside i32.
 const ANCHORS_PER_SEGMENT: usize = 1 << 24;
 
 /// The inputs of one call: a whole batch or, for the phased API, one chunk of it.
+///
+/// `blocks: None` is a contiguous batch, whose buffers have exactly its length (outputs too);
+/// with [`Blocks`], every buffer is read (and written) through its view and need only hold
+/// its blocks.
 #[derive(Clone, Debug)]
 pub(crate) enum Batch<'a> {
-    /// Element `i` has prediction `pred[i]`, target `target[i]`, weight `weight[i]` (or 1).
+    /// Element `i` of block `b` has prediction `pred[pred_view.at(b) + i]`, and so on.
     Dense {
         pred: &'a [f32],
         target: &'a [f32],
         weight: Option<&'a [f32]>,
+        blocks: Option<Blocks>,
     },
-    /// `anchors` of `[N x C]` logits (`pred.len() == N * C`) with one label and weight per
-    /// anchor (`labels.len() == N`).
+    /// `[N x C]` logits per block (`N` anchors: all of `labels` for a contiguous batch,
+    /// `blocks.len` otherwise) with one label and weight per anchor; only the anchors
+    /// `anchors` of each block are covered.
     Labels {
         pred: &'a [f32],
         labels: &'a [i32],
@@ -407,75 +440,170 @@ pub(crate) enum Batch<'a> {
         classes: usize,
         layout: Layout,
         anchors: Range<usize>,
+        blocks: Option<Blocks>,
     },
 }
 
+/// `s[at..at + len]` (in bounds once the batch is checked).
+#[inline(always)]
+fn part<T>(s: &[T], at: usize, len: usize) -> &[T] {
+    &s[at..at + len]
+}
+
 impl<'a> Batch<'a> {
-    /// The whole prediction buffer (outputs have its length).
+    /// The whole prediction buffer.
     pub(crate) fn pred(&self) -> &'a [f32] {
         match self {
             Batch::Dense { pred, .. } | Batch::Labels { pred, .. } => pred,
         }
     }
 
-    /// Number of elements this batch (or chunk) covers.
-    pub(crate) fn elements(&self) -> usize {
+    /// Elements of each array's block: predictions and outputs, then targets and weights.
+    fn block_sizes(&self) -> (usize, usize) {
         match self {
-            Batch::Dense { pred, .. } => pred.len(),
-            Batch::Labels {
-                classes, anchors, ..
-            } => anchors.len() * classes,
+            Batch::Dense { .. } => {
+                let len = self.geometry().len;
+                (len, len)
+            }
+            Batch::Labels { classes, .. } => {
+                let len = self.geometry().len;
+                (len.saturating_mul(*classes), len)
+            }
         }
     }
 
-    /// Checks that the buffer lengths agree ([`Error::Shape`] otherwise).
-    pub(crate) fn check(&self) -> Result<(), Error> {
+    /// The batch's blocks: its views, or one block at the start of every buffer.
+    pub(crate) fn geometry(&self) -> Blocks {
         match self {
+            Batch::Dense {
+                blocks: Some(b), ..
+            }
+            | Batch::Labels {
+                blocks: Some(b), ..
+            } => *b,
+            Batch::Dense { pred, .. } => Blocks::contiguous(pred.len()),
+            Batch::Labels { labels, .. } => Blocks::contiguous(labels.len()),
+        }
+    }
+
+    /// Number of elements this batch (or chunk) covers.
+    pub(crate) fn elements(&self) -> usize {
+        let count = self.geometry().count;
+        match self {
+            Batch::Dense { .. } => count * self.geometry().len,
+            Batch::Labels {
+                classes, anchors, ..
+            } => count * anchors.len() * classes,
+        }
+    }
+
+    /// Checks that the buffers hold the batch ([`Error::Shape`] otherwise).
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if let Batch::Labels {
+            classes, anchors, ..
+        } = self
+        {
+            let n = self.geometry().len;
+            if *classes > i32::MAX as usize || anchors.start > anchors.end || anchors.end > n {
+                return Err(Error::Shape);
+            }
+        }
+        let (pred, target, weight) = match self {
             Batch::Dense {
                 pred,
                 target,
                 weight,
-            } => {
-                let n = pred.len();
-                if target.len() != n || weight.is_some_and(|w| w.len() != n) {
-                    return Err(Error::Shape);
-                }
-            }
+                ..
+            } => (pred.len(), target.len(), weight.map(|w| w.len())),
             Batch::Labels {
                 pred,
                 labels,
                 weight,
-                classes,
-                anchors,
                 ..
-            } => {
-                let n = labels.len();
-                let elems = n.checked_mul(*classes).ok_or(Error::Shape)?;
-                if pred.len() != elems
-                    || weight.is_some_and(|w| w.len() != n)
-                    || *classes > i32::MAX as usize
-                    || anchors.start > anchors.end
-                    || anchors.end > n
-                {
-                    return Err(Error::Shape);
-                }
+            } => (pred.len(), labels.len(), weight.map(|w| w.len())),
+        };
+        let g = self.geometry();
+        let per = match self {
+            Batch::Dense { .. } => 1,
+            Batch::Labels { classes, .. } => *classes,
+        };
+        g.elements(per)?;
+        let (bp, bt) = (g.len * per, g.len);
+        let blocked = matches!(
+            self,
+            Batch::Dense {
+                blocks: Some(_),
+                ..
+            } | Batch::Labels {
+                blocks: Some(_),
+                ..
             }
+        );
+        let fits = |have: usize, view: View, block: usize| -> Result<bool, Error> {
+            let need = view.extent(g.count, block)?;
+            Ok(if blocked { have >= need } else { have == need })
+        };
+        let ok = fits(pred, g.pred, bp)?
+            && fits(target, g.target, bt)?
+            && match weight {
+                Some(w) => fits(w, g.weight, bt)?,
+                None => true,
+            };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Shape)
+        }
+    }
+
+    /// Checks that an output buffer of `have` elements (`None`: not asked for) holds the
+    /// batch's outputs through `view`: [`Error::Shape`] if it is too short (or, for a
+    /// contiguous batch, not exactly as long as the predictions), [`Error::Alias`] if the
+    /// view's blocks share elements.
+    pub(crate) fn check_output(&self, have: Option<usize>, view: View) -> Result<(), Error> {
+        let Some(have) = have else { return Ok(()) };
+        let g = self.geometry();
+        let (bp, _) = self.block_sizes();
+        let need = view.extent(g.count, bp)?;
+        let blocked = matches!(
+            self,
+            Batch::Dense {
+                blocks: Some(_),
+                ..
+            } | Batch::Labels {
+                blocks: Some(_),
+                ..
+            }
+        );
+        if !view.self_disjoint(g.count, bp) {
+            return Err(Error::Alias);
+        }
+        if (blocked && have < need) || (!blocked && have != need) {
+            return Err(Error::Shape);
         }
         Ok(())
     }
 
-    /// The label weights of a label batch's anchors (`None` for dense targets, or without
-    /// weights).
-    pub(crate) fn anchor_weights(&self) -> Option<&'a [f32]> {
-        match self {
-            Batch::Dense { .. } => None,
-            Batch::Labels {
-                weight, anchors, ..
-            } => weight.map(|w| &w[anchors.clone()]),
-        }
+    /// The largest bit pattern of the covered anchors' label weights (0 for dense targets,
+    /// or without weights).
+    pub(crate) fn anchor_weight_max_bits(&self) -> u32 {
+        let Batch::Labels {
+            weight: Some(w),
+            anchors,
+            ..
+        } = self
+        else {
+            return 0;
+        };
+        let g = self.geometry();
+        (0..g.count)
+            .flat_map(|b| w[g.weight.at(b) + anchors.start..g.weight.at(b) + anchors.end].iter())
+            .map(|w| w.to_bits())
+            .max()
+            .unwrap_or(0)
     }
 
-    /// Hands every segment to `v`, in memory order within each class plane.
+    /// Hands every segment to `v`, block by block, in memory order within each class plane.
     #[inline(always)]
     pub(crate) fn visit<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<(), Error> {
         self.segments::<V, S, false>(v)
@@ -494,71 +622,84 @@ impl<'a> Batch<'a> {
         &self,
         v: &mut S,
     ) -> Result<(), Error> {
-        match *self {
-            Batch::Dense {
-                pred,
-                target,
-                weight,
-            } => v.segment(
-                0..pred.len(),
-                DenseTargets {
-                    target,
-                    weight,
-                    pos: 0,
-                },
-            ),
-            Batch::Labels {
-                labels,
-                weight,
-                classes,
-                layout,
-                ref anchors,
-                ..
-            } => {
-                if classes == 0 || anchors.is_empty() {
-                    return Ok(());
+        let g = self.geometry();
+        let len = g.len;
+        for b in 0..g.count {
+            let pred = g.pred.at(b);
+            match *self {
+                Batch::Dense { target, weight, .. } => {
+                    let seg = Seg {
+                        block: b,
+                        at: 0,
+                        len,
+                        pred,
+                    };
+                    let targets = DenseTargets {
+                        target: part(target, g.target.at(b), len),
+                        weight: weight.map(|w| part(w, g.weight.at(b), len)),
+                        pos: 0,
+                    };
+                    v.segment(seg, targets)?;
                 }
-                match layout {
-                    Layout::AnchorMajor => {
-                        let mut a = anchors.start;
-                        while a < anchors.end {
-                            let b = anchors.end.min(a + ANCHORS_PER_SEGMENT);
-                            if BLIND {
-                                v.segment(a * classes..b * classes, Blind)?;
-                                a = b;
-                                continue;
-                            }
-                            let rows = AnchorRows::<V>::new(
-                                &labels[a..b],
-                                weight.map(|w| &w[a..b]),
-                                classes,
-                            );
-                            v.segment(a * classes..b * classes, rows)?;
-                            a = b;
-                        }
-                        Ok(())
+                Batch::Labels {
+                    labels,
+                    weight,
+                    classes,
+                    layout,
+                    ref anchors,
+                    ..
+                } => {
+                    if classes == 0 || anchors.is_empty() {
+                        return Ok(());
                     }
-                    Layout::ClassMajor => {
-                        let n = labels.len();
-                        for c in 0..classes {
-                            let start = c * n;
-                            let range = start + anchors.start..start + anchors.end;
-                            if BLIND {
-                                v.segment(range, Blind)?;
-                                continue;
+                    let labels = part(labels, g.target.at(b), len);
+                    let weight = weight.map(|w| part(w, g.weight.at(b), len));
+                    let seg = |r: Range<usize>| Seg {
+                        block: b,
+                        at: r.start,
+                        len: r.len(),
+                        pred: pred + r.start,
+                    };
+                    match layout {
+                        Layout::AnchorMajor => {
+                            let mut a = anchors.start;
+                            while a < anchors.end {
+                                let e = anchors.end.min(a + ANCHORS_PER_SEGMENT);
+                                let s = seg(a * classes..e * classes);
+                                if BLIND {
+                                    v.segment(s, Blind)?;
+                                } else {
+                                    let rows = AnchorRows::<V>::new(
+                                        &labels[a..e],
+                                        weight.map(|w| &w[a..e]),
+                                        classes,
+                                    );
+                                    v.segment(s, rows)?;
+                                }
+                                a = e;
                             }
-                            let plane = ClassPlane {
-                                labels: &labels[anchors.clone()],
-                                weight: weight.map(|w| &w[anchors.clone()]),
-                                class: c as i32,
-                                pos: 0,
-                            };
-                            v.segment(range, plane)?;
                         }
-                        Ok(())
+                        Layout::ClassMajor => {
+                            for c in 0..classes {
+                                let start = c * len;
+                                let s = seg(start + anchors.start..start + anchors.end);
+                                if BLIND {
+                                    v.segment(s, Blind)?;
+                                    continue;
+                                }
+                                let plane = ClassPlane {
+                                    labels: &labels[anchors.clone()],
+                                    weight: weight.map(|w| &w[anchors.clone()]),
+                                    class: c as i32,
+                                    pos: 0,
+                                };
+                                v.segment(s, plane)?;
+                            }
+                        }
                     }
                 }
             }
         }
+        Ok(())
     }
 }

@@ -1,10 +1,10 @@
 //! Plain-data state shared with C: EMA, histogram, weights and statistics, and the per-batch
 //! step between the two passes (EMA update, harmonizing weights, reduced loss).
 //!
-//! Every struct here is `#[repr(C)]` and is the C type of SPEC section 3 itself (`ghm_ema`,
+//! Every struct here is `#[repr(C)]` and is the C type of docs/contract.md section 3 itself (`ghm_ema`,
 //! `ghm_hist`, `ghm_weights`, `ghm_stats`), so the C layer passes them through untouched.
 
-use crate::config::{Plan, Reduction, MAX_BINS};
+use crate::config::{EmaStart, Normalize, Plan, Reduction, MAX_BINS};
 use crate::error::Error;
 
 /// Exponential moving average of the bin counts, owned by the caller and carried across
@@ -62,6 +62,9 @@ pub struct Hist {
     pub tot: f64,
     /// Bad elements excluded (with `skip_bad`).
     pub skipped: u64,
+    /// Sum of the gradient norms `g` per bin, each rounded to a multiple of `2^-23` (exact
+    /// sums); filled only with [`Normalize::GradMass`](crate::Normalize::GradMass).
+    pub g_sums: [f64; MAX_BINS],
 }
 
 impl Hist {
@@ -77,6 +80,7 @@ impl Hist {
             loss_sums: [0.0; MAX_BINS],
             tot: 0.0,
             skipped: 0,
+            g_sums: [0.0; MAX_BINS],
         })
     }
 
@@ -89,6 +93,7 @@ impl Hist {
         for k in 0..m {
             self.counts[k] = self.counts[k].saturating_add(other.counts[k]);
             self.loss_sums[k] += other.loss_sums[k];
+            self.g_sums[k] += other.g_sums[k];
         }
         self.tot += other.tot;
         self.skipped = self.skipped.saturating_add(other.skipped);
@@ -99,7 +104,10 @@ impl Hist {
     pub(crate) fn check(&self, bins: usize) -> Result<(), Error> {
         let sums_ok = self.loss_sums[..bins.min(MAX_BINS)]
             .iter()
-            .all(|s| *s >= 0.0); // +inf allowed: GHM-R losses beyond f32::MAX
+            .all(|s| *s >= 0.0) // +inf allowed: GHM-R losses beyond f32::MAX
+            && self.g_sums[..bins.min(MAX_BINS)]
+                .iter()
+                .all(|s| *s >= 0.0 && s.is_finite());
         if self.bins as usize == bins && sums_ok && self.tot >= 0.0 && self.tot.is_finite() {
             Ok(())
         } else {
@@ -187,7 +195,7 @@ impl Stats {
     }
 }
 
-/// The per-batch step of SPEC section 1: from the merged histogram, update the EMA (when
+/// The per-batch step of docs/contract.md section 1: from the merged histogram, update the EMA (when
 /// `momentum > 0`), derive every bin's weight and gradient factor, and reduce the loss.
 ///
 /// Returns the weights and the EMA state to store; the caller commits the latter only once
@@ -225,7 +233,9 @@ pub(crate) fn finalize(
     let norm = norm(plan, tot);
     let lw = plan.loss_weight as f64;
     let mut loss = 0.0;
-    for k in 0..m {
+    // mmdet's weights first, then the gradient-mass factor (1 without normalisation).
+    let mut mmdet = [0.0f32; MAX_BINS];
+    for (k, mk) in mmdet[..m].iter_mut().enumerate() {
         let count = hist.counts[k];
         if count == 0 {
             continue;
@@ -233,13 +243,35 @@ pub(crate) fn finalize(
         let density = match new_ema.as_mut() {
             Some(e) => {
                 let mmt = plan.momentum as f64;
-                let acc = (mmt * e.acc_sum[k] as f64 + (1.0 - mmt) * count as f64) as f32;
+                let acc = if plan.ema_start == EmaStart::FirstCount && e.acc_sum[k] == 0.0 {
+                    count as f32
+                } else {
+                    (mmt * e.acc_sum[k] as f64 + (1.0 - mmt) * count as f64) as f32
+                };
                 e.acc_sum[k] = acc;
                 acc as f64
             }
             None => count as f64,
         };
-        let wk = (tot / density / nonempty as f64) as f32;
+        *mk = (tot / density / nonempty as f64) as f32;
+    }
+    let mass = match plan.normalize {
+        Normalize::None => 1.0,
+        Normalize::GradMass => {
+            let plain: f64 = hist.g_sums[..m].iter().sum();
+            let weighted: f64 = (0..m).map(|k| mmdet[k] as f64 * hist.g_sums[k]).sum();
+            if weighted > 0.0 {
+                plain / weighted
+            } else {
+                1.0
+            }
+        }
+    };
+    for (k, &mk) in mmdet[..m].iter().enumerate() {
+        if hist.counts[k] == 0 {
+            continue;
+        }
+        let wk = (mk as f64 * mass) as f32;
         let scale = (plan.grad_scale as f64 * lw * wk as f64 * norm) as f32;
         if !scale.is_finite() {
             // grad_scale * loss_weight is so large that a gradient factor overflows f32:

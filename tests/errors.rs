@@ -1,4 +1,4 @@
-//! SPEC section 2: every error path, each with its nothing-written guarantee; `skip_bad`;
+//! docs/contract.md section 2: every error path, each with its nothing-written guarantee; `skip_bad`;
 //! `n == 0`; saturated inputs; and a sum over more than 2^24 elements that must not drift.
 #![allow(clippy::needless_range_loop)] // index loops read best in tests
 

@@ -1,5 +1,5 @@
 //! Properties, checked with quickcheck on random cases:
-//! - every backend agrees with a naive f64 evaluation of SPEC section 1 (same bins);
+//! - every backend agrees with a naive f64 evaluation of docs/contract.md section 1 (same bins);
 //! - class-index labels equal the dense path on materialised one-hot targets;
 //! - every vector backend equals the scalar path at every tail length and unaligned offset;
 //! - the phased API over random chunkings equals the one call (bit-identical gradients).
@@ -16,9 +16,9 @@ use ghm::{
 };
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
-/// Loss relative error allowed against the f64 reference (SPEC section 1).
+/// Loss relative error allowed against the f64 reference (docs/contract.md section 1).
 const LOSS_TOL: f64 = 1e-5;
-/// Gradient error allowed, relative to the largest reference gradient (SPEC section 1).
+/// Gradient error allowed, relative to the largest reference gradient (docs/contract.md section 1).
 const GRAD_TOL: f64 = 1e-6;
 
 /// A random configuration and the seed of its data.
@@ -233,6 +233,7 @@ fn matches_reference(c: Case) -> bool {
                 pred: &x,
                 target: &t,
                 label_weight: lw.as_deref(),
+                blocks: None,
             };
             let out = Out {
                 grad: Some(&mut grad),
@@ -346,6 +347,7 @@ fn labels_equal_one_hot(seed: u64, n: u16, c: u8, bins: u8, probs: bool, with_w:
             pred: &pred,
             target: &onehot,
             label_weight: dense_w.as_deref(),
+            blocks: None,
         };
         let loss_d = cfg
             .loss_grad(
@@ -450,6 +452,7 @@ fn simd_equals_scalar_at_every_tail_and_offset() {
                     pred: &x[off..],
                     target: &t[off..],
                     label_weight: lw.as_ref().map(|w| &w[off..]),
+                    blocks: None,
                 };
                 let mut want = (vec![0.0f32; n], vec![0.0f32; n], Stats::default());
                 let out = Out {
@@ -523,6 +526,7 @@ fn chunked_equals_one_call(c: Case) -> bool {
             pred: &x,
             target: &t,
             label_weight: lw.as_deref(),
+            blocks: None,
         };
         let (mut g1, mut l1) = (vec![0.0f32; c.n], vec![0.0f32; c.n]);
         let out = Out {
@@ -544,6 +548,7 @@ fn chunked_equals_one_call(c: Case) -> bool {
             pred: &x[ch.clone()],
             target: &t[ch.clone()],
             label_weight: lw.as_ref().map(|w| &w[ch.clone()]),
+            blocks: None,
         };
         // Half the cases accumulate straight into one histogram, half into one per chunk,
         // merged afterwards.
@@ -826,6 +831,7 @@ fn stored_gradients_equal_recomputed_ones() {
                 pred: &x[off..],
                 target: &t[off..],
                 label_weight: (!no_weights).then_some(&w[off..]),
+                blocks: None,
             };
             let run = |c: &GhmC, ema: Option<&mut Ema>, out: Out<'_>| {
                 c.loss_grad(ema, &input, out).unwrap()
@@ -1039,7 +1045,7 @@ fn phased_and_one_call(bins: u32, backend: Backend, input: &Dense<'_>) -> (Hist,
 /// rounds the same way, so the errors add up instead of cancelling, and a different chunking
 /// (chunk boundaries moving where the partial sums start) moves the total by several of them.
 /// Whatever the chunking, the one call and the phased API must stay within 1 ulp of each other
-/// (SPEC section 3), and of the one call that also writes per-element losses. Batches of one
+/// (docs/contract.md section 3), and of the one call that also writes per-element losses. Batches of one
 /// prediction repeated, for GHM-C and GHM-R, chunks of 1 to 3 vectors and of 1000.
 #[test]
 fn equal_losses_stay_within_one_ulp_for_any_chunking() {

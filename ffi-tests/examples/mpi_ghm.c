@@ -5,7 +5,8 @@
  * [r*N/P, (r+1)*N/P). Per batch:
  *
  *   every rank:  ghm_c_accumulate on its shard into a ghm_hist
- *                MPI_Allreduce(MPI_SUM) of the histogram's counts, loss_sums, tot, skipped
+ *                MPI_Allreduce(MPI_SUM) of the histogram's counts, loss_sums, tot, skipped,
+ *                g_sums
  *                ghm_c_finalize with its own EMA (all ranks update theirs identically)
  *                ghm_c_apply on its shard: its gradients
  *
@@ -119,6 +120,7 @@ static void allreduce_hist(ghm_hist *h) {
     MPI_Allreduce(MPI_IN_PLACE, h->loss_sums, GHM_MAX_BINS, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &h->tot, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &h->skipped, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, h->g_sums, GHM_MAX_BINS, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
 
 static uint32_t ulps(float a, float b) {

@@ -1,5 +1,5 @@
 //! Shared by the integration tests: a seeded generator of detector-like data and a naive f64
-//! reference implementation of SPEC section 1, written independently of the crate (it takes
+//! reference implementation of docs/contract.md section 1, written independently of the crate (it takes
 //! only the gradient norm of each element from the crate, to use the same bins).
 #![allow(dead_code)]
 
@@ -116,7 +116,7 @@ pub struct RefOut {
     pub weights: Vec<f64>,
 }
 
-/// The f32 edges, by the SPEC rule.
+/// The f32 edges, by the contract's rule.
 pub fn edges(bins: usize, last: f32) -> Vec<f32> {
     let mut e: Vec<f32> = (0..bins).map(|k| k as f32 / bins as f32).collect();
     e.push(last);
@@ -137,7 +137,7 @@ pub fn g_of(kind: Kind, x: f32, t: f32) -> f32 {
     }
 }
 
-/// `(l, dl/dx)` in f64, straight from SPEC section 1.
+/// `(l, dl/dx)` in f64, straight from docs/contract.md section 1.
 pub fn elem_f64(kind: Kind, x: f32, t: f32) -> (f64, f64) {
     let (x, t) = (x as f64, t as f64);
     match kind {

@@ -1,0 +1,472 @@
+//! Blocked views against the contiguous path: a batch read and written in place through
+//! `Blocks` gives, on every backend, the gradients, per-element losses, statistics and EMA of
+//! the same elements packed into contiguous buffers, bit for bit (the loss within 1 ulp: its
+//! f64 lanes are summed in another order). Elements between the blocks are never read (they
+//! hold NaN, which would fail the input check) and never written (they hold a sentinel).
+
+mod common;
+
+use common::Rng;
+use ghm::{
+    Backend, Blocks, Dense, Ema, Error, GhmC, GhmR, Hist, Input, Labels, Layout, Out, Reduction,
+    Stats, View,
+};
+
+/// What the gaps of every output buffer hold, and must still hold after a call.
+const SENTINEL: f32 = 12345.0;
+
+/// A random geometry: `count` blocks of `len`, each array with its own offset and a stride
+/// of at least its block (`per` elements per block for predictions and outputs).
+fn geometry(rng: &mut Rng, count: usize, len: usize, per: usize) -> Blocks {
+    let mut view = |block: usize| View::new(rng.below(5), block + rng.below(4));
+    Blocks {
+        count,
+        len,
+        pred: view(len * per),
+        target: view(len),
+        weight: view(len),
+        grad: view(len * per),
+        loss_elems: view(len * per),
+    }
+}
+
+/// A buffer holding `src` (`count` blocks of `block` values, packed) through `view`, `fill`
+/// everywhere else.
+fn spread<T: Copy>(src: &[T], view: View, count: usize, block: usize, fill: T) -> Vec<T> {
+    let need = if count * block == 0 {
+        view.offset
+    } else {
+        view.offset + (count - 1) * view.stride + block
+    };
+    let mut out = vec![fill; need];
+    for b in 0..count {
+        let at = view.offset + b * view.stride;
+        out[at..at + block].copy_from_slice(&src[b * block..(b + 1) * block]);
+    }
+    out
+}
+
+/// The blocks of `buf` through `view`, packed; panics if a value between them is not the
+/// sentinel.
+fn gather(buf: &[f32], view: View, count: usize, block: usize) -> Vec<f32> {
+    let mut inside = vec![false; buf.len()];
+    let mut out = Vec::new();
+    for b in 0..count {
+        let at = view.offset + b * view.stride;
+        out.extend_from_slice(&buf[at..at + block]);
+        inside[at..at + block].iter_mut().for_each(|i| *i = true);
+    }
+    for (i, (&v, &ins)) in buf.iter().zip(&inside).enumerate() {
+        assert!(ins || v == SENTINEL, "gap element {i} written: {v}");
+    }
+    out
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+/// The outputs of one call, packed.
+#[derive(Debug)]
+struct Got {
+    loss: f32,
+    grad: Vec<f32>,
+    loss_elems: Option<Vec<f32>>,
+    stats: Stats,
+    ema: Ema,
+}
+
+fn same(what: &str, got: &Got, want: &Got) {
+    assert!(
+        ulps(got.loss, want.loss) <= 1,
+        "{what}: loss {} vs {}",
+        got.loss,
+        want.loss
+    );
+    assert_eq!(bits(&got.grad), bits(&want.grad), "{what}: grad");
+    assert_eq!(
+        got.loss_elems.as_deref().map(bits),
+        want.loss_elems.as_deref().map(bits),
+        "{what}: loss_elems"
+    );
+    assert_eq!(got.stats, want.stats, "{what}: stats");
+    assert_eq!(got.ema, want.ema, "{what}: ema");
+}
+
+/// Lengths around every vector width (4, 8, 16), and 0.
+const LENS: [usize; 14] = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33, 129, 300];
+
+/// The loss call a test runs: GHM-C or GHM-R, one config.
+#[derive(Clone, Copy)]
+enum Loss {
+    C(GhmC),
+    R(GhmR),
+}
+
+impl Loss {
+    fn bins(&self) -> u32 {
+        match self {
+            Loss::C(c) => c.bins,
+            Loss::R(r) => r.bins,
+        }
+    }
+    fn accumulate(&self) -> bool {
+        match self {
+            Loss::C(c) => c.accumulate,
+            Loss::R(r) => r.accumulate,
+        }
+    }
+    fn call(&self, ema: &mut Ema, d: &Dense<'_>, out: Out<'_>) -> Result<f32, Error> {
+        match self {
+            Loss::C(c) => c.loss_grad(Some(ema), d, out),
+            Loss::R(r) => r.loss_grad(Some(ema), d, out),
+        }
+    }
+}
+
+/// Dense inputs of `n` elements for `loss`, with a few label weights 0.
+fn dense_inputs(rng: &mut Rng, loss: &Loss, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mut x, t) = common::detector_batch(rng, n, 0.1, false);
+    if let Loss::C(GhmC {
+        input: Input::Probs,
+        ..
+    }) = loss
+    {
+        x.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
+    }
+    let t = match loss {
+        Loss::C(_) => t,
+        Loss::R(_) => (0..n).map(|_| rng.normal() as f32 * 0.3).collect(),
+    };
+    let w = (0..n)
+        .map(|_| if rng.chance(0.1) { 0.0 } else { 1.0 })
+        .collect();
+    (x, t, w)
+}
+
+/// One dense call through random views against the same call on packed buffers, two
+/// batches so that the EMA carries over.
+fn dense_case(rng: &mut Rng, loss: Loss, count: usize, len: usize, with_le: bool) {
+    let g = geometry(rng, count, len, 1);
+    let n = count * len;
+    let bins = loss.bins();
+    let (mut ema_b, mut ema_c) = (Ema::new(bins).unwrap(), Ema::new(bins).unwrap());
+    for batch in 0..2 {
+        let (x, t, w) = dense_inputs(rng, &loss, n);
+        let start: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        // Packed.
+        let mut grad = start.clone();
+        let mut le = vec![0.0; n];
+        let mut stats = Stats::default();
+        let out = Out {
+            grad: Some(&mut grad),
+            loss_elems: with_le.then_some(&mut le[..]),
+            stats: Some(&mut stats),
+        };
+        let dense = Dense::new(&x, &t).label_weight(&w);
+        let l = loss.call(&mut ema_c, &dense, out).unwrap();
+        let want = Got {
+            loss: l,
+            grad,
+            loss_elems: with_le.then_some(le),
+            stats,
+            ema: ema_c,
+        };
+        // Through the views, NaN between the input blocks.
+        let xs = spread(&x, g.pred, count, len, f32::NAN);
+        let ts = spread(&t, g.target, count, len, f32::NAN);
+        let ws = spread(&w, g.weight, count, len, f32::NAN);
+        let mut gs = spread(&start, g.grad, count, len, SENTINEL);
+        let mut ls = spread(&vec![0.0; n], g.loss_elems, count, len, SENTINEL);
+        let mut stats = Stats::default();
+        let out = Out {
+            grad: Some(&mut gs),
+            loss_elems: with_le.then_some(&mut ls[..]),
+            stats: Some(&mut stats),
+        };
+        let dense = Dense::new(&xs, &ts).label_weight(&ws).blocks(g);
+        let l = loss.call(&mut ema_b, &dense, out).unwrap();
+        let got = Got {
+            loss: l,
+            grad: gather(&gs, g.grad, count, len),
+            loss_elems: with_le.then(|| gather(&ls, g.loss_elems, count, len)),
+            stats,
+            ema: ema_b,
+        };
+        let what = format!(
+            "count {count} len {len} batch {batch} acc {}",
+            loss.accumulate()
+        );
+        same(&what, &got, &want);
+    }
+}
+
+fn backends() -> Vec<Backend> {
+    Backend::all_available().collect()
+}
+
+#[test]
+fn dense_views_match_the_contiguous_path() {
+    let mut rng = Rng(0xb10c);
+    for backend in backends() {
+        for (i, &len) in LENS.iter().enumerate() {
+            let count = 1 + i % 4;
+            let c = GhmC {
+                bins: 30,
+                momentum: 0.75,
+                backend: Some(backend),
+                ..GhmC::default()
+            };
+            // Gradients only (the stored path), and every other output combination.
+            dense_case(&mut rng, Loss::C(c), count, len, false);
+            let sum = GhmC {
+                reduction: Reduction::Sum,
+                accumulate: true,
+                grad_scale: -1.0,
+                input: Input::Probs,
+                ..c
+            };
+            dense_case(&mut rng, Loss::C(sum), count, len, true);
+            let skip = GhmC {
+                skip_bad: true,
+                ..c
+            };
+            dense_case(&mut rng, Loss::C(skip), count, len, false);
+            let r = GhmR {
+                momentum: 0.7,
+                backend: Some(backend),
+                ..GhmR::default()
+            };
+            dense_case(&mut rng, Loss::R(r), count, len, i % 2 == 0);
+        }
+    }
+}
+
+/// Class-index labels through views (`len` anchors per block, `C` classes) against dense
+/// one-hot targets of the packed blocks.
+fn labels_case(rng: &mut Rng, c: GhmC, count: usize, len: usize, classes: usize, layout: Layout) {
+    let g = geometry(rng, count, len, classes);
+    let per = len * classes;
+    let n = count * per;
+    let (x, _) = common::detector_batch(rng, n, 0.1, false);
+    let labels: Vec<i32> = (0..count * len)
+        .map(|_| rng.below(classes + 2) as i32 - 1)
+        .collect();
+    let aw: Vec<f32> = (0..count * len)
+        .map(|_| if rng.chance(0.3) { 0.0 } else { 1.0 })
+        .collect();
+    // The packed dense equivalent: block by block, in the block's layout.
+    let (mut t, mut w) = (vec![0.0; n], vec![0.0; n]);
+    for b in 0..count {
+        for a in 0..len {
+            for k in 0..classes {
+                let i = b * per
+                    + match layout {
+                        Layout::AnchorMajor => a * classes + k,
+                        Layout::ClassMajor => k * len + a,
+                    };
+                t[i] = (labels[b * len + a] == k as i32) as u32 as f32;
+                w[i] = aw[b * len + a];
+            }
+        }
+    }
+    let mut grad = vec![0.0; n];
+    let mut le = vec![0.0; n];
+    let mut stats = Stats::default();
+    let mut ema = Ema::new(c.bins).unwrap();
+    let out = Out {
+        grad: Some(&mut grad),
+        loss_elems: Some(&mut le),
+        stats: Some(&mut stats),
+    };
+    let l = c
+        .loss_grad(Some(&mut ema), &Dense::new(&x, &t).label_weight(&w), out)
+        .unwrap();
+    let want = Got {
+        loss: l,
+        grad,
+        loss_elems: Some(le),
+        stats,
+        ema,
+    };
+    let xs = spread(&x, g.pred, count, per, f32::NAN);
+    // Gaps in the labels hold a class, in the weights NaN: either would change the result.
+    let ls = spread(&labels, g.target, count, len, 0);
+    let ws = spread(&aw, g.weight, count, len, f32::NAN);
+    let mut gs = spread(&vec![0.0; n], g.grad, count, per, SENTINEL);
+    let mut les = spread(&vec![0.0; n], g.loss_elems, count, per, SENTINEL);
+    let mut stats = Stats::default();
+    let mut ema = Ema::new(c.bins).unwrap();
+    let input = Labels::new(&xs, &ls, classes, layout)
+        .anchor_weight(&ws)
+        .blocks(g);
+    let out = Out {
+        grad: Some(&mut gs),
+        loss_elems: Some(&mut les),
+        stats: Some(&mut stats),
+    };
+    let l = c.loss_grad_labels(Some(&mut ema), &input, out).unwrap();
+    let got = Got {
+        loss: l,
+        grad: gather(&gs, g.grad, count, per),
+        loss_elems: Some(gather(&les, g.loss_elems, count, per)),
+        stats,
+        ema,
+    };
+    same(
+        &format!("labels {layout:?} count {count} len {len} C {classes}"),
+        &got,
+        &want,
+    );
+}
+
+#[test]
+fn label_views_match_dense_one_hot() {
+    let mut rng = Rng(0x1abe1);
+    for backend in backends() {
+        let c = GhmC {
+            bins: 30,
+            momentum: 0.75,
+            backend: Some(backend),
+            ..GhmC::default()
+        };
+        for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
+            for &classes in &[1usize, 3, 16, 20] {
+                for (i, &len) in LENS.iter().enumerate() {
+                    labels_case(&mut rng, c, 1 + i % 3, len, classes, layout);
+                }
+            }
+        }
+    }
+}
+
+/// The phased API over a blocked batch cut into ranges of blocks (each a view with its
+/// offsets moved) gives the one call's gradients, bit for bit.
+#[test]
+fn phased_views_over_block_ranges_match_the_one_call() {
+    let mut rng = Rng(0xfa5e);
+    for backend in backends() {
+        let c = GhmC {
+            bins: 30,
+            momentum: 0.75,
+            backend: Some(backend),
+            ..GhmC::default()
+        };
+        let (count, len) = (7, 45);
+        let g = geometry(&mut rng, count, len, 1);
+        let (x, t, w) = dense_inputs(&mut rng, &Loss::C(c), count * len);
+        let xs = spread(&x, g.pred, count, len, f32::NAN);
+        let ts = spread(&t, g.target, count, len, f32::NAN);
+        let ws = spread(&w, g.weight, count, len, f32::NAN);
+        let zeros = vec![0.0; count * len];
+        let mut one = spread(&zeros, g.grad, count, len, SENTINEL);
+        let mut ema = Ema::new(30).unwrap();
+        let whole = Dense::new(&xs, &ts).label_weight(&ws).blocks(g);
+        c.loss_grad(Some(&mut ema), &whole, Out::grad(&mut one))
+            .unwrap();
+        // Blocks 0..3 and 3..7 as two chunks.
+        let part = |first: usize, n: usize| {
+            let mv = |v: View| View::new(v.offset + first * v.stride, v.stride);
+            Blocks {
+                count: n,
+                pred: mv(g.pred),
+                target: mv(g.target),
+                weight: mv(g.weight),
+                grad: mv(g.grad),
+                loss_elems: mv(g.loss_elems),
+                ..g
+            }
+        };
+        let chunks = [part(0, 3), part(3, 4)];
+        let mut hist = Hist::new(30).unwrap();
+        for b in chunks {
+            let d = Dense::new(&xs, &ts).label_weight(&ws).blocks(b);
+            c.accumulate(&d, &mut hist).unwrap();
+        }
+        let mut ema = Ema::new(30).unwrap();
+        let weights = c.finalize(Some(&mut ema), &hist).unwrap();
+        let mut phased = spread(&zeros, g.grad, count, len, SENTINEL);
+        for b in chunks.iter().rev() {
+            let d = Dense::new(&xs, &ts).label_weight(&ws).blocks(*b);
+            c.apply(&weights, &d, Some(&mut phased), None).unwrap();
+        }
+        assert_eq!(bits(&one), bits(&phased), "{backend:?}");
+    }
+}
+
+/// Shapes and overlaps of views: a buffer shorter than its view's extent is
+/// `Error::Shape`, an output view whose blocks overlap is `Error::Alias`, an overflowing
+/// extent is `Error::Shape`; nothing is written in any of them.
+#[test]
+fn view_errors_write_nothing() {
+    let c = GhmC::default();
+    let (count, len) = (3, 10);
+    let g = Blocks::uniform(count, len, View::new(2, 12));
+    let x = vec![0.5f32; 2 + 2 * 12 + 10];
+    let t = vec![1.0f32; x.len()];
+    let mut grad = vec![SENTINEL; x.len()];
+    let d = Dense::new(&x, &t).blocks(g);
+    assert!(c.loss_grad(None, &d, Out::grad(&mut grad)).is_ok());
+    grad.fill(SENTINEL);
+    // One element short, in each input and in the output.
+    let short = &x[..x.len() - 1];
+    for (input, out_len) in [
+        (Dense::new(short, &t).blocks(g), x.len()),
+        (Dense::new(&x, &t[..x.len() - 1]).blocks(g), x.len()),
+        (Dense::new(&x, &t).label_weight(short).blocks(g), x.len()),
+        (Dense::new(&x, &t).blocks(g), x.len() - 1),
+    ] {
+        let r = c.loss_grad(None, &input, Out::grad(&mut grad[..out_len]));
+        assert_eq!(r, Err(Error::Shape));
+    }
+    // Output blocks 12 apart holding 13 elements each overlap.
+    let overlapping = Blocks {
+        len: 13,
+        ..Blocks::uniform(count, 13, View::new(0, 13))
+    };
+    let bad = Blocks {
+        grad: View::new(0, 12),
+        ..overlapping
+    };
+    let big = vec![0.5f32; 64];
+    let tb = vec![1.0f32; 64];
+    let d = Dense::new(&big, &tb).blocks(bad);
+    let r = c.loss_grad(None, &d, Out::grad(&mut grad));
+    assert_eq!(r, Err(Error::Alias));
+    // An extent past usize::MAX.
+    let huge = Blocks::uniform(2, 1, View::new(0, usize::MAX));
+    let d = Dense::new(&big, &tb).blocks(huge);
+    assert_eq!(
+        c.loss_grad(None, &d, Out::grad(&mut grad)),
+        Err(Error::Shape)
+    );
+    assert!(grad.iter().all(|&v| v == SENTINEL));
+}
+
+/// The README's Darknet recipe is the code that the YOLO-style example runs in CI: every
+/// line of its C block is in `ffi-tests/examples/yolo_train.c`, in order.
+#[test]
+fn readme_darknet_recipe_is_the_example_code() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let example =
+        std::fs::read_to_string(format!("{root}/ffi-tests/examples/yolo_train.c")).unwrap();
+    let section = readme
+        .split("### Darknet's YOLO layer, in place")
+        .nth(1)
+        .expect("the README's Darknet section");
+    let block = section
+        .split("```c\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its C block");
+    assert!(block.lines().count() > 30, "the recipe is the whole layer");
+    assert!(
+        example.contains(block),
+        "the README's recipe differs from yolo_train.c"
+    );
+}
