@@ -2059,6 +2059,218 @@ static void test_phased(void) {
 
 /* ========================================================================================== */
 
+
+/* ------------------------------------------------------------------------------------------ */
+/* Blocked views: Darknet's [batch][anchor][4 + 1 + C][h * w] layout, in place */
+
+#define BV_B 2
+#define BV_NA 3
+#define BV_HW 13
+#define BV_C 5
+#define BV_CH (4 + 1 + BV_C)
+#define BV_N (BV_B * BV_NA * BV_CH * BV_HW)
+#define BV_BLOCKS (BV_B * BV_NA)
+
+/* Blocks of BV_HW at channel `ch` of each (image, anchor); targets packed [blocks][HW]. */
+static ghm_blocks bv_blocks(size_t ch) {
+  ghm_blocks b;
+  memset(&b, 0, sizeof b);
+  b.count = BV_BLOCKS;
+  b.len = BV_HW;
+  b.pred.offset = ch * BV_HW;
+  b.pred.stride = BV_CH * BV_HW;
+  b.grad = b.pred;
+  b.loss_elems = b.pred;
+  b.target.stride = BV_HW;
+  b.weight.stride = BV_HW;
+  return b;
+}
+
+/* Packs the blocks of `buf` seen through `v` (len `len` each) into `out`. */
+static void bv_pack(const float *buf, ghm_view v, size_t len, float *out) {
+  size_t b;
+  for (b = 0; b < BV_BLOCKS; b++) memcpy(out + b * len, buf + v.offset + b * v.stride, len * 4);
+}
+
+/* Whether every element of `buf` outside the blocks of `v` (len `len`) is `fill`. */
+static int bv_untouched(const float *buf, ghm_view v, size_t len, float fill) {
+  size_t i;
+  for (i = 0; i < BV_N; i++) {
+    size_t rel = i >= v.offset ? i - v.offset : (size_t)-1;
+    int inside = rel != (size_t)-1 && rel / v.stride < BV_BLOCKS && rel % v.stride < len;
+    if (!inside && memcmp(&buf[i], &fill, 4) != 0) return 0;
+  }
+  return 1;
+}
+
+static void test_blocks(void) {
+  static float out[BV_N], delta[BV_N], before[BV_N], le[BV_N];
+  static float obj_t[BV_BLOCKS * BV_HW], obj_w[BV_BLOCKS * BV_HW], cls_w[BV_BLOCKS * BV_HW];
+  static int32_t labels[BV_BLOCKS * BV_HW];
+  static float px[BV_BLOCKS * BV_HW * BV_C], pt[BV_BLOCKS * BV_HW * BV_C],
+      pw[BV_BLOCKS * BV_HW * BV_C], pg[BV_BLOCKS * BV_HW * BV_C], got[BV_BLOCKS * BV_HW * BV_C],
+      pl[BV_BLOCKS * BV_HW * BV_C], gotl[BV_BLOCKS * BV_HW * BV_C];
+  const float fill = 7.0f;
+  size_t i, b, a, k;
+  float loss_v, loss_c;
+  ghm_stats sv, sc;
+  ghm_ema ev, ec;
+  ghm_c_config cfg = ghm_c_config_default();
+  ghm_blocks ob = bv_blocks(4), cb = bv_blocks(5), bad;
+  ghm_status s;
+  cfg.bins = 30;
+  cfg.momentum = 0.75f;
+  cfg.input = GHM_INPUT_PROBS;
+  cfg.grad_scale = -1.0f;
+  cfg.reduction = GHM_REDUCTION_SUM;
+  cfg.normalize = GHM_NORMALIZE_GRAD_MASS;
+  cfg.ema_start = GHM_EMA_START_FIRST_COUNT;
+  check_group("blocked views (Darknet layout)");
+  cb.len = BV_HW; /* anchors per block; the block's predictions are BV_C planes */
+  for (i = 0; i < BV_N; i++) out[i] = rndf(0.0f, 1.0f);
+  for (i = 0; i < BV_BLOCKS * BV_HW; i++) {
+    obj_t[i] = rndn(6) == 0 ? 1.0f : 0.0f;
+    obj_w[i] = rndn(10) == 0 ? 0.0f : 1.0f;
+    labels[i] = obj_t[i] > 0.0f ? (int32_t)rndn(BV_C) : -1;
+    cls_w[i] = obj_t[i];
+  }
+
+  /* Objectness in place against the packed contiguous call. */
+  for (i = 0; i < BV_N; i++) delta[i] = le[i] = fill;
+  CHECK(ghm_ema_init(&ev, 30) == GHM_OK && ghm_ema_init(&ec, 30) == GHM_OK, "ema");
+  s = ghm_c_loss_grad_blocks(&cfg, &ev, &ob, out, obj_t, obj_w, delta, &loss_v, le, &sv);
+  CHECK(s == GHM_OK, "objectness blocks: %s", sname(s));
+  bv_pack(out, ob.pred, BV_HW, px);
+  s = ghm_c_loss_grad(&cfg, &ec, px, obj_t, obj_w, BV_BLOCKS * BV_HW, pg, &loss_c, pl, &sc);
+  CHECK(s == GHM_OK, "objectness packed: %s", sname(s));
+  bv_pack(delta, ob.grad, BV_HW, got);
+  bv_pack(le, ob.loss_elems, BV_HW, gotl);
+  CHECK(first_diff(got, pg, BV_BLOCKS * BV_HW) < 0, "objectness grad through views != packed");
+  CHECK(first_diff(gotl, pl, BV_BLOCKS * BV_HW) < 0, "objectness loss_elems != packed");
+  CHECK(stats_diff(&sv, &sc) == NULL, "objectness stats: %s", stats_diff(&sv, &sc));
+  CHECK(same_bytes(&ev, &ec, sizeof ev), "objectness EMA");
+  CHECK(fabsf(loss_v - loss_c) <= 1e-6f * fabsf(loss_c), "loss %g vs %g", loss_v, loss_c);
+  CHECK(bv_untouched(delta, ob.grad, BV_HW, fill), "delta written outside the objectness view");
+
+  /* Classes into the same delta (interleaved views of one buffer), class-major blocks,
+   * against dense one-hot targets of the packed blocks. */
+  s = ghm_c_loss_grad_labels_blocks(&cfg, &ev, &cb, out, labels, cls_w, BV_C,
+                                    GHM_LAYOUT_CLASS_MAJOR, delta, &loss_v, NULL, &sv);
+  CHECK(s == GHM_OK, "class blocks: %s", sname(s));
+  for (b = 0; b < BV_BLOCKS; b++)
+    for (k = 0; k < BV_C; k++)
+      for (a = 0; a < BV_HW; a++) {
+        size_t j = (b * BV_C + k) * BV_HW + a;
+        px[j] = out[cb.pred.offset + b * cb.pred.stride + k * BV_HW + a];
+        pt[j] = labels[b * BV_HW + a] == (int32_t)k ? 1.0f : 0.0f;
+        pw[j] = cls_w[b * BV_HW + a];
+      }
+  CHECK(ghm_ema_init(&ec, 30) == GHM_OK && ghm_ema_init(&ev, 30) == GHM_OK, "ema");
+  s = ghm_c_loss_grad_labels_blocks(&cfg, &ev, &cb, out, labels, cls_w, BV_C,
+                                    GHM_LAYOUT_CLASS_MAJOR, delta, &loss_v, NULL, &sv);
+  CHECK(s == GHM_OK, "class blocks: %s", sname(s));
+  s = ghm_c_loss_grad(&cfg, &ec, px, pt, pw, BV_BLOCKS * BV_HW * BV_C, pg, &loss_c, NULL, &sc);
+  CHECK(s == GHM_OK, "classes packed: %s", sname(s));
+  bv_pack(delta, cb.grad, BV_HW * BV_C, got);
+  CHECK(first_diff(got, pg, BV_BLOCKS * BV_HW * BV_C) < 0, "class grad through views != dense");
+  CHECK(stats_diff(&sv, &sc) == NULL, "class stats: %s", stats_diff(&sv, &sc));
+
+  /* The same call with every buffer one byte off alignment: bit-identical. */
+  {
+    void *blk[4];
+    float *uo = (float *)placed(out, sizeof out, 1, &blk[0]);
+    float *ud = (float *)placed(delta, sizeof delta, 3, &blk[1]);
+    int32_t *ul = (int32_t *)placed(labels, sizeof labels, 2, &blk[2]);
+    float *uw = (float *)placed(cls_w, sizeof cls_w, 1, &blk[3]);
+    float ref[BV_N], mis[BV_N];
+    ghm_stats su;
+    CHECK(ghm_ema_init(&ev, 30) == GHM_OK, "ema");
+    s = ghm_c_loss_grad_labels_blocks(&cfg, &ev, &cb, out, labels, cls_w, BV_C,
+                                      GHM_LAYOUT_CLASS_MAJOR, delta, &loss_c, NULL, &sc);
+    memcpy(ref, delta, sizeof ref);
+    CHECK(ghm_ema_init(&ev, 30) == GHM_OK, "ema");
+    s = ghm_c_loss_grad_labels_blocks(&cfg, &ev, &cb, uo, ul, uw, BV_C, GHM_LAYOUT_CLASS_MAJOR,
+                                      ud, &loss_v, NULL, &su);
+    CHECK(s == GHM_OK, "misaligned class blocks: %s", sname(s));
+    memcpy(mis, ud, sizeof mis);
+    CHECK(first_diff(ref, mis, BV_N) < 0, "misaligned views differ from aligned");
+    CHECK(stats_diff(&su, &sc) == NULL, "misaligned stats");
+    for (i = 0; i < 4; i++) free(blk[i]);
+  }
+
+  /* Phased: two ranges of blocks accumulated, merged, applied = the one call. */
+  {
+    ghm_hist h1, h2;
+    ghm_weights w;
+    ghm_blocks lo = ob, hi = ob;
+    float one[BV_N];
+    lo.count = 2;
+    hi.count = BV_BLOCKS - 2;
+    hi.pred.offset += 2 * hi.pred.stride;
+    hi.grad.offset += 2 * hi.grad.stride;
+    hi.loss_elems.offset += 2 * hi.loss_elems.stride;
+    hi.target.offset += 2 * hi.target.stride;
+    hi.weight.offset += 2 * hi.weight.stride;
+    for (i = 0; i < BV_N; i++) delta[i] = one[i] = fill;
+    CHECK(ghm_ema_init(&ev, 30) == GHM_OK && ghm_ema_init(&ec, 30) == GHM_OK, "ema");
+    s = ghm_c_loss_grad_blocks(&cfg, &ev, &ob, out, obj_t, obj_w, one, &loss_c, NULL, NULL);
+    CHECK(s == GHM_OK, "one call");
+    CHECK(ghm_hist_init(&h1, 30) == GHM_OK && ghm_hist_init(&h2, 30) == GHM_OK, "hist");
+    CHECK(ghm_c_accumulate_blocks(&cfg, &hi, out, obj_t, obj_w, &h2) == GHM_OK, "acc hi");
+    CHECK(ghm_c_accumulate_blocks(&cfg, &lo, out, obj_t, obj_w, &h1) == GHM_OK, "acc lo");
+    CHECK(ghm_hist_merge(&h1, &h2) == GHM_OK, "merge");
+    CHECK(ghm_c_finalize(&cfg, &ec, &h1, &w) == GHM_OK, "finalize");
+    CHECK(ghm_c_apply_blocks(&cfg, &w, &lo, out, obj_t, obj_w, delta, NULL) == GHM_OK, "lo");
+    CHECK(ghm_c_apply_blocks(&cfg, &w, &hi, out, obj_t, obj_w, delta, NULL) == GHM_OK, "hi");
+    CHECK(first_diff(one, delta, BV_N) < 0, "phased blocks != one call");
+    CHECK(same_bytes(&ev, &ec, sizeof ev), "phased EMA");
+    CHECK(check_ulps((float)w.loss, loss_c) <= 1, "phased loss %.9g vs %.9g", w.loss, loss_c);
+  }
+
+  /* Views of one buffer: disjoint interleaved views are legal, one shared element is not. */
+  memcpy(before, out, sizeof out);
+  bad = ob;
+  bad.grad.offset = 0; /* channel x of each block: interleaved with objectness, disjoint */
+  cfg.momentum = 0.0f;
+  s = ghm_c_loss_grad_blocks(&cfg, NULL, &bad, out, obj_t, obj_w, out, NULL, NULL, NULL);
+  CHECK(s == GHM_OK, "disjoint interleaved views: %s", sname(s));
+  memcpy(out, before, sizeof out);
+  bad.grad.offset = 3 * BV_HW + 1; /* shares the last element of each block with pred */
+  s = ghm_c_loss_grad_blocks(&cfg, NULL, &bad, out, obj_t, obj_w, out, NULL, NULL, NULL);
+  CHECK(s == GHM_ERR_ALIAS, "one shared element: %s", sname(s));
+  bad.grad.offset = 3 * BV_HW; /* ends right before pred's block: disjoint */
+  s = ghm_c_loss_grad_blocks(&cfg, NULL, &bad, out, obj_t, obj_w, out, NULL, NULL, NULL);
+  CHECK(s == GHM_OK, "adjacent views: %s", sname(s));
+  memcpy(out, before, sizeof out);
+  bad = ob;
+  bad.grad.stride = BV_HW - 1; /* the output's own blocks overlap */
+  s = ghm_c_loss_grad_blocks(&cfg, NULL, &bad, out, obj_t, obj_w, delta, NULL, NULL, NULL);
+  CHECK(s == GHM_ERR_ALIAS, "self-overlapping output view: %s", sname(s));
+  bad = ob;
+  bad.pred.stride = SIZE_MAX / 2; /* extent overflows */
+  s = ghm_c_loss_grad_blocks(&cfg, NULL, &bad, out, obj_t, obj_w, delta, NULL, NULL, NULL);
+  CHECK(s == GHM_ERR_SHAPE, "overflowing view: %s", sname(s));
+  s = ghm_c_loss_grad_blocks(&cfg, NULL, NULL, out, obj_t, obj_w, delta, NULL, NULL, NULL);
+  CHECK(s == GHM_ERR_NULL, "NULL blocks: %s", sname(s));
+  CHECK(same_bytes(before, out, sizeof out), "an error wrote into the buffer");
+
+  /* GHM-R through views against packed. */
+  {
+    ghm_r_config r = ghm_r_config_default();
+    float rg[BV_BLOCKS * BV_HW];
+    for (i = 0; i < BV_N; i++) delta[i] = fill;
+    for (i = 0; i < BV_BLOCKS * BV_HW; i++) pt[i] = rndf(-1.0f, 1.0f);
+    s = ghm_r_loss_grad_blocks(&r, NULL, &ob, out, pt, obj_w, delta, &loss_v, NULL, NULL);
+    CHECK(s == GHM_OK, "GHM-R blocks: %s", sname(s));
+    bv_pack(out, ob.pred, BV_HW, px);
+    s = ghm_r_loss_grad(&r, NULL, px, pt, obj_w, BV_BLOCKS * BV_HW, rg, &loss_c, NULL, NULL);
+    bv_pack(delta, ob.grad, BV_HW, got);
+    CHECK(first_diff(got, rg, BV_BLOCKS * BV_HW) < 0, "GHM-R through views != packed");
+    CHECK(bv_untouched(delta, ob.grad, BV_HW, fill), "GHM-R wrote outside its view");
+  }
+  check_group_done();
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s DATA_DIR (tests/data/mmdet)\n", argv[0]);
@@ -2077,6 +2289,7 @@ int main(int argc, char **argv) {
   test_n_zero();
   test_skip_bad();
   test_optional_outputs();
+  test_blocks();
   test_unaligned();
   test_darknet();
   test_phased();

@@ -470,3 +470,266 @@ fn readme_darknet_recipe_is_the_example_code() {
         "the README's recipe differs from yolo_train.c"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The trainer's scale: gradient-mass normalisation and the EMA's warm start.
+
+/// Sum of `|x|` over the valid elements, in f64.
+fn mass(v: &[f32], w: &[f32]) -> f64 {
+    v.iter()
+        .zip(w)
+        .filter(|(_, &w)| w > 0.0)
+        .map(|(g, _)| g.abs() as f64)
+        .sum()
+}
+
+/// With `Normalize::GradMass` the batch's total `|grad|` is the plain loss's (BCE: `|p - t|`,
+/// ASL1: `|d| / sqrt(d^2 + mu^2)`) under the same reduction, on every backend; without it,
+/// the detector-like batch's is several times larger (so the test can tell them apart).
+#[test]
+fn grad_mass_normalisation_gives_the_plain_loss_mass() {
+    let mut rng = Rng(0x6a55);
+    let n = 20_000;
+    for backend in backends() {
+        for reduction in [Reduction::Sum, Reduction::Mean] {
+            let c = GhmC {
+                bins: 30,
+                momentum: 0.75,
+                reduction,
+                backend: Some(backend),
+                normalize: ghm::Normalize::GradMass,
+                ..GhmC::default()
+            };
+            let (x, t, w) = dense_inputs(&mut rng, &Loss::C(c), n);
+            let valid = w.iter().filter(|&&w| w > 0.0).count() as f64;
+            let per = if reduction == Reduction::Mean {
+                1.0 / (valid + f32::EPSILON as f64)
+            } else {
+                1.0
+            };
+            let plain: f64 = x
+                .iter()
+                .zip(&t)
+                .zip(&w)
+                .filter(|(_, &w)| w > 0.0)
+                .map(|((&x, &t), _)| (1.0 / (1.0 + (-(x as f64)).exp()) - t as f64).abs())
+                .sum::<f64>()
+                * per;
+            let mut ema = Ema::new(30).unwrap();
+            for batch in 0..2 {
+                let mut grad = vec![0.0; n];
+                let d = Dense::new(&x, &t).label_weight(&w);
+                c.loss_grad(Some(&mut ema), &d, Out::grad(&mut grad))
+                    .unwrap();
+                let got = mass(&grad, &w);
+                assert!(
+                    (got - plain).abs() <= 1e-5 * plain,
+                    "{backend:?} {reduction:?} batch {batch}: mass {got} vs plain {plain}"
+                );
+                let raw = GhmC {
+                    normalize: ghm::Normalize::None,
+                    ..c
+                };
+                let mut g2 = vec![0.0; n];
+                let mut e2 = Ema::new(30).unwrap();
+                raw.loss_grad(Some(&mut e2), &d, Out::grad(&mut g2))
+                    .unwrap();
+                assert!(mass(&g2, &w) > 3.0 * plain, "raw mass {}", mass(&g2, &w));
+            }
+        }
+        // GHM-R against ASL1's gradient mass.
+        let r = GhmR {
+            backend: Some(backend),
+            normalize: ghm::Normalize::GradMass,
+            reduction: Reduction::Sum,
+            ..GhmR::default()
+        };
+        let (x, t, w) = dense_inputs(&mut rng, &Loss::R(r), n);
+        let plain: f64 = x
+            .iter()
+            .zip(&t)
+            .zip(&w)
+            .filter(|(_, &w)| w > 0.0)
+            .map(|((&x, &t), _)| {
+                let d = x as f64 - t as f64;
+                d.abs() / (d * d + 0.02f64 * 0.02).sqrt()
+            })
+            .sum();
+        let mut grad = vec![0.0; n];
+        r.loss_grad(
+            None,
+            &Dense::new(&x, &t).label_weight(&w),
+            Out::grad(&mut grad),
+        )
+        .unwrap();
+        let got = mass(&grad, &w);
+        assert!(
+            (got - plain).abs() <= 1e-5 * plain,
+            "GHM-R {got} vs {plain}"
+        );
+    }
+}
+
+/// Normalised weights are mmdet's times one factor: the loss, its elements and the
+/// statistics' weights carry it too, and the phased API (any chunking) gives the one call's
+/// gradients bit for bit.
+#[test]
+fn normalised_weights_are_one_factor_and_chunk_exactly() {
+    let mut rng = Rng(0x5ca1e);
+    let n = 9_000;
+    for backend in backends() {
+        let c = GhmC {
+            bins: 20,
+            momentum: 0.0,
+            backend: Some(backend),
+            normalize: ghm::Normalize::GradMass,
+            ..GhmC::default()
+        };
+        let raw = GhmC {
+            normalize: ghm::Normalize::None,
+            ..c
+        };
+        let (x, t, w) = dense_inputs(&mut rng, &Loss::C(c), n);
+        let d = Dense::new(&x, &t).label_weight(&w);
+        let (mut g, mut le, mut st) = (vec![0.0; n], vec![0.0; n], Stats::default());
+        let out = Out {
+            grad: Some(&mut g),
+            loss_elems: Some(&mut le),
+            stats: Some(&mut st),
+        };
+        let loss = c.loss_grad(None, &d, out).unwrap();
+        let (mut g0, mut le0, mut st0) = (vec![0.0; n], vec![0.0; n], Stats::default());
+        let out = Out {
+            grad: Some(&mut g0),
+            loss_elems: Some(&mut le0),
+            stats: Some(&mut st0),
+        };
+        let loss0 = raw.loss_grad(None, &d, out).unwrap();
+        let ratios: Vec<f64> = (0..20)
+            .filter(|&k| st0.counts[k] > 0)
+            .map(|k| st.weights[k] as f64 / st0.weights[k] as f64)
+            .collect();
+        let s = ratios[0];
+        assert!(s < 0.9, "the factor shrinks this batch's weights: {s}");
+        assert!(
+            ratios.iter().all(|r| (r / s - 1.0).abs() < 2e-7),
+            "{ratios:?}"
+        );
+        assert!(
+            ((loss / loss0) as f64 / s - 1.0).abs() < 1e-5,
+            "loss {loss} vs {loss0}"
+        );
+        // MEAN: the loss is the elements' sum over `tot + eps`.
+        let sum_le: f64 = le.iter().map(|&v| v as f64).sum();
+        let mean = sum_le / (st.tot + f32::EPSILON as f64);
+        assert!(
+            (mean / loss as f64 - 1.0).abs() < 1e-5,
+            "loss elements {mean} vs {loss}"
+        );
+        // Phased, in uneven chunks accumulated out of order.
+        let cuts = [0, 17, 4000, 4001, n];
+        let mut hist = Hist::new(20).unwrap();
+        for win in cuts.windows(2).rev() {
+            let r = win[0]..win[1];
+            let part = Dense::new(&x[r.clone()], &t[r.clone()]).label_weight(&w[r]);
+            c.accumulate(&part, &mut hist).unwrap();
+        }
+        let weights = c.finalize(None, &hist).unwrap();
+        let mut gp = vec![0.0; n];
+        for win in cuts.windows(2) {
+            let r = win[0]..win[1];
+            let part = Dense::new(&x[r.clone()], &t[r.clone()]).label_weight(&w[r.clone()]);
+            c.apply(&weights, &part, Some(&mut gp[r]), None).unwrap();
+        }
+        assert_eq!(bits(&g), bits(&gp), "{backend:?}: phased != one call");
+        assert!(ulps(weights.loss as f32, loss) <= 1);
+    }
+}
+
+/// `EmaStart::FirstCount`: the first batch is weighted as without the EMA (its average is
+/// the counts); a bin first seen later starts from its own count; bins seen before blend as
+/// mmdet's. The default (`Zero`) starts from `(1 - momentum) * count`.
+#[test]
+fn ema_first_count_starts_from_the_counts() {
+    let mut rng = Rng(0xe3a);
+    let n = 3000;
+    let warm = GhmC {
+        bins: 10,
+        momentum: 0.75,
+        ema_start: ghm::EmaStart::FirstCount,
+        ..GhmC::default()
+    };
+    let (x, t, _) = dense_inputs(&mut rng, &Loss::C(warm), n);
+    // Batch 1: only easy elements (bins 0 and 1 at most); batch 2: all of them.
+    let easy: Vec<usize> = (0..n)
+        .filter(|&i| {
+            let p = 1.0 / (1.0 + (-x[i]).exp());
+            (p - t[i]).abs() < 0.15
+        })
+        .collect();
+    let (x1, t1): (Vec<f32>, Vec<f32>) = easy.iter().map(|&i| (x[i], t[i])).unzip();
+    let mut ema = Ema::new(10).unwrap();
+    let (mut s1, mut s0) = (Stats::default(), Stats::default());
+    let mut g = vec![0.0; x1.len()];
+    let out = Out {
+        grad: Some(&mut g),
+        loss_elems: None,
+        stats: Some(&mut s1),
+    };
+    warm.loss_grad(Some(&mut ema), &Dense::new(&x1, &t1), out)
+        .unwrap();
+    let plain = GhmC {
+        momentum: 0.0,
+        ..warm
+    };
+    let mut g0 = vec![0.0; x1.len()];
+    let out = Out {
+        grad: Some(&mut g0),
+        loss_elems: None,
+        stats: Some(&mut s0),
+    };
+    plain.loss_grad(None, &Dense::new(&x1, &t1), out).unwrap();
+    assert_eq!(bits(&g), bits(&g0), "first batch = no EMA");
+    for k in 0..10 {
+        assert_eq!(ema.acc_sum[k], s1.counts[k] as f32, "bin {k}");
+    }
+    let seen = ema;
+    let mut s2 = Stats::default();
+    let mut g2 = vec![0.0; n];
+    let out = Out {
+        grad: Some(&mut g2),
+        loss_elems: None,
+        stats: Some(&mut s2),
+    };
+    warm.loss_grad(Some(&mut ema), &Dense::new(&x, &t), out)
+        .unwrap();
+    let mut fresh = 0;
+    for k in 0..10 {
+        let c = s2.counts[k] as f64;
+        let want = if seen.acc_sum[k] == 0.0 {
+            fresh += (c > 0.0) as usize;
+            c as f32
+        } else if c > 0.0 {
+            (0.75 * seen.acc_sum[k] as f64 + 0.25 * c) as f32
+        } else {
+            seen.acc_sum[k]
+        };
+        assert_eq!(ema.acc_sum[k], want, "bin {k}");
+    }
+    assert!(fresh >= 3, "bins first seen in batch 2: {fresh}");
+    // mmdet's start.
+    let zero = GhmC {
+        ema_start: ghm::EmaStart::Zero,
+        ..warm
+    };
+    let mut ez = Ema::new(10).unwrap();
+    zero.loss_grad(Some(&mut ez), &Dense::new(&x1, &t1), Out::grad(&mut g))
+        .unwrap();
+    for k in 0..10 {
+        assert_eq!(
+            ez.acc_sum[k],
+            (0.25 * s1.counts[k] as f64) as f32,
+            "bin {k}"
+        );
+    }
+}
