@@ -458,18 +458,33 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Predictions per block element: 1, or `C` for class-index labels.
+    fn per_element_of_block(&self) -> usize {
+        match self {
+            Batch::Dense { .. } => 1,
+            Batch::Labels { classes, .. } => *classes,
+        }
+    }
+
     /// Elements of each array's block: predictions and outputs, then targets and weights.
     fn block_sizes(&self) -> (usize, usize) {
-        match self {
-            Batch::Dense { .. } => {
-                let len = self.geometry().len;
-                (len, len)
+        let len = self.geometry().len;
+        (len.saturating_mul(self.per_element_of_block()), len)
+    }
+
+    /// Whether the batch came with views (its buffers need only hold their blocks), rather
+    /// than as contiguous buffers of exactly its length.
+    fn blocked(&self) -> bool {
+        matches!(
+            self,
+            Batch::Dense {
+                blocks: Some(_),
+                ..
+            } | Batch::Labels {
+                blocks: Some(_),
+                ..
             }
-            Batch::Labels { classes, .. } => {
-                let len = self.geometry().len;
-                (len.saturating_mul(*classes), len)
-            }
-        }
+        )
     }
 
     /// The batch's blocks: its views, or one block at the start of every buffer.
@@ -523,22 +538,9 @@ impl<'a> Batch<'a> {
             } => (pred.len(), labels.len(), weight.map(|w| w.len())),
         };
         let g = self.geometry();
-        let per = match self {
-            Batch::Dense { .. } => 1,
-            Batch::Labels { classes, .. } => *classes,
-        };
-        g.elements(per)?;
-        let (bp, bt) = (g.len * per, g.len);
-        let blocked = matches!(
-            self,
-            Batch::Dense {
-                blocks: Some(_),
-                ..
-            } | Batch::Labels {
-                blocks: Some(_),
-                ..
-            }
-        );
+        g.elements(self.per_element_of_block())?;
+        let (bp, bt) = self.block_sizes();
+        let blocked = self.blocked();
         let fits = |have: usize, view: View, block: usize| -> Result<bool, Error> {
             let need = view.extent(g.count, block)?;
             Ok(if blocked { have >= need } else { have == need })
@@ -565,16 +567,7 @@ impl<'a> Batch<'a> {
         let g = self.geometry();
         let (bp, _) = self.block_sizes();
         let need = view.extent(g.count, bp)?;
-        let blocked = matches!(
-            self,
-            Batch::Dense {
-                blocks: Some(_),
-                ..
-            } | Batch::Labels {
-                blocks: Some(_),
-                ..
-            }
-        );
+        let blocked = self.blocked();
         if !view.self_disjoint(g.count, bp) {
             return Err(Error::Alias);
         }
