@@ -6,8 +6,8 @@
 //! describes such a batch: `count` blocks of `len` elements, and for every array (predictions,
 //! targets or labels, label weights, gradient, per-element losses) a [`View`]: where its block
 //! `b` starts. The kernels walk the blocks one after the other within each pass, so the density
-//! is over the whole batch and the cost per element is the contiguous path's (plus one
-//! partial vector per block).
+//! is over the whole batch; each block adds at most one partial vector (its tail) to the
+//! contiguous path's work.
 
 use crate::error::Error;
 
