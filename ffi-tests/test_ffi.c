@@ -29,6 +29,9 @@ STATIC_ASSERT(c_config_normalize, offsetof(ghm_c_config, normalize) == 32);
 STATIC_ASSERT(c_config_ema_start, offsetof(ghm_c_config, ema_start) == 36);
 STATIC_ASSERT(r_config_skip_bad, offsetof(ghm_r_config, skip_bad) == 28);
 STATIC_ASSERT(r_config_normalize, offsetof(ghm_r_config, normalize) == 32);
+STATIC_ASSERT(report_index, offsetof(ghm_report, index) == 8);
+STATIC_ASSERT(report_argument, offsetof(ghm_report, argument) == 24);
+STATIC_ASSERT(report_message, offsetof(ghm_report, message) == 24 + 4 * sizeof(void *));
 STATIC_ASSERT(blocks_size, sizeof(ghm_blocks) == 12 * sizeof(size_t));
 STATIC_ASSERT(blocks_loss_elems, offsetof(ghm_blocks, loss_elems) == 10 * sizeof(size_t));
 STATIC_ASSERT(ema_size, sizeof(ghm_ema) == 4 + 4 * 128);
@@ -1005,6 +1008,18 @@ typedef struct bad {
 } bad;
 
 static float *bad_arr(int arr) { return arr == 0 ? A.pred : arr == 1 ? A.target : A.lw; }
+static const char *bad_name(int arr) { return arr == 0 ? "pred" : arr == 1 ? "target" : "label_weight"; }
+
+/* The last call's report names `arg` and `index` (-1: none), with `status`. */
+static void expect_report(ghm_status status, const char *arg, long index, const char *what) {
+  ghm_report r;
+  memset(&r, 0x5a, sizeof r);
+  CHECK(ghm_last_error(&r) == GHM_OK, "%s: ghm_last_error failed", what);
+  CHECK(r.status == status && strcmp(r.argument, arg) == 0 && r.index == (int64_t)index,
+        "%s: report %s %s[%lld] (\"%s\"), want %s %s[%ld]", what, sname(r.status), r.argument,
+        (long long)r.index, r.message, sname(status), arg, index);
+  CHECK(memchr(r.message, 0, sizeof r.message) != NULL, "%s: message not NUL-terminated", what);
+}
 
 static void test_err_input(void) {
   const float nan = f_nan(), inf = f_inf();
@@ -1029,6 +1044,7 @@ static void test_err_input(void) {
         arena_reset(K_C);
         aset(bad_arr(b->arr), where[j], b->v);
         EXPECT_ERR(GHM_ERR_INPUT, a_c(NE), "ghm_c_loss_grad(%s at %zu)", b->what, where[j]);
+        expect_report(GHM_ERR_INPUT, bad_name(b->arr), (long)where[j], b->what);
         A.cc.momentum = 0.5f;
         EXPECT_ERR(GHM_ERR_INPUT, a_c(NE), "ghm_c_loss_grad(%s at %zu, momentum 0.5)", b->what,
                    where[j]);
@@ -1040,7 +1056,9 @@ static void test_err_input(void) {
         A.cc.accumulate = 0;
         A.cc.grad_scale = 1.0f;
         EXPECT_ERR(GHM_ERR_INPUT, a_cacc(NE), "ghm_c_accumulate(%s at %zu)", b->what, where[j]);
+        expect_report(GHM_ERR_INPUT, bad_name(b->arr), (long)where[j], b->what);
         EXPECT_ERR(GHM_ERR_INPUT, a_capp(NE), "ghm_c_apply(%s at %zu)", b->what, where[j]);
+        expect_report(GHM_ERR_INPUT, bad_name(b->arr), (long)where[j], b->what);
       }
     }
     /* probability input: p outside [0, 1] is bad, 0 and 1 are fine */
@@ -1066,12 +1084,15 @@ static void test_err_input(void) {
         arena_reset(K_R);
         aset(bad_arr(b->arr), where[j], b->v);
         EXPECT_ERR(GHM_ERR_INPUT, a_r(NE), "ghm_r_loss_grad(%s at %zu)", b->what, where[j]);
+        expect_report(GHM_ERR_INPUT, bad_name(b->arr), (long)where[j], b->what);
         A.rc.momentum = 0.5f;
         EXPECT_ERR(GHM_ERR_INPUT, a_r(NE), "ghm_r_loss_grad(%s at %zu, momentum 0.5)", b->what,
                    where[j]);
         A.rc.momentum = 0.0f;
         EXPECT_ERR(GHM_ERR_INPUT, a_racc(NE), "ghm_r_accumulate(%s at %zu)", b->what, where[j]);
+        expect_report(GHM_ERR_INPUT, bad_name(b->arr), (long)where[j], b->what);
         EXPECT_ERR(GHM_ERR_INPUT, a_rapp(NE), "ghm_r_apply(%s at %zu)", b->what, where[j]);
+        expect_report(GHM_ERR_INPUT, bad_name(b->arr), (long)where[j], b->what);
       }
     }
     /* GHM-R: finite targets outside [0, 1] are fine */
@@ -2271,6 +2292,55 @@ static void test_blocks(void) {
   check_group_done();
 }
 
+/* ghm_last_error: one report per code, its strings and message, and success clearing it. */
+static void test_report(void) {
+  float pred[8] = {0.5f, -1, 2, 3, -4, 5, 6, 7}, target[8] = {0}, grad[8], loss;
+  ghm_c_config cfg = ghm_c_config_default();
+  ghm_hist h;
+  ghm_report r;
+  check_group("ghm_last_error");
+  CHECK(ghm_last_error(NULL) == GHM_ERR_NULL, "ghm_last_error(NULL)");
+  CHECK(ghm_c_loss_grad(&cfg, NULL, NULL, target, NULL, 8, grad, &loss, NULL, NULL) == GHM_ERR_NULL,
+        "NULL pred");
+  expect_report(GHM_ERR_NULL, "pred", -1, "NULL pred");
+  cfg.momentum = 2.0f;
+  CHECK(ghm_c_loss_grad(&cfg, NULL, pred, target, NULL, 8, grad, &loss, NULL, NULL) ==
+            GHM_ERR_CONFIG, "momentum 2");
+  expect_report(GHM_ERR_CONFIG, "cfg", -1, "momentum 2");
+  ghm_last_error(&r);
+  CHECK(strcmp(r.field, "momentum") == 0 && r.has_value && r.value == 2.0 &&
+            strcmp(r.message, "cfg.momentum = 2 is not in [0, 1)") == 0,
+        "momentum 2: field %s value %g message \"%s\"", r.field, r.value, r.message);
+  cfg = ghm_c_config_default();
+  CHECK(ghm_hist_init(&h, 12) == GHM_OK, "hist_init");
+  CHECK(ghm_c_accumulate(&cfg, pred, target, NULL, 8, &h) == GHM_ERR_STATE, "12-bin h");
+  expect_report(GHM_ERR_STATE, "h", -1, "12-bin h");
+  ghm_last_error(&r);
+  CHECK(strcmp(r.field, "bins") == 0 && r.value == 12.0, "12-bin h: field %s", r.field);
+  pred[6] = (float)HUGE_VAL;
+  CHECK(ghm_c_loss_grad(&cfg, NULL, pred, target, NULL, 8, grad, &loss, NULL, NULL) ==
+            GHM_ERR_INPUT, "pred[6] inf");
+  expect_report(GHM_ERR_INPUT, "pred", 6, "pred[6] inf");
+  ghm_last_error(&r);
+  CHECK(strcmp(r.message, "pred[6] = inf is not finite (skip_bad is 0)") == 0 &&
+            strcmp(r.why, "is not finite (skip_bad is 0)") == 0,
+        "pred[6] inf: message \"%s\"", r.message);
+  pred[6] = 6.0f;
+  CHECK(ghm_c_loss_grad(&cfg, NULL, pred, target, NULL, 8, pred, &loss, NULL, NULL) ==
+            GHM_ERR_ALIAS, "grad = pred");
+  expect_report(GHM_ERR_ALIAS, "grad", -1, "grad = pred");
+  ghm_last_error(&r);
+  CHECK(strcmp(r.other, "pred") == 0, "grad = pred: other %s", r.other);
+  CHECK(ghm_c_accumulate_labels(&cfg, pred, (const int32_t *)target, NULL, 8, 1, 0, 3, 2, &h) ==
+            GHM_ERR_SHAPE, "anchors 3..2");
+  expect_report(GHM_ERR_SHAPE, "anchor_begin", -1, "anchors 3..2");
+  CHECK(ghm_c_loss_grad(&cfg, NULL, pred, target, NULL, 8, grad, &loss, NULL, NULL) == GHM_OK,
+        "good call");
+  expect_report(GHM_OK, "", -1, "good call");
+  ghm_last_error(&r);
+  CHECK(r.message[0] == 0 && r.field[0] == 0 && r.why[0] == 0 && !r.has_value, "good call: empty");
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s DATA_DIR (tests/data/mmdet)\n", argv[0]);
@@ -2286,6 +2356,7 @@ int main(int argc, char **argv) {
   test_err_input();
   test_err_alias();
   test_err_shape();
+  test_report();
   test_n_zero();
   test_skip_bad();
   test_optional_outputs();

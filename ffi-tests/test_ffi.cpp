@@ -26,6 +26,7 @@
 // Layouts: the structs are the contract's (docs/contract.md section 3), plain data, C-compatible.
 
 static_assert(GHM_MAX_BINS == 128, "GHM_MAX_BINS");
+static_assert(sizeof(ghm_report) == 24 + 4 * sizeof(void *) + GHM_REPORT_MESSAGE_SIZE, "ghm_report");
 static_assert(std::is_same<ghm_status, int32_t>::value, "ghm_status is int32_t");
 static_assert(GHM_OK == 0 && GHM_ERR_NULL == -1 && GHM_ERR_CONFIG == -2 && GHM_ERR_STATE == -3 &&
                   GHM_ERR_INPUT == -4 && GHM_ERR_ALIAS == -5 && GHM_ERR_SHAPE == -6,

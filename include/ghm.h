@@ -78,9 +78,62 @@
 #define GHM_EMA_START_FIRST_COUNT 1
 
 /**
+ * Bytes of `ghm_report.message`, its NUL included.
+ */
+#define GHM_REPORT_MESSAGE_SIZE 256
+
+/**
  * Status of a call: `GHM_OK` (0) or a negative `GHM_ERR_*` code.
  */
 typedef int32_t ghm_status;
+
+/**
+ * Why the calling thread's last call returned what it did: written by `ghm_last_error`.
+ *
+ * Every function returning a `ghm_status` records its outcome for the calling thread
+ * (success included), so the report describes the latest such call. The strings are static
+ * (never NULL, empty when they do not apply); `message` is the whole of it as one line, e.g.
+ * `pred[1037] = NaN is not finite (skip_bad is 0)` or `grad overlaps pred`.
+ */
+typedef struct ghm_report {
+  /**
+   * The status that call returned (GHM_OK: the other fields are empty).
+   */
+  ghm_status status;
+  /**
+   * 1 if `value` holds the offending value.
+   */
+  uint32_t has_value;
+  /**
+   * The offending element or bin of `argument` (`pred[index]` in the caller's own buffer,
+   * views included), or -1.
+   */
+  int64_t index;
+  /**
+   * The offending value (an element, a configuration field, a size) when `has_value`.
+   */
+  double value;
+  /**
+   * The parameter at fault, as the header names it ("pred", "cfg", "blocks", "h", ...).
+   */
+  const char *argument;
+  /**
+   * The member of a struct argument ("momentum", "grad.stride", "acc_sum", ...).
+   */
+  const char *field;
+  /**
+   * The other parameter involved (the input an output overlaps).
+   */
+  const char *other;
+  /**
+   * What is wrong with it ("is NULL but has elements", "is not in [0, 1)", ...).
+   */
+  const char *why;
+  /**
+   * `argument.field[index] = value why other`, NUL-terminated (truncated to fit).
+   */
+  char message[GHM_REPORT_MESSAGE_SIZE];
+} ghm_report;
 
 /**
  * GHM-C configuration. Get the defaults from `ghm_c_config_default()`.
@@ -397,6 +450,19 @@ extern "C" {
  * sentence too).
  */
 const char *ghm_status_str(ghm_status s);
+
+/**
+ * Writes the calling thread's last outcome to `*report` (see `ghm_report`). Writes only
+ * `*report`; records nothing itself. GHM_ERR_NULL if `report` is NULL.
+ *
+ * Without the crate's `std` feature there are no thread-locals: the last outcome is then
+ * the process's (exact for a single-threaded program; with several threads, the latest call
+ * that found the slot free).
+ *
+ * # Safety
+ * `report` is NULL or points to writable memory of `sizeof(ghm_report)` bytes.
+ */
+ghm_status ghm_last_error(struct ghm_report *report);
 
 /**
  * The library version: `major << 16 | minor << 8 | patch`.

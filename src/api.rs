@@ -256,6 +256,7 @@ pub(crate) fn loss_grad(
                 && out.loss_elems.is_none()
                 && !plan.accumulate
                 && dispatch::stores_grad(plan.backend)
+                && finalize_cannot_fail(&plan, ema.as_deref(), batch.elements())
             {
                 return stored_two_pass(&plan, model, &bins, ema, &batch, grad, out.stats);
             }
@@ -287,6 +288,19 @@ pub(crate) fn loss_grad(
         }
         Ok(weights.loss as f32)
     })
+}
+
+/// Whether the per-batch step is known, before pass 1 writes `grad`, to succeed (the stored
+/// path writes `grad` before it; the other path only after it): the EMA holds possible values,
+/// and no gradient factor can overflow f32. For GHM-C without normalisation a factor is at
+/// most `|grad_scale * loss_weight| * N / (1 - momentum)`: `w_k = tot / (acc_k * n)` with
+/// `tot <= N`, `acc_k >= (1 - momentum) * count_k >= 1 - momentum` for a non-empty bin, and a
+/// MEAN divisor of at least 1.
+fn finalize_cannot_fail(plan: &Plan, ema: Option<&Ema>, n: usize) -> bool {
+    let ema_ok = plan.momentum == 0.0 || ema.is_some_and(|e| e.fault(plan.bins).is_none());
+    let product = (plan.grad_scale as f64 * plan.loss_weight as f64).abs();
+    let bound = product * n as f64 / (1.0 - plan.momentum as f64);
+    ema_ok && bound <= f32::MAX as f64 / 2.0
 }
 
 /// The one call with `skip_bad` (or up to [`stored_checked_max`] elements), when only `grad`
@@ -381,6 +395,33 @@ pub(crate) fn finalize(plan: Plan, ema: Option<&mut Ema>, hist: &Hist) -> Result
         *ema = new;
     }
     Ok(weights)
+}
+
+/// Which part of an element makes it bad: the rule of the kernels (`kernel::bad_lanes`,
+/// `scalar::elements`), on one element, told apart. `None` for a good element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BadPart {
+    /// The prediction (non-finite; for GHM-C probabilities, outside `[0, 1]`).
+    Pred,
+    /// The target (non-finite; for GHM-C, outside `[+0, 1]`).
+    Target,
+    /// The label weight (NaN, infinite or negative).
+    Weight,
+}
+
+/// The bad part of element `(x, t, w)` under `plan`'s model, if any.
+pub(crate) fn bad_part(plan: &Plan, x: f32, t: f32, w: f32) -> Option<BadPart> {
+    use crate::simd::Vector;
+    with_model!(plan, |model| {
+        if model.ok(x, t) {
+            // The weight rule of the kernels (`!w.in_range(0, MAX)`).
+            (!w.in_range(0.0, f32::MAX)).then_some(BadPart::Weight)
+        } else if model.ok(x, 0.5) {
+            Some(BadPart::Target)
+        } else {
+            Some(BadPart::Pred)
+        }
+    })
 }
 
 /// [`Error::Input`] if any element of `batch` is bad (the input check alone).

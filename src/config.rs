@@ -2,6 +2,8 @@
 
 use crate::backend::Backend;
 use crate::error::Error;
+use crate::fault::Fault;
+use core::ffi::CStr;
 
 /// Largest supported number of bins (C: `GHM_MAX_BINS`); the state structs have exactly
 /// this many entries.
@@ -236,11 +238,7 @@ pub(crate) struct Plan {
 impl Plan {
     /// Checks the fields shared by GHM-C and GHM-R and resolves the backend.
     fn validated(mut self, backend: Option<Backend>) -> Result<Plan, Error> {
-        let bins_ok = self.bins >= 1 && self.bins <= MAX_BINS;
-        // `(0.0..1.0).contains` is false for NaN, as it must be.
-        let momentum_ok = (0.0..1.0).contains(&self.momentum);
-        if !bins_ok || !momentum_ok || !self.loss_weight.is_finite() || !self.grad_scale.is_finite()
-        {
+        if self.bad_field().is_some() {
             return Err(Error::Config);
         }
         self.backend = match backend {
@@ -249,6 +247,27 @@ impl Plan {
             Some(_) => return Err(Error::Config),
         };
         Ok(self)
+    }
+
+    /// The first shared field out of range, explained (`cfg.<field>` in C).
+    pub(crate) fn bad_field(&self) -> Option<Fault> {
+        let bad = |field: &'static CStr, v: f64, why: &'static CStr| {
+            Some(Fault::new(Error::Config, c"cfg", why).field(field).value(v))
+        };
+        if !(self.bins >= 1 && self.bins <= MAX_BINS) {
+            return bad(c"bins", self.bins as f64, c"is not in 1..=128");
+        }
+        // `(0.0..1.0).contains` is false for NaN, as it must be.
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(c"momentum", self.momentum as f64, c"is not in [0, 1)");
+        }
+        if !self.loss_weight.is_finite() {
+            return bad(c"loss_weight", self.loss_weight as f64, c"is not finite");
+        }
+        if !self.grad_scale.is_finite() {
+            return bad(c"grad_scale", self.grad_scale as f64, c"is not finite");
+        }
+        None
     }
 
     /// The upper edge of the last bin: `1 + 1e-6` for GHM-C, `1000` for GHM-R (mmdet).
@@ -284,6 +303,11 @@ impl GhmC {
     }
 
     pub(crate) fn plan(&self) -> Result<Plan, Error> {
+        self.raw_plan().validated(self.backend)
+    }
+
+    /// The plan, unchecked (the backend still to resolve).
+    pub(crate) fn raw_plan(&self) -> Plan {
         let loss = match self.input {
             Input::Logits => Loss::CLogits,
             Input::Probs => Loss::CProbs,
@@ -301,20 +325,41 @@ impl GhmC {
             ema_start: self.ema_start,
             backend: Backend::Scalar,
         }
-        .validated(self.backend)
+    }
+
+    /// The first field out of range, explained.
+    pub(crate) fn bad_field(&self) -> Option<Fault> {
+        self.raw_plan().bad_field()
     }
 }
 
 impl GhmR {
+    /// `mu` out of range, explained.
+    pub(crate) fn bad_mu(&self) -> Option<Fault> {
+        let ok = self.mu > 0.0 && self.mu.is_finite();
+        let f = Fault::new(Error::Config, c"cfg", c"is not positive and finite").field(c"mu");
+        (!ok).then_some(f.value(self.mu as f64))
+    }
+
     /// Checks every field; the error is [`Error::Config`].
     pub fn validate(&self) -> Result<(), Error> {
         self.plan().map(|_| ())
     }
 
     pub(crate) fn plan(&self) -> Result<Plan, Error> {
-        if !(self.mu > 0.0 && self.mu.is_finite()) {
+        if self.bad_mu().is_some() {
             return Err(Error::Config);
         }
+        self.raw_plan().validated(self.backend)
+    }
+
+    /// The first field out of range, explained.
+    pub(crate) fn bad_field(&self) -> Option<Fault> {
+        self.bad_mu().or_else(|| self.raw_plan().bad_field())
+    }
+
+    /// The plan, unchecked (the backend still to resolve).
+    pub(crate) fn raw_plan(&self) -> Plan {
         Plan {
             loss: Loss::R { mu: self.mu },
             bins: self.bins as usize,
@@ -328,6 +373,5 @@ impl GhmR {
             ema_start: self.ema_start,
             backend: Backend::Scalar,
         }
-        .validated(self.backend)
     }
 }

@@ -21,17 +21,18 @@
 //! inside an `extern "C"` function aborts rather than unwinds.
 #![allow(non_camel_case_types)]
 
-use core::ffi::c_char;
+use core::ffi::{c_char, CStr};
 use core::mem::size_of;
 use core::ops::Range;
 use core::ptr;
 
-use crate::api::{self, Out};
+use crate::api::{self, BadPart, Out};
 use crate::backend::Backend;
 use crate::config::{
-    EmaStart, GhmC, GhmR, Input, Layout, Normalize, Plan, Planned, Reduction, MAX_BINS,
+    EmaStart, GhmC, GhmR, Input, Layout, Loss, Normalize, Plan, Planned, Reduction, MAX_BINS,
 };
 use crate::error::Error;
+use crate::fault::{self, Fault, Fixed};
 use crate::source::Batch;
 use crate::state::{Ema, Hist, Stats, Weights};
 use crate::view::{Blocks, View};
@@ -160,30 +161,79 @@ pub struct ghm_r_config {
     pub ema_start: u32,
 }
 
-fn flag(v: u32) -> Result<bool, Error> {
+fn flag(v: u32, field: &'static CStr) -> Result<bool, Fault> {
     match v {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(Error::Config),
+        _ => Err(cfg_fault(field, v, c"is not 0 or 1")),
+    }
+}
+
+/// A configuration field out of range.
+fn cfg_fault(field: &'static CStr, v: u32, why: &'static CStr) -> Fault {
+    Fault::new(Error::Config, c"cfg", why)
+        .field(field)
+        .value(v as f64)
+}
+
+/// An enum-like configuration field converted, or explained.
+fn known<T: TryFrom<u32>>(v: u32, field: &'static CStr) -> Result<T, Fault> {
+    T::try_from(v).map_err(|_| cfg_fault(field, v, c"is not one of its GHM_* values"))
+}
+
+/// A C configuration as the Rust one, with its faults explained (field by field).
+trait FromC<C>: Sized + Planned {
+    fn from_c(c: &C) -> Result<Self, Fault>;
+    /// The first field [`Planned::plan`] refuses, explained.
+    fn bad_field(&self) -> Option<Fault>;
+}
+
+impl FromC<ghm_c_config> for GhmC {
+    fn from_c(c: &ghm_c_config) -> Result<GhmC, Fault> {
+        Ok(GhmC {
+            bins: c.bins,
+            momentum: c.momentum,
+            loss_weight: c.loss_weight,
+            reduction: known(c.reduction, c"reduction")?,
+            grad_scale: c.grad_scale,
+            accumulate: flag(c.accumulate, c"accumulate")?,
+            skip_bad: flag(c.skip_bad, c"skip_bad")?,
+            input: known(c.input, c"input")?,
+            normalize: known(c.normalize, c"normalize")?,
+            ema_start: known(c.ema_start, c"ema_start")?,
+            backend: None,
+        })
+    }
+    fn bad_field(&self) -> Option<Fault> {
+        GhmC::bad_field(self)
+    }
+}
+
+impl FromC<ghm_r_config> for GhmR {
+    fn from_c(c: &ghm_r_config) -> Result<GhmR, Fault> {
+        Ok(GhmR {
+            bins: c.bins,
+            momentum: c.momentum,
+            mu: c.mu,
+            loss_weight: c.loss_weight,
+            reduction: known(c.reduction, c"reduction")?,
+            grad_scale: c.grad_scale,
+            accumulate: flag(c.accumulate, c"accumulate")?,
+            skip_bad: flag(c.skip_bad, c"skip_bad")?,
+            normalize: known(c.normalize, c"normalize")?,
+            ema_start: known(c.ema_start, c"ema_start")?,
+            backend: None,
+        })
+    }
+    fn bad_field(&self) -> Option<Fault> {
+        GhmR::bad_field(self)
     }
 }
 
 impl TryFrom<&ghm_c_config> for GhmC {
     type Error = Error;
     fn try_from(c: &ghm_c_config) -> Result<GhmC, Error> {
-        let cfg = GhmC {
-            bins: c.bins,
-            momentum: c.momentum,
-            loss_weight: c.loss_weight,
-            reduction: Reduction::try_from(c.reduction)?,
-            grad_scale: c.grad_scale,
-            accumulate: flag(c.accumulate)?,
-            skip_bad: flag(c.skip_bad)?,
-            input: Input::try_from(c.input)?,
-            normalize: Normalize::try_from(c.normalize)?,
-            ema_start: EmaStart::try_from(c.ema_start)?,
-            backend: None,
-        };
+        let cfg = GhmC::from_c(c).map_err(|f| f.error)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -192,19 +242,7 @@ impl TryFrom<&ghm_c_config> for GhmC {
 impl TryFrom<&ghm_r_config> for GhmR {
     type Error = Error;
     fn try_from(c: &ghm_r_config) -> Result<GhmR, Error> {
-        let cfg = GhmR {
-            bins: c.bins,
-            momentum: c.momentum,
-            mu: c.mu,
-            loss_weight: c.loss_weight,
-            reduction: Reduction::try_from(c.reduction)?,
-            grad_scale: c.grad_scale,
-            accumulate: flag(c.accumulate)?,
-            skip_bad: flag(c.skip_bad)?,
-            normalize: Normalize::try_from(c.normalize)?,
-            ema_start: EmaStart::try_from(c.ema_start)?,
-            backend: None,
-        };
+        let cfg = GhmR::from_c(c).map_err(|f| f.error)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -329,22 +367,24 @@ impl Region {
 
 impl<T> Buf<T> {
     /// A required buffer: NULL is an error unless it is empty.
-    fn required(ptr: *const T, len: usize) -> Result<Buf<T>, Error> {
+    fn required(ptr: *const T, len: usize, name: &'static CStr) -> Result<Buf<T>, Fault> {
         if ptr.is_null() && len > 0 {
-            return Err(Error::Null);
+            return Err(Fault::new(Error::Null, name, c"is NULL but has elements"));
         }
-        Buf::optional(ptr, len).map(|b| b.unwrap_or(Buf { ptr, len: 0 }))
+        Buf::optional(ptr, len, name).map(|b| b.unwrap_or(Buf { ptr, len: 0 }))
     }
 
     /// An optional buffer: `None` for NULL.
-    fn optional(ptr: *const T, len: usize) -> Result<Option<Buf<T>>, Error> {
+    fn optional(ptr: *const T, len: usize, name: &'static CStr) -> Result<Option<Buf<T>>, Fault> {
         if ptr.is_null() {
             return Ok(None);
         }
-        let bytes = len.checked_mul(size_of::<T>()).ok_or(Error::Shape)?;
-        let end = (ptr as usize).checked_add(bytes).ok_or(Error::Shape)?;
+        let huge =
+            Fault::new(Error::Shape, name, c"would reach past the address space").value(len as f64);
+        let bytes = len.checked_mul(size_of::<T>()).ok_or(huge)?;
+        let end = (ptr as usize).checked_add(bytes).ok_or(huge)?;
         if bytes > isize::MAX as usize || end < ptr as usize {
-            return Err(Error::Shape);
+            return Err(huge);
         }
         Ok(Some(Buf { ptr, len }))
     }
@@ -419,19 +459,29 @@ impl<T> Buf<T> {
 }
 
 /// One struct from C, as a buffer of one (for alias checks) and read/written unaligned.
-fn one<T>(ptr: *const T) -> Result<Option<Buf<T>>, Error> {
-    Buf::optional(ptr, 1)
+fn one<T>(ptr: *const T, name: &'static CStr) -> Result<Option<Buf<T>>, Fault> {
+    Buf::optional(ptr, 1, name)
 }
 
+/// A required struct: [`Error::Null`] for NULL.
+fn one_required<T>(ptr: *const T, name: &'static CStr) -> Result<Buf<T>, Fault> {
+    one(ptr, name)?.ok_or(Fault::new(Error::Null, name, c"is NULL"))
+}
+
+/// A region with the name of its argument.
+type Named = (&'static CStr, Option<Region>);
+
 /// [`Error::Alias`] unless every output region is disjoint from every input and every other
-/// output.
-fn disjoint(inputs: &[Option<Region>], outputs: &[Option<Region>]) -> Result<(), Error> {
-    for (i, o) in outputs.iter().enumerate() {
+/// output (the fault names the output and what it overlaps).
+fn disjoint(inputs: &[Named], outputs: &[Named]) -> Result<(), Fault> {
+    for (i, (name, o)) in outputs.iter().enumerate() {
         let Some(o) = o else { continue };
-        let clash = inputs.iter().flatten().any(|r| r.overlaps(o))
-            || outputs[i + 1..].iter().flatten().any(|r| r.overlaps(o));
-        if clash {
-            return Err(Error::Alias);
+        let others = inputs.iter().chain(&outputs[i + 1..]);
+        if let Some((other, _)) = others
+            .clone()
+            .find(|(_, r)| r.is_some_and(|r| r.overlaps(o)))
+        {
+            return Err(Fault::new(Error::Alias, name, c"overlaps").other(other));
         }
     }
     Ok(())
@@ -450,11 +500,14 @@ unsafe fn read<T>(b: Buf<T>) -> T {
     unsafe { b.get(0) }
 }
 
-fn status(r: Result<(), Error>) -> ghm_status {
-    match r {
+/// The status of a call, recorded (with its fault) for `ghm_last_error`.
+fn status(r: Result<(), Fault>) -> ghm_status {
+    let code = match r {
         Ok(()) => GHM_OK,
-        Err(e) => e.code(),
-    }
+        Err(f) => f.error.code(),
+    };
+    fault::record(r);
+    code
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,10 +544,34 @@ struct Source {
 ///
 /// # Safety
 /// `b` is NULL or points to a valid `Blocks`.
-unsafe fn blocks(b: *const Blocks) -> Result<(Blocks, Region), Error> {
-    let buf = one(b)?.ok_or(Error::Null)?;
+unsafe fn blocks(b: *const Blocks) -> Result<(Blocks, Region), Fault> {
+    let buf = one_required(b, c"blocks")?;
     // SAFETY: valid per the C contract.
     Ok((unsafe { read(buf) }, buf.region()))
+}
+
+/// The two outputs written through views.
+#[derive(Clone, Copy)]
+enum Output {
+    Grad,
+    LossElems,
+}
+
+/// `count * len (* num_classes)` overflows.
+fn too_many(argument: &'static CStr, v: usize) -> Fault {
+    let why = c"is too large: the element count overflows size_t";
+    let f = Fault::new(Error::Shape, argument, why).value(v as f64);
+    if argument == c"blocks" {
+        f.field(c"count")
+    } else {
+        f
+    }
+}
+
+/// A view whose extent overflows.
+fn past_end(field: &'static CStr) -> Fault {
+    let why = c"reaches past the address space (offset + (count - 1) * stride + len overflows)";
+    Fault::new(Error::Shape, c"blocks", why).field(field)
 }
 
 impl Source {
@@ -503,7 +580,7 @@ impl Source {
         target: *const f32,
         weight: *const f32,
         n: usize,
-    ) -> Result<Source, Error> {
+    ) -> Result<Source, Fault> {
         Source::dense_in(pred, target, weight, Blocks::contiguous(n), false)
     }
 
@@ -513,14 +590,14 @@ impl Source {
         weight: *const f32,
         b: Blocks,
         blocked: bool,
-    ) -> Result<Source, Error> {
-        b.elements(1)?;
-        let ext = |v: View| v.extent(b.count, b.len);
+    ) -> Result<Source, Fault> {
+        b.elements(1).map_err(|_| too_many(c"blocks", b.count))?;
+        let ext = |v: View, field| v.extent(b.count, b.len).map_err(|_| past_end(field));
         Ok(Source {
             kind: Kind::Dense {
-                pred: Buf::required(pred, ext(b.pred)?)?,
-                target: Buf::required(target, ext(b.target)?)?,
-                weight: Buf::optional(weight, ext(b.weight)?)?,
+                pred: Buf::required(pred, ext(b.pred, c"pred")?, c"pred")?,
+                target: Buf::required(target, ext(b.target, c"target")?, c"target")?,
+                weight: Buf::optional(weight, ext(b.weight, c"weight")?, c"label_weight")?,
             },
             blocks: b,
             blocked,
@@ -536,7 +613,7 @@ impl Source {
         classes: usize,
         layout: u32,
         range: (usize, usize),
-    ) -> Result<Source, Error> {
+    ) -> Result<Source, Fault> {
         let b = Blocks::contiguous(anchors);
         Source::labels_in(pred, labels, weight, classes, layout, range, b, false)
     }
@@ -551,18 +628,38 @@ impl Source {
         range: (usize, usize),
         b: Blocks,
         blocked: bool,
-    ) -> Result<Source, Error> {
-        let layout = Layout::try_from(layout)?;
-        b.elements(classes)?;
-        if range.0 > range.1 || range.1 > b.len || classes > i32::MAX as usize {
-            return Err(Error::Shape);
+    ) -> Result<Source, Fault> {
+        let layout = Layout::try_from(layout).map_err(|_| {
+            Fault::new(Error::Config, c"layout", c"is not a GHM_LAYOUT_* value")
+                .value(layout as f64)
+        })?;
+        if classes > i32::MAX as usize {
+            let f = Fault::new(Error::Shape, c"num_classes", c"is more than INT32_MAX");
+            return Err(f.value(classes as f64));
         }
-        let ext = |v: View, per: usize| v.extent(b.count, b.len * per);
+        if blocked {
+            b.elements(classes)
+                .map_err(|_| too_many(c"blocks", b.count))?;
+        } else {
+            b.elements(classes)
+                .map_err(|_| too_many(c"num_anchors", b.len))?;
+        }
+        if range.1 > b.len {
+            let f = Fault::new(Error::Shape, c"anchor_end", c"is more than num_anchors");
+            return Err(f.value(range.1 as f64));
+        }
+        if range.0 > range.1 {
+            let f = Fault::new(Error::Shape, c"anchor_begin", c"is more than anchor_end");
+            return Err(f.value(range.0 as f64));
+        }
+        let ext = |v: View, per: usize, field| {
+            v.extent(b.count, b.len * per).map_err(|_| past_end(field))
+        };
         Ok(Source {
             kind: Kind::Labels {
-                pred: Buf::required(pred, ext(b.pred, classes)?)?,
-                labels: Buf::required(labels, ext(b.target, 1)?)?,
-                weight: Buf::optional(weight, ext(b.weight, 1)?)?,
+                pred: Buf::required(pred, ext(b.pred, classes, c"pred")?, c"pred")?,
+                labels: Buf::required(labels, ext(b.target, 1, c"target")?, c"labels")?,
+                weight: Buf::optional(weight, ext(b.weight, 1, c"weight")?, c"anchor_weight")?,
                 classes,
                 layout,
                 anchors: range,
@@ -582,15 +679,27 @@ impl Source {
 
     /// An output buffer for the blocks through `view` (NULL: `None`): [`Error::Alias`] if the
     /// view's blocks share elements, [`Error::Shape`] if its extent overflows.
-    fn output(&self, ptr: *mut f32, view: View) -> Result<Option<Buf<f32>>, Error> {
+    fn output(&self, ptr: *mut f32, out: Output) -> Result<Option<Buf<f32>>, Fault> {
         if ptr.is_null() {
             return Ok(None);
         }
         let (count, block) = (self.blocks.count, self.pred_block());
+        let (view, name, field, stride) = match out {
+            Output::Grad => (self.blocks.grad, c"grad", c"grad", c"grad.stride"),
+            Output::LossElems => (
+                self.blocks.loss_elems,
+                c"loss_elems",
+                c"loss_elems",
+                c"loss_elems.stride",
+            ),
+        };
         if !view.self_disjoint(count, block) {
-            return Err(Error::Alias);
+            let why = c"is less than a block's elements: the blocks overlap one another";
+            let f = Fault::new(Error::Alias, c"blocks", why).field(stride);
+            return Err(f.value(view.stride as f64));
         }
-        Buf::optional(ptr as *const f32, view.extent(count, block)?)
+        let len = view.extent(count, block).map_err(|_| past_end(field))?;
+        Buf::optional(ptr as *const f32, len, name)
     }
 
     /// The bytes an output written through `view` covers.
@@ -623,6 +732,64 @@ impl Source {
                 weight.map(|w| w.view_region(b.weight, count, len)),
             ],
         }
+    }
+
+    /// The input regions, named as the C parameters.
+    fn named(&self) -> [Named; 3] {
+        let [a, b, c] = self.regions();
+        match self.kind {
+            Kind::Dense { .. } => [(c"pred", a), (c"target", b), (c"label_weight", c)],
+            Kind::Labels { .. } => [(c"pred", a), (c"labels", b), (c"anchor_weight", c)],
+        }
+    }
+
+    /// The first bad covered element, explained ([`Error::Input`] refused the call).
+    ///
+    /// # Safety
+    /// The buffers are valid for reads.
+    unsafe fn first_bad(&self, plan: &Plan) -> Fault {
+        let v = self.blocks;
+        for (b, seg) in self.segments() {
+            for i in seg {
+                // SAFETY: (b, i) is in a segment; buffers valid (caller).
+                let (x, t, w) = unsafe { self.element(b, i) };
+                let Some(part) = api::bad_part(plan, x, t, w) else {
+                    continue;
+                };
+                let pred_why = match plan.loss {
+                    Loss::CProbs => c"is not a probability in [0, 1] (skip_bad is 0)",
+                    _ => c"is not finite (skip_bad is 0)",
+                };
+                let target_why = match plan.loss {
+                    Loss::R { .. } => c"is not finite (skip_bad is 0)",
+                    _ => c"is not in [0, 1] (skip_bad is 0)",
+                };
+                let weight_why = c"is NaN, infinite or negative (skip_bad is 0)";
+                let (name, index, value, why) = match (part, self.kind) {
+                    (BadPart::Pred, _) => (c"pred", v.pred.at(b) + i, x, pred_why),
+                    (BadPart::Target, _) => (c"target", v.target.at(b) + i, t, target_why),
+                    (BadPart::Weight, Kind::Dense { .. }) => {
+                        (c"label_weight", v.weight.at(b) + i, w, weight_why)
+                    }
+                    (
+                        BadPart::Weight,
+                        Kind::Labels {
+                            classes, layout, ..
+                        },
+                    ) => {
+                        let a = match layout {
+                            Layout::AnchorMajor => i / classes,
+                            Layout::ClassMajor => i % v.len,
+                        };
+                        (c"anchor_weight", v.weight.at(b) + a, w, weight_why)
+                    }
+                };
+                return Fault::new(Error::Input, name, why)
+                    .at(index)
+                    .value(value as f64);
+            }
+        }
+        Error::Input.into()
     }
 
     fn aligned(&self) -> bool {
@@ -863,9 +1030,9 @@ unsafe fn apply_bounced(
 /// Every non-NULL pointer is valid as the C contract says.
 #[allow(clippy::too_many_arguments)]
 unsafe fn one_call(
-    plan: Result<Plan, Error>,
+    plan: Result<Plan, Fault>,
     ema: *mut Ema,
-    src: Result<Source, Error>,
+    src: Result<Source, Fault>,
     grad: *mut f32,
     loss: *mut f32,
     loss_elems: *mut f32,
@@ -873,69 +1040,81 @@ unsafe fn one_call(
     cfg_region: Option<Region>,
     blocks_region: Option<Region>,
 ) -> ghm_status {
-    let run = || -> Result<(), Error> {
+    let run = || -> Result<(), Fault> {
         let plan = plan?;
         let src = src?;
         let n = src.blocks.count * src.pred_block();
-        let grad = src.output(grad, src.blocks.grad)?;
-        let loss_elems = src.output(loss_elems, src.blocks.loss_elems)?;
-        let loss = one(loss as *const f32)?;
-        let stats = one(stats as *const Stats)?;
-        let ema = one(ema as *const Ema)?;
-        let [a, b, c] = src.regions();
+        let grad = src.output(grad, Output::Grad)?;
+        let loss_elems = src.output(loss_elems, Output::LossElems)?;
+        let loss = one(loss as *const f32, c"loss")?;
+        let stats = one(stats as *const Stats, c"stats")?;
+        let ema = one(ema as *const Ema, c"ema")?;
+        let [a, b, c] = src.named();
         let outs = [
-            src.output_region(grad, src.blocks.grad),
-            src.output_region(loss_elems, src.blocks.loss_elems),
-            region(loss),
-            region(stats),
-            region(ema),
+            (c"grad", src.output_region(grad, src.blocks.grad)),
+            (
+                c"loss_elems",
+                src.output_region(loss_elems, src.blocks.loss_elems),
+            ),
+            (c"loss", region(loss)),
+            (c"stats", region(stats)),
+            (c"ema", region(ema)),
         ];
-        disjoint(&[a, b, c, cfg_region, blocks_region], &outs)?;
+        let ins = [a, b, c, (c"cfg", cfg_region), (c"blocks", blocks_region)];
+        disjoint(&ins, &outs)?;
 
         // SAFETY: valid per the C contract; outputs disjoint from everything (checked).
-        unsafe {
-            let mut ema_local = ema.map(|e| read(e));
-            let mut stats_local = Stats::default();
-            let value = if src.aligned()
-                && grad.is_none_or(|g| g.aligned())
-                && loss_elems.is_none_or(|l| l.aligned())
-            {
-                let out = Out {
-                    grad: grad.map(|g| g.slice_mut()),
-                    loss_elems: loss_elems.map(|l| l.slice_mut()),
-                    stats: stats.map(|_| &mut stats_local),
-                };
-                src.with(|input| api::loss_grad(plan, ema_local.as_mut(), input, out))?
-            } else {
-                if n == 0 || src.segments().all(|(_, s)| s.is_empty()) {
-                    // Validate the configuration and state the same way, then nothing.
-                    api::loss_grad(plan, ema_local.as_mut(), EMPTY, Out::default())?
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let mut ema_local = ema.map(|e| read(e));
+                let mut stats_local = Stats::default();
+                let value = if src.aligned()
+                    && grad.is_none_or(|g| g.aligned())
+                    && loss_elems.is_none_or(|l| l.aligned())
+                {
+                    let out = Out {
+                        grad: grad.map(|g| g.slice_mut()),
+                        loss_elems: loss_elems.map(|l| l.slice_mut()),
+                        stats: stats.map(|_| &mut stats_local),
+                    };
+                    src.with(|input| api::loss_grad(plan, ema_local.as_mut(), input, out))?
                 } else {
-                    // Accumulate checks every element, so apply need not check again.
-                    let hist = accumulate_bounced(plan, &src, &Hist::new(plan.bins as u32)?)?;
-                    let w = api::finalize(plan, ema_local.as_mut(), &hist)?;
-                    if grad.is_some() || loss_elems.is_some() {
-                        apply_bounced(plan, &w, &src, grad, loss_elems)?;
+                    if n == 0 || src.segments().all(|(_, s)| s.is_empty()) {
+                        // Validate the configuration and state the same way, then nothing.
+                        api::loss_grad(plan, ema_local.as_mut(), EMPTY, Out::default())?
+                    } else {
+                        // Accumulate checks every element, so apply need not check again.
+                        let hist = accumulate_bounced(plan, &src, &Hist::new(plan.bins as u32)?)?;
+                        let w = api::finalize(plan, ema_local.as_mut(), &hist)?;
+                        if grad.is_some() || loss_elems.is_some() {
+                            apply_bounced(plan, &w, &src, grad, loss_elems)?;
+                        }
+                        stats_local = Stats::of(&hist, &w);
+                        w.loss as f32
                     }
-                    stats_local = Stats::of(&hist, &w);
-                    w.loss as f32
+                };
+                if let (Some(e), Some(v)) = (ema, ema_local) {
+                    if plan.momentum > 0.0 {
+                        e.set(0, v);
+                    }
                 }
-            };
-            if let (Some(e), Some(v)) = (ema, ema_local) {
-                if plan.momentum > 0.0 {
-                    e.set(0, v);
+                if let Some(s) = stats {
+                    if n > 0 {
+                        s.set(0, stats_local);
+                    }
+                }
+                if let Some(l) = loss {
+                    l.set(0, value);
                 }
             }
-            if let Some(s) = stats {
-                if n > 0 {
-                    s.set(0, stats_local);
-                }
-            }
-            if let Some(l) = loss {
-                l.set(0, value);
-            }
-        }
-        Ok(())
+            Ok(())
+        };
+        core().map_err(|e| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let ema = ema.map(|e| unsafe { read(e) });
+            // SAFETY: as above.
+            unsafe { explain(e, &plan, Some(&src), Some(ema.as_ref()), None, None) }
+        })
     };
     status(run())
 }
@@ -945,35 +1124,43 @@ unsafe fn one_call(
 /// # Safety
 /// Every non-NULL pointer is valid as the C contract says.
 unsafe fn accumulate(
-    plan: Result<Plan, Error>,
-    src: Result<Source, Error>,
+    plan: Result<Plan, Fault>,
+    src: Result<Source, Fault>,
     hist: *mut Hist,
     cfg_region: Option<Region>,
     blocks_region: Option<Region>,
 ) -> ghm_status {
-    let run = || -> Result<(), Error> {
-        let hist_buf = one(hist as *const Hist)?.ok_or(Error::Null)?;
+    let run = || -> Result<(), Fault> {
+        let hist_buf = one_required(hist as *const Hist, c"h")?;
         let plan = plan?;
         let src = src?;
-        let [a, b, c] = src.regions();
+        let [a, b, c] = src.named();
         disjoint(
-            &[a, b, c, cfg_region, blocks_region],
-            &[Some(hist_buf.region())],
+            &[a, b, c, (c"cfg", cfg_region), (c"blocks", blocks_region)],
+            &[(c"h", Some(hist_buf.region()))],
         )?;
         // SAFETY: valid per the C contract; the histogram overlaps no input (checked).
-        unsafe {
-            let mut h = read(hist_buf);
-            if src.aligned() {
-                src.with(|input| api::accumulate(plan, input, &mut h))?;
-            } else {
-                if h.bins as usize != plan.bins {
-                    return Err(Error::State);
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let mut h = read(hist_buf);
+                if src.aligned() {
+                    src.with(|input| api::accumulate(plan, input, &mut h))?;
+                } else {
+                    if h.bins as usize != plan.bins {
+                        return Err(Error::State);
+                    }
+                    h = accumulate_bounced(plan, &src, &h)?;
                 }
-                h = accumulate_bounced(plan, &src, &h)?;
+                hist_buf.set(0, h);
             }
-            hist_buf.set(0, h);
-        }
-        Ok(())
+            Ok(())
+        };
+        core().map_err(|e| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let h = unsafe { read(hist_buf) };
+            // SAFETY: as above.
+            unsafe { explain(e, &plan, Some(&src), None, Some(&h), None) }
+        })
     };
     status(run())
 }
@@ -983,33 +1170,41 @@ unsafe fn accumulate(
 /// # Safety
 /// Every non-NULL pointer is valid as the C contract says.
 unsafe fn finalize(
-    plan: Result<Plan, Error>,
+    plan: Result<Plan, Fault>,
     ema: *mut Ema,
     hist: *const Hist,
     weights: *mut Weights,
     cfg_region: Option<Region>,
 ) -> ghm_status {
-    let run = || -> Result<(), Error> {
-        let h = one(hist)?.ok_or(Error::Null)?;
-        let w = one(weights as *const Weights)?.ok_or(Error::Null)?;
+    let run = || -> Result<(), Fault> {
+        let h = one_required(hist, c"h")?;
+        let w = one_required(weights as *const Weights, c"w")?;
         let plan = plan?;
-        let e = one(ema as *const Ema)?;
+        let e = one(ema as *const Ema, c"ema")?;
         disjoint(
-            &[Some(h.region()), cfg_region],
-            &[Some(w.region()), region(e)],
+            &[(c"h", Some(h.region())), (c"cfg", cfg_region)],
+            &[(c"w", Some(w.region())), (c"ema", region(e))],
         )?;
         // SAFETY: valid per the C contract; outputs overlap nothing (checked).
-        unsafe {
-            let mut ema_local = e.map(|e| read(e));
-            let result = api::finalize(plan, ema_local.as_mut(), &read(h))?;
-            if let (Some(e), Some(v)) = (e, ema_local) {
-                if plan.momentum > 0.0 {
-                    e.set(0, v);
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let mut ema_local = e.map(|e| read(e));
+                let result = api::finalize(plan, ema_local.as_mut(), &read(h))?;
+                if let (Some(e), Some(v)) = (e, ema_local) {
+                    if plan.momentum > 0.0 {
+                        e.set(0, v);
+                    }
                 }
+                w.set(0, result);
             }
-            w.set(0, result);
-        }
-        Ok(())
+            Ok(())
+        };
+        core().map_err(|err| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let (h, ema) = unsafe { (read(h), e.map(|e| read(e))) };
+            // SAFETY: no source is read.
+            unsafe { explain(err, &plan, None, Some(ema.as_ref()), Some(&h), None) }
+        })
     };
     status(run())
 }
@@ -1019,54 +1214,73 @@ unsafe fn finalize(
 /// # Safety
 /// Every non-NULL pointer is valid as the C contract says.
 unsafe fn apply(
-    plan: Result<Plan, Error>,
+    plan: Result<Plan, Fault>,
     weights: *const Weights,
-    src: Result<Source, Error>,
+    src: Result<Source, Fault>,
     grad: *mut f32,
     loss_elems: *mut f32,
     cfg_region: Option<Region>,
     blocks_region: Option<Region>,
 ) -> ghm_status {
-    let run = || -> Result<(), Error> {
-        let wb = one(weights)?.ok_or(Error::Null)?;
+    let run = || -> Result<(), Fault> {
+        let wb = one_required(weights, c"w")?;
         let plan = plan?;
         let src = src?;
-        let grad = src.output(grad, src.blocks.grad)?;
-        let loss_elems = src.output(loss_elems, src.blocks.loss_elems)?;
-        let [a, b, c] = src.regions();
+        let grad = src.output(grad, Output::Grad)?;
+        let loss_elems = src.output(loss_elems, Output::LossElems)?;
+        let [a, b, c] = src.named();
+        let ins = [
+            a,
+            b,
+            c,
+            (c"cfg", cfg_region),
+            (c"w", Some(wb.region())),
+            (c"blocks", blocks_region),
+        ];
         disjoint(
-            &[a, b, c, cfg_region, Some(wb.region()), blocks_region],
+            &ins,
             &[
-                src.output_region(grad, src.blocks.grad),
-                src.output_region(loss_elems, src.blocks.loss_elems),
+                (c"grad", src.output_region(grad, src.blocks.grad)),
+                (
+                    c"loss_elems",
+                    src.output_region(loss_elems, src.blocks.loss_elems),
+                ),
             ],
         )?;
         // SAFETY: valid per the C contract; outputs overlap nothing (checked).
-        unsafe {
-            let w = read(wb);
-            if src.aligned()
-                && grad.is_none_or(|g| g.aligned())
-                && loss_elems.is_none_or(|l| l.aligned())
-            {
-                src.with(|input| {
-                    api::apply(
-                        plan,
-                        &w,
-                        input,
-                        grad.map(|g| g.slice_mut()),
-                        loss_elems.map(|l| l.slice_mut()),
-                    )
-                })?;
-            } else {
-                // Refuse bad weights and bad input before the first chunk is written.
-                w.check(plan.bins)?;
-                if !plan.skip_bad {
-                    check_bounced(plan, &src)?;
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let w = read(wb);
+                if src.aligned()
+                    && grad.is_none_or(|g| g.aligned())
+                    && loss_elems.is_none_or(|l| l.aligned())
+                {
+                    src.with(|input| {
+                        api::apply(
+                            plan,
+                            &w,
+                            input,
+                            grad.map(|g| g.slice_mut()),
+                            loss_elems.map(|l| l.slice_mut()),
+                        )
+                    })?;
+                } else {
+                    // Refuse bad weights and bad input before the first chunk is written.
+                    w.check(plan.bins)?;
+                    if !plan.skip_bad {
+                        check_bounced(plan, &src)?;
+                    }
+                    apply_bounced(plan, &w, &src, grad, loss_elems)?;
                 }
-                apply_bounced(plan, &w, &src, grad, loss_elems)?;
             }
-        }
-        Ok(())
+            Ok(())
+        };
+        core().map_err(|e| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let w = unsafe { read(wb) };
+            // SAFETY: as above.
+            unsafe { explain(e, &plan, Some(&src), None, None, Some(&w)) }
+        })
     };
     status(run())
 }
@@ -1075,18 +1289,60 @@ unsafe fn apply(
 ///
 /// # Safety
 /// `cfg` is NULL or points to a valid `C`.
-unsafe fn config<C: Copy, L>(cfg: *const C) -> (Result<Plan, Error>, Option<Region>)
-where
-    for<'a> L: TryFrom<&'a C, Error = Error> + Planned,
-{
-    match one(cfg) {
-        Ok(Some(b)) => {
+unsafe fn config<C: Copy, L: FromC<C>>(cfg: *const C) -> (Result<Plan, Fault>, Option<Region>) {
+    match one_required(cfg, c"cfg") {
+        Ok(b) => {
             // SAFETY: valid per the C contract.
             let c = unsafe { read(b) };
-            (L::try_from(&c).and_then(|l| l.plan()), Some(b.region()))
+            let plan = L::from_c(&c).and_then(|l| {
+                l.plan()
+                    .map_err(|e| l.bad_field().unwrap_or_else(|| e.into()))
+            });
+            (plan, Some(b.region()))
         }
-        Ok(None) => (Err(Error::Null), None),
-        Err(e) => (Err(e), None),
+        Err(f) => (Err(f), None),
+    }
+}
+
+/// An error of the safe core explained from the call's arguments (the cold path of a
+/// refused call): which state and field, which element, which configuration field.
+///
+/// # Safety
+/// `src`'s buffers are valid for reads.
+unsafe fn explain(
+    e: Error,
+    plan: &Plan,
+    src: Option<&Source>,
+    ema: Option<Option<&Ema>>,
+    h: Option<&Hist>,
+    w: Option<&Weights>,
+) -> Fault {
+    match e {
+        Error::State => {
+            if let Some(f) = h.and_then(|h| h.fault(plan.bins)) {
+                return f.named(c"h");
+            }
+            if let (Some(ema), true) = (ema, plan.momentum > 0.0) {
+                let Some(ema) = ema else {
+                    return Fault::new(e, c"ema", c"is NULL while cfg.momentum > 0");
+                };
+                if let Some(f) = ema.fault(plan.bins) {
+                    return f.named(c"ema");
+                }
+            }
+            if let Some(f) = w.and_then(|w| w.fault(plan.bins)) {
+                return f.named(c"w");
+            }
+            e.into()
+        }
+        // SAFETY: valid for reads (caller).
+        Error::Input => src.map_or(e.into(), |s| unsafe { s.first_bad(plan) }),
+        Error::Config => {
+            let why = c"times grad_scale is so large that a bin's gradient factor overflows f32";
+            let f = Fault::new(e, c"cfg", why).field(c"loss_weight");
+            f.value(plan.loss_weight as f64)
+        }
+        _ => e.into(),
     }
 }
 
@@ -1108,6 +1364,87 @@ pub extern "C" fn ghm_status_str(s: ghm_status) -> *const c_char {
         _ => c"unknown ghm status code",
     };
     msg.as_ptr()
+}
+
+/// Bytes of `ghm_report.message`, its NUL included.
+pub const GHM_REPORT_MESSAGE_SIZE: usize = 256;
+
+/// Why the calling thread's last call returned what it did: written by `ghm_last_error`.
+///
+/// Every function returning a `ghm_status` records its outcome for the calling thread
+/// (success included), so the report describes the latest such call. The strings are static
+/// (never NULL, empty when they do not apply); `message` is the whole of it as one line, e.g.
+/// `pred[1037] = NaN is not finite (skip_bad is 0)` or `grad overlaps pred`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ghm_report {
+    /// The status that call returned (GHM_OK: the other fields are empty).
+    pub status: ghm_status,
+    /// 1 if `value` holds the offending value.
+    pub has_value: u32,
+    /// The offending element or bin of `argument` (`pred[index]` in the caller's own buffer,
+    /// views included), or -1.
+    pub index: i64,
+    /// The offending value (an element, a configuration field, a size) when `has_value`.
+    pub value: f64,
+    /// The parameter at fault, as the header names it ("pred", "cfg", "blocks", "h", ...).
+    pub argument: *const c_char,
+    /// The member of a struct argument ("momentum", "grad.stride", "acc_sum", ...).
+    pub field: *const c_char,
+    /// The other parameter involved (the input an output overlaps).
+    pub other: *const c_char,
+    /// What is wrong with it ("is NULL but has elements", "is not in [0, 1)", ...).
+    pub why: *const c_char,
+    /// `argument.field[index] = value why other`, NUL-terminated (truncated to fit).
+    pub message: [c_char; GHM_REPORT_MESSAGE_SIZE],
+}
+
+/// Writes the calling thread's last outcome to `*report` (see `ghm_report`). Writes only
+/// `*report`; records nothing itself. GHM_ERR_NULL if `report` is NULL.
+///
+/// Without the crate's `std` feature there are no thread-locals: the last outcome is then
+/// the process's (exact for a single-threaded program; with several threads, the latest call
+/// that found the slot free).
+///
+/// # Safety
+/// `report` is NULL or points to writable memory of `sizeof(ghm_report)` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_last_error(report: *mut ghm_report) -> ghm_status {
+    if report.is_null() {
+        return GHM_ERR_NULL;
+    }
+    let last = fault::last();
+    let mut text = [0u8; GHM_REPORT_MESSAGE_SIZE];
+    let mut w = Fixed {
+        buf: &mut text,
+        len: 0,
+    };
+    if let Some(f) = &last {
+        // Fixed never fails.
+        let _ = f.write(&mut w);
+    }
+    let f = last.unwrap_or(Fault::new(Error::Null, c"", c""));
+    let mut r = ghm_report {
+        status: if last.is_some() {
+            f.error.code()
+        } else {
+            GHM_OK
+        },
+        has_value: f.value.is_some() as u32,
+        index: f.index.map_or(-1, |i| i as i64),
+        value: f.value.unwrap_or(0.0),
+        argument: f.argument.as_ptr(),
+        field: f.field.as_ptr(),
+        other: f.other.as_ptr(),
+        why: f.why.as_ptr(),
+        message: [0; GHM_REPORT_MESSAGE_SIZE],
+    };
+    for (d, s) in r.message.iter_mut().zip(&text) {
+        *d = *s as c_char;
+    }
+    // SAFETY: writable per the C contract; write_unaligned has no alignment requirement.
+    unsafe { ptr::write_unaligned(report, r) };
+    GHM_OK
 }
 
 /// The library version: `major << 16 | minor << 8 | patch`.
@@ -1138,10 +1475,19 @@ pub unsafe extern "C" fn ghm_set_backend(name: *const c_char) -> ghm_status {
         let name = unsafe { core::ffi::CStr::from_ptr(name) };
         match name.to_str().ok().and_then(Backend::from_name) {
             Some(b) => Some(b),
-            None => return GHM_ERR_CONFIG,
+            None => {
+                let why = c"is not a backend name (scalar, sse2, avx2, avx512, neon, portable)";
+                return status(Err(Fault::new(Error::Config, c"name", why)));
+            }
         }
     };
-    status(crate::backend::set_backend(backend))
+    let why = c"is a backend this build or machine cannot run";
+    status(crate::backend::set_backend(backend).map_err(|e| Fault::new(e, c"name", why)))
+}
+
+/// `bins` refused by `ghm_ema_init` / `ghm_hist_init`.
+fn bad_bins(e: Error, bins: u32) -> Fault {
+    Fault::new(e, c"bins", c"is not in 1..=128").value(bins as f64)
 }
 
 /// GHM-C defaults (mmdet's `GHMC()`): bins 10, momentum 0, loss_weight 1, MEAN,
@@ -1165,8 +1511,8 @@ pub extern "C" fn ghm_r_config_default() -> ghm_r_config {
 #[no_mangle]
 pub unsafe extern "C" fn ghm_ema_init(ema: *mut Ema, bins: u32) -> ghm_status {
     status((|| {
-        let e = one(ema as *const Ema)?.ok_or(Error::Null)?;
-        let v = Ema::new(bins)?;
+        let e = one_required(ema as *const Ema, c"ema")?;
+        let v = Ema::new(bins).map_err(|e| bad_bins(e, bins))?;
         // SAFETY: writable per the C contract.
         unsafe { e.set(0, v) };
         Ok(())
@@ -1180,8 +1526,8 @@ pub unsafe extern "C" fn ghm_ema_init(ema: *mut Ema, bins: u32) -> ghm_status {
 #[no_mangle]
 pub unsafe extern "C" fn ghm_hist_init(h: *mut Hist, bins: u32) -> ghm_status {
     status((|| {
-        let b = one(h as *const Hist)?.ok_or(Error::Null)?;
-        let v = Hist::new(bins)?;
+        let b = one_required(h as *const Hist, c"h")?;
+        let v = Hist::new(bins).map_err(|e| bad_bins(e, bins))?;
         // SAFETY: writable per the C contract.
         unsafe { b.set(0, v) };
         Ok(())
@@ -1195,13 +1541,26 @@ pub unsafe extern "C" fn ghm_hist_init(h: *mut Hist, bins: u32) -> ghm_status {
 #[no_mangle]
 pub unsafe extern "C" fn ghm_hist_merge(into: *mut Hist, from: *const Hist) -> ghm_status {
     status((|| {
-        let i = one(into as *const Hist)?.ok_or(Error::Null)?;
-        let f = one(from)?.ok_or(Error::Null)?;
-        disjoint(&[Some(f.region())], &[Some(i.region())])?;
+        let i = one_required(into as *const Hist, c"into")?;
+        let f = one_required(from, c"from")?;
+        disjoint(
+            &[(c"from", Some(f.region()))],
+            &[(c"into", Some(i.region()))],
+        )?;
         // SAFETY: valid per the C contract; disjoint (checked).
         unsafe {
-            let mut h = read(i);
-            h.merge(&read(f))?;
+            let (mut h, from) = (read(i), read(f));
+            h.merge(&from).map_err(|e| {
+                if h.bins as usize > MAX_BINS {
+                    let f = Fault::new(e, c"into", c"is more than 128").field(c"bins");
+                    f.value(h.bins as f64)
+                } else {
+                    let why = c"differs from into.bins (histograms of other bin counts)";
+                    Fault::new(e, c"from", why)
+                        .field(c"bins")
+                        .value(from.bins as f64)
+                }
+            })?;
             i.set(0, h);
         }
         Ok(())
@@ -1609,7 +1968,7 @@ unsafe fn dense_blocks(
     pred: *const f32,
     target: *const f32,
     weight: *const f32,
-) -> (Result<Source, Error>, Option<Region>) {
+) -> (Result<Source, Fault>, Option<Region>) {
     // SAFETY: forwarded from the caller.
     match unsafe { self::blocks(blocks) } {
         Ok((b, br)) => (Source::dense_in(pred, target, weight, b, true), Some(br)),
@@ -1629,7 +1988,7 @@ unsafe fn labels_blocks(
     weight: *const f32,
     classes: usize,
     layout: u32,
-) -> (Result<Source, Error>, Option<Region>) {
+) -> (Result<Source, Fault>, Option<Region>) {
     // SAFETY: forwarded from the caller.
     match unsafe { self::blocks(blocks) } {
         Ok((b, br)) => {

@@ -85,6 +85,7 @@
 //! | `kernel` | the two passes, written once over the vector trait |
 //! | `scalar` | the same passes one element at a time (the reference path) |
 //! | `simd`, `vmath` | the vector trait with its backends, and vector `exp` / `ln` |
+//! | `ffi`, `fault` | the C ABI, and its refused calls explained for `ghm_last_error` |
 #![no_std]
 #![deny(missing_docs)]
 
@@ -97,6 +98,7 @@ mod bins;
 mod config;
 mod dispatch;
 mod error;
+mod fault;
 pub mod ffi;
 mod kernel;
 mod model;

@@ -6,6 +6,19 @@
 
 use crate::config::{EmaStart, Normalize, Plan, Reduction, MAX_BINS};
 use crate::error::Error;
+use crate::fault::Fault;
+
+/// A state fault; the C layer names the argument.
+const fn state(why: &'static core::ffi::CStr) -> Fault {
+    Fault::new(Error::State, c"", why)
+}
+
+/// A state made for `bins` bins where the configuration has another count.
+fn other_bins(bins: u32) -> Fault {
+    state(c"differs from cfg.bins (made for another bin count)")
+        .field(c"bins")
+        .value(bins as f64)
+}
 
 /// Exponential moving average of the bin counts, owned by the caller and carried across
 /// batches (mmdet's `acc_sum` buffer). C: `ghm_ema`.
@@ -32,15 +45,27 @@ impl Ema {
 
     /// [`Error::State`] unless this state fits `bins` and holds finite, non-negative counts.
     fn check(&self, bins: usize) -> Result<(), Error> {
-        let ok = self.bins as usize == bins
-            && self.acc_sum[..bins]
-                .iter()
-                .all(|a| (0.0..=f32::MAX).contains(a));
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::State)
+        match self.fault(bins) {
+            None => Ok(()),
+            Some(_) => Err(Error::State),
         }
+    }
+
+    /// What [`Ema::check`] refuses, explained (the argument left for the caller to name).
+    pub(crate) fn fault(&self, bins: usize) -> Option<Fault> {
+        if self.bins as usize != bins {
+            return Some(other_bins(self.bins));
+        }
+        let bad = self.acc_sum[..bins]
+            .iter()
+            .position(|a| !(0.0..=f32::MAX).contains(a))?;
+        let v = self.acc_sum[bad] as f64;
+        Some(
+            state(c"is not a finite count >= 0")
+                .field(c"acc_sum")
+                .at(bad)
+                .value(v),
+        )
     }
 }
 
@@ -102,17 +127,38 @@ impl Hist {
 
     /// [`Error::State`] unless the histogram fits `bins` and its sums are possible.
     pub(crate) fn check(&self, bins: usize) -> Result<(), Error> {
-        let sums_ok = self.loss_sums[..bins.min(MAX_BINS)]
-            .iter()
-            .all(|s| *s >= 0.0) // +inf allowed: GHM-R losses beyond f32::MAX
-            && self.g_sums[..bins.min(MAX_BINS)]
-                .iter()
-                .all(|s| *s >= 0.0 && s.is_finite());
-        if self.bins as usize == bins && sums_ok && self.tot >= 0.0 && self.tot.is_finite() {
-            Ok(())
-        } else {
-            Err(Error::State)
+        match self.fault(bins) {
+            None => Ok(()),
+            Some(_) => Err(Error::State),
         }
+    }
+
+    /// What [`Hist::check`] refuses, explained (the argument left for the caller to name).
+    pub(crate) fn fault(&self, bins: usize) -> Option<Fault> {
+        if self.bins as usize != bins {
+            return Some(other_bins(self.bins));
+        }
+        let m = bins.min(MAX_BINS);
+        // +inf is allowed in the loss sums: GHM-R losses beyond f32::MAX.
+        if let Some(k) = self.loss_sums[..m]
+            .iter()
+            .position(|s| s.is_nan() || *s < 0.0)
+        {
+            let f = state(c"is not a sum >= 0").field(c"loss_sums");
+            return Some(f.at(k).value(self.loss_sums[k]));
+        }
+        if let Some(k) = self.g_sums[..m]
+            .iter()
+            .position(|s| !(*s >= 0.0 && s.is_finite()))
+        {
+            let f = state(c"is not a finite sum >= 0").field(c"g_sums");
+            return Some(f.at(k).value(self.g_sums[k]));
+        }
+        if !(self.tot >= 0.0 && self.tot.is_finite()) {
+            let f = state(c"is not a finite total >= 0").field(c"tot");
+            return Some(f.value(self.tot));
+        }
+        None
     }
 }
 
@@ -139,15 +185,24 @@ pub struct Weights {
 impl Weights {
     /// [`Error::State`] unless these weights fit `bins` and are finite.
     pub(crate) fn check(&self, bins: usize) -> Result<(), Error> {
-        let m = bins.min(MAX_BINS);
-        let ok = self.bins as usize == bins
-            && self.weight[..m].iter().all(|w| w.is_finite())
-            && self.scale[..m].iter().all(|s| s.is_finite());
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::State)
+        match self.fault(bins) {
+            None => Ok(()),
+            Some(_) => Err(Error::State),
         }
+    }
+
+    /// What [`Weights::check`] refuses, explained (the argument left for the caller to name).
+    pub(crate) fn fault(&self, bins: usize) -> Option<Fault> {
+        if self.bins as usize != bins {
+            return Some(other_bins(self.bins));
+        }
+        let m = bins.min(MAX_BINS);
+        for (name, v) in [(c"weight", &self.weight), (c"scale", &self.scale)] {
+            if let Some(k) = v[..m].iter().position(|x| !x.is_finite()) {
+                return Some(state(c"is not finite").field(name).at(k).value(v[k] as f64));
+            }
+        }
+        None
     }
 }
 

@@ -173,9 +173,12 @@ typedef struct {
     ghm_blocks obj_blocks, cls_blocks;
 } ghm_layer;
 
+/* A refused call: its status, and which argument, element and why. */
 static void ghm_check(ghm_status s, const char *what) {
     if (s != GHM_OK) {
-        fprintf(stderr, "%s: %s\n", what, ghm_status_str(s));
+        ghm_report r;
+        ghm_last_error(&r); /* r.argument "pred", r.index 1037, ... */
+        fprintf(stderr, "%s: %s: %s\n", what, ghm_status_str(s), r.message);
         exit(1);
     }
 }
