@@ -13,6 +13,11 @@ const fn state(why: &'static core::ffi::CStr) -> Fault {
     Fault::new(Error::State, c"", why)
 }
 
+/// [`Error::State`] if there is a fault.
+fn refused(fault: Option<Fault>) -> Result<(), Error> {
+    fault.map_or(Ok(()), |_| Err(Error::State))
+}
+
 /// A state made for `bins` bins where the configuration has another count.
 fn other_bins(bins: u32) -> Fault {
     state(c"differs from cfg.bins (made for another bin count)")
@@ -45,10 +50,7 @@ impl Ema {
 
     /// [`Error::State`] unless this state fits `bins` and holds finite, non-negative counts.
     fn check(&self, bins: usize) -> Result<(), Error> {
-        match self.fault(bins) {
-            None => Ok(()),
-            Some(_) => Err(Error::State),
-        }
+        refused(self.fault(bins))
     }
 
     /// What [`Ema::check`] refuses, explained (the argument left for the caller to name).
@@ -127,10 +129,7 @@ impl Hist {
 
     /// [`Error::State`] unless the histogram fits `bins` and its sums are possible.
     pub(crate) fn check(&self, bins: usize) -> Result<(), Error> {
-        match self.fault(bins) {
-            None => Ok(()),
-            Some(_) => Err(Error::State),
-        }
+        refused(self.fault(bins))
     }
 
     /// What [`Hist::check`] refuses, explained (the argument left for the caller to name).
@@ -185,10 +184,7 @@ pub struct Weights {
 impl Weights {
     /// [`Error::State`] unless these weights fit `bins` and are finite.
     pub(crate) fn check(&self, bins: usize) -> Result<(), Error> {
-        match self.fault(bins) {
-            None => Ok(()),
-            Some(_) => Err(Error::State),
-        }
+        refused(self.fault(bins))
     }
 
     /// What [`Weights::check`] refuses, explained (the argument left for the caller to name).

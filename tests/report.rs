@@ -763,5 +763,8 @@ fn readme_error_recipe_is_the_example_code() {
     let block = section.split("```c\n").nth(1).unwrap();
     let block = block.split("```").next().unwrap();
     assert!(block.contains("ghm_last_error(&r)"));
-    assert!(example.contains(block), "the README's check differs from yolo_train.c");
+    assert!(
+        example.contains(block),
+        "the README's check differs from yolo_train.c"
+    );
 }
