@@ -34,7 +34,7 @@ use crate::config::MAX_BINS;
 use crate::error::Error;
 use crate::model::Model;
 use crate::simd::{Vector, MAX_LANES};
-use crate::source::{prefetch, Batch, Seg, TargetBlock, Targets, Visitor, STAGE};
+use crate::source::{prefetch, Batch, Seg, TargetBlock, Targets, Visitor, PREFETCH_AHEAD, STAGE};
 use crate::state::{Hist, Weights};
 use crate::view::View;
 
@@ -84,17 +84,11 @@ trait Step<V: Vector> {
     ) -> Result<V, Error>;
 }
 
-/// Segments of at least this many elements are prefetched (1 MiB per f32 input: the three
-/// inputs no longer fit in L2 together).
-const PREFETCH_MIN: usize = 1 << 18;
-
-/// How far ahead the prefetches reach, in stage blocks (1024 elements: 4 KiB of each input).
-const PREFETCH_BLOCKS: usize = 8;
-
 /// Walks one segment a vector at a time, in blocks: first the model's `pre` for the whole
 /// block (a short dependency chain, so the out-of-order core overlaps many vectors of it),
 /// then the rest. One long chain per vector would fill the scheduler with waiting work.
-/// `out`: the segment's output buffer if [`Step::OUT`] (empty otherwise).
+/// `out`: the segment's output buffer if [`Step::OUT`] (empty otherwise). `far`: the batch is
+/// far outside the caches ([`Seg::far`]): prefetch ahead within the segment.
 #[inline(always)]
 fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
     model: &M,
@@ -102,15 +96,18 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
     out: &mut [f32],
     targets: &mut T,
     step: &mut S,
+    far: bool,
 ) -> Result<(), Error> {
     let mut pre = [[0.0f32; STAGE]; 2];
     let n = pred.len();
     let mut base = 0;
-    // Software prefetch of large segments: one vector's worth of each input per vector, spread
-    // through the block. (Prefetching a whole block at its start was 13-18% slower at 16Mi
+    // A segment no longer than the distance has nothing of its own to prefetch ahead (the
+    // batch prefetches such short blocks whole, a few blocks ahead: `Batch::segments`).
+    let far = far && n > PREFETCH_AHEAD;
+    // Software prefetch in large batches: one vector's worth of each input per vector, spread
+    // through the segment. (Prefetching a whole block at its start was 13-18% slower at 16Mi
     // elements than spreading the same prefetches out; spread, they cost nothing measurable
     // at 64Ki, where the data is in L2 anyway.)
-    let far = n >= PREFETCH_MIN;
     while base < n {
         let end = n.min(base + STAGE);
         // A whole block is whole vectors: compiled apart, without tail lanes. (Only the last
@@ -163,7 +160,7 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const
         let mut tw = targets.block();
         for j in 0..STAGE / V::LANES {
             if FAR {
-                let ahead = base + PREFETCH_BLOCKS * STAGE + j * V::LANES;
+                let ahead = base + PREFETCH_AHEAD + j * V::LANES;
                 prefetch(all, ahead, V::LANES);
                 tw.prefetch(ahead, V::LANES);
             }
@@ -643,7 +640,7 @@ impl<V: Vector, M: Model, P: Mode> Visitor<V> for Pass1<'_, V, M, P> {
             &mut [][..]
         };
         let model = self.model;
-        let done = walk(&model, pred, out, &mut targets, self);
+        let done = walk(&model, pred, out, &mut targets, self, seg.far);
         self.grad = grad;
         done
     }
@@ -843,7 +840,7 @@ impl<V: Vector, M: Model, const EXACT: bool> Visitor<V> for Check<'_, V, M, EXAC
     fn segment<T: Targets<V>>(&mut self, seg: Seg, mut targets: T) -> Result<(), Error> {
         let pred = &self.pred[seg.pred()];
         let model = self.model;
-        walk(&model, pred, &mut [], &mut targets, self)
+        walk(&model, pred, &mut [], &mut targets, self, seg.far)
     }
 }
 
@@ -1069,6 +1066,7 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> V
             out,
             &mut targets,
             &mut part,
+            seg.far,
         )
     }
 }

@@ -24,6 +24,13 @@ use crate::view::{Blocks, View};
 /// in-process runs.)
 pub(crate) const STAGE: usize = 128;
 
+/// Batches of at least this many elements are prefetched (1 MiB per f32 input: the three
+/// inputs no longer fit in L2 together).
+pub(crate) const PREFETCH_MIN: usize = 1 << 18;
+
+/// How far ahead the prefetches reach, in elements (4 KiB of each f32 input: 8 stage blocks).
+pub(crate) const PREFETCH_AHEAD: usize = 8 * STAGE;
+
 /// Label weights of a block without a weight buffer.
 static ONES: [f32; STAGE] = [1.0; STAGE];
 
@@ -390,6 +397,9 @@ pub(crate) struct Seg {
     pub at: usize,
     pub len: usize,
     pub pred: usize,
+    /// The whole batch is at least [`PREFETCH_MIN`] elements: the kernels prefetch ahead
+    /// within the segment (a view's blocks are each short, their batch is not).
+    pub far: bool,
 }
 
 impl Seg {
@@ -610,6 +620,29 @@ impl<'a> Batch<'a> {
         self.segments::<V, S, true>(v)
     }
 
+    /// Prefetches the inputs of block `b` (`bp` predictions, `bt` targets and weights; not
+    /// the targets if `BLIND`).
+    #[inline(always)]
+    fn prefetch_block<const BLIND: bool>(&self, g: &Blocks, b: usize, bp: usize, bt: usize) {
+        prefetch(self.pred(), g.pred.at(b), bp);
+        if BLIND {
+            return;
+        }
+        let weight = match *self {
+            Batch::Dense { target, weight, .. } => {
+                prefetch(target, g.target.at(b), bt);
+                weight
+            }
+            Batch::Labels { labels, weight, .. } => {
+                prefetch(labels, g.target.at(b), bt);
+                weight
+            }
+        };
+        if let Some(w) = weight {
+            prefetch(w, g.weight.at(b), bt);
+        }
+    }
+
     #[inline(always)]
     fn segments<V: Vector, S: Visitor<V>, const BLIND: bool>(
         &self,
@@ -617,8 +650,21 @@ impl<'a> Batch<'a> {
     ) -> Result<(), Error> {
         let g = self.geometry();
         let len = g.len;
+        let far = self.elements() >= PREFETCH_MIN;
+        // Blocks shorter than the prefetch distance: a block's own walk reaches no element
+        // ahead of it, so each block's inputs are prefetched whole, that many blocks ahead
+        // (as many prefetches per element as the walk's, issued a block at a time).
+        let (bp, bt) = self.block_sizes();
+        let ahead = if far && bp < PREFETCH_AHEAD {
+            PREFETCH_AHEAD.div_ceil(bp.max(1))
+        } else {
+            0
+        };
         for b in 0..g.count {
             let pred = g.pred.at(b);
+            if ahead > 0 && b + ahead < g.count {
+                self.prefetch_block::<BLIND>(&g, b + ahead, bp, bt);
+            }
             match *self {
                 Batch::Dense { target, weight, .. } => {
                     let seg = Seg {
@@ -626,6 +672,7 @@ impl<'a> Batch<'a> {
                         at: 0,
                         len,
                         pred,
+                        far,
                     };
                     let targets = DenseTargets {
                         target: part(target, g.target.at(b), len),
@@ -652,6 +699,7 @@ impl<'a> Batch<'a> {
                         at: r.start,
                         len: r.len(),
                         pred: pred + r.start,
+                        far,
                     };
                     match layout {
                         Layout::AnchorMajor => {

@@ -344,6 +344,31 @@ fn label_views_match_dense_one_hot() {
     }
 }
 
+/// Batches of 256Ki elements or more prefetch ahead: short blocks whole, a few blocks ahead,
+/// and blocks longer than the prefetch distance (1024 elements) within themselves. Neither
+/// may change a bit, nor read past a buffer (the last blocks have no blocks ahead of them).
+#[test]
+fn large_batches_through_views_match_the_contiguous_path() {
+    let mut rng = Rng(0x1a49e);
+    for backend in backends() {
+        let c = GhmC {
+            bins: 30,
+            momentum: 0.75,
+            backend: Some(backend),
+            ..GhmC::default()
+        };
+        // Darknet's objectness (13x13) and a block longer than the distance, each just over
+        // 256Ki elements in all.
+        for (count, len) in [(1552, 169), (173, 1517)] {
+            assert!(count * len >= 1 << 18);
+            dense_case(&mut rng, Loss::C(c), count, len, true);
+        }
+        for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
+            labels_case(&mut rng, c, 195, 169, 8, layout);
+        }
+    }
+}
+
 /// The phased API over a blocked batch cut into ranges of blocks (each a view with its
 /// offsets moved) gives the one call's gradients, bit for bit.
 #[test]
