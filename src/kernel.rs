@@ -1069,6 +1069,19 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> V
             seg.far,
         )
     }
+
+    #[inline(always)]
+    fn prefetch_out(&self, b: usize, len: usize) {
+        let (gv, lv) = self.views;
+        if let Some(g) = self.grad.as_deref() {
+            prefetch(g, gv.at(b), len);
+        }
+        if LOSS {
+            if let Some(l) = self.loss_elems.as_deref() {
+                prefetch(l, lv.at(b), len);
+            }
+        }
+    }
 }
 
 /// The views of `batch`'s gradient and per-element loss buffers.

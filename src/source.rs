@@ -421,6 +421,11 @@ impl Seg {
 pub(crate) trait Visitor<V: Vector> {
     /// One segment, with its targets.
     fn segment<T: Targets<V>>(&mut self, seg: Seg, targets: T) -> Result<(), Error>;
+
+    /// Block `b` (`len` predictions) is a few blocks ahead ([`Batch::segments`] prefetches
+    /// its inputs): prefetch the outputs the visitor will write there, if any.
+    #[inline(always)]
+    fn prefetch_out(&self, _b: usize, _len: usize) {}
 }
 
 /// Anchors per anchor-major segment: keeps in-segment anchor indices well inside i32.
@@ -664,6 +669,7 @@ impl<'a> Batch<'a> {
             let pred = g.pred.at(b);
             if ahead > 0 && b + ahead < g.count {
                 self.prefetch_block::<BLIND>(&g, b + ahead, bp, bt);
+                v.prefetch_out(b + ahead, bp);
             }
             match *self {
                 Batch::Dense { target, weight, .. } => {
