@@ -209,18 +209,23 @@ fn backends() -> Vec<Backend> {
     Backend::all_available().collect()
 }
 
+/// The views tests' GHM-C: 30 bins, momentum 0.75, on `backend`.
+fn ghm_c(backend: Backend) -> GhmC {
+    GhmC {
+        bins: 30,
+        momentum: 0.75,
+        backend: Some(backend),
+        ..GhmC::default()
+    }
+}
+
 #[test]
 fn dense_views_match_the_contiguous_path() {
     let mut rng = Rng(0xb10c);
     for backend in backends() {
         for (i, &len) in LENS.iter().enumerate() {
             let count = 1 + i % 4;
-            let c = GhmC {
-                bins: 30,
-                momentum: 0.75,
-                backend: Some(backend),
-                ..GhmC::default()
-            };
+            let c = ghm_c(backend);
             // Gradients only (the stored path), and every other output combination.
             dense_case(&mut rng, Loss::C(c), count, len, false);
             let sum = GhmC {
@@ -328,12 +333,7 @@ fn labels_case(rng: &mut Rng, c: GhmC, count: usize, len: usize, classes: usize,
 fn label_views_match_dense_one_hot() {
     let mut rng = Rng(0x1abe1);
     for backend in backends() {
-        let c = GhmC {
-            bins: 30,
-            momentum: 0.75,
-            backend: Some(backend),
-            ..GhmC::default()
-        };
+        let c = ghm_c(backend);
         for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
             for &classes in &[1usize, 3, 16, 20] {
                 for (i, &len) in LENS.iter().enumerate() {
@@ -351,20 +351,17 @@ fn label_views_match_dense_one_hot() {
 fn large_batches_through_views_match_the_contiguous_path() {
     let mut rng = Rng(0x1a49e);
     for backend in backends() {
-        let c = GhmC {
-            bins: 30,
-            momentum: 0.75,
-            backend: Some(backend),
-            ..GhmC::default()
-        };
+        let c = ghm_c(backend);
         // Darknet's objectness (13x13) and a block longer than the distance, each just over
         // 256Ki elements in all.
         for (count, len) in [(1552, 169), (173, 1517)] {
             assert!(count * len >= 1 << 18);
             dense_case(&mut rng, Loss::C(c), count, len, true);
         }
+        let (count, anchors, classes) = (195, 169, 8);
+        assert!(count * anchors * classes >= 1 << 18);
         for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
-            labels_case(&mut rng, c, 195, 169, 8, layout);
+            labels_case(&mut rng, c, count, anchors, classes, layout);
         }
     }
 }
@@ -375,12 +372,7 @@ fn large_batches_through_views_match_the_contiguous_path() {
 fn phased_views_over_block_ranges_match_the_one_call() {
     let mut rng = Rng(0xfa5e);
     for backend in backends() {
-        let c = GhmC {
-            bins: 30,
-            momentum: 0.75,
-            backend: Some(backend),
-            ..GhmC::default()
-        };
+        let c = ghm_c(backend);
         let (count, len) = (7, 45);
         let g = geometry(&mut rng, count, len, 1);
         let (x, t, w) = dense_inputs(&mut rng, &Loss::C(c), count * len);
