@@ -271,16 +271,15 @@ fn main() -> Result<(), ghm::Error> {
         let mut grad = vec![0.0f32; n];
         // The same data through views, in place in larger buffers as a trainer holds it (see
         // `Spread`), each with the floor over the same layout.
-        let mut spreads: Vec<(Spread, Floor, Vec<f32>)> =
-            [Spread::HALF, Spread::OBJ, Spread::CLASSES]
-                .into_iter()
-                .filter_map(|kind| {
-                    let v = Spread::new(&d, n, kind)?;
-                    let floor = Floor::over(v.geom);
-                    let grad = vec![0.0f32; v.logits.len()];
-                    Some((v, floor, grad))
-                })
-                .collect();
+        let mut spreads: Vec<(Spread, Floor, Vec<f32>)> = Spread::KINDS
+            .into_iter()
+            .filter_map(|kind| {
+                let v = Spread::new(&d, n, kind)?;
+                let floor = Floor::over(v.geom);
+                let grad = vec![0.0f32; v.logits.len()];
+                Some((v, floor, grad))
+            })
+            .collect();
         for &backend in &backends {
             let c = GhmC {
                 bins: 30,
@@ -421,7 +420,7 @@ impl Spread {
     /// per element) with as many elements of gap as of block: the worst case, where the
     /// hardware prefetchers bring in every gap.
     const HALF: SpreadKind = SpreadKind {
-        name: VIEWS,
+        name: "GHM-C views 169 of 338",
         len: 169,
         stride: 2 * 169,
         offset: 0,
@@ -430,7 +429,7 @@ impl Spread {
     /// Darknet's class block on a 13x13 map with 80 classes, as the README's recipe reads it:
     /// blocks of 80 * 169 elements, 85 * 169 apart, from 5 * 169 (box and objectness first).
     const CLASSES: SpreadKind = SpreadKind {
-        name: VIEWS_CLASSES,
+        name: "GHM-C views 80x169 of 85x169",
         len: 80 * 169,
         stride: 85 * 169,
         offset: 5 * 169,
@@ -439,11 +438,14 @@ impl Spread {
     /// Darknet's objectness on a 13x13 map with 80 classes: blocks of 169 elements,
     /// 85 * 169 apart, from 4 * 169 (the boxes first).
     const OBJ: SpreadKind = SpreadKind {
-        name: VIEWS_OBJ,
+        name: "GHM-C views 169 of 85x169",
         len: 169,
         stride: 85 * 169,
         offset: 4 * 169,
     };
+
+    /// The views rows, in the report's order (the targets read them in the same order).
+    const KINDS: [SpreadKind; 3] = [Spread::HALF, Spread::OBJ, Spread::CLASSES];
 
     /// Buffers of at most this many elements (with the floor's, nine of them: 3.4 GiB); a
     /// sparser view's row stops at the size that would need more (objectness at 16Mi would
@@ -478,11 +480,6 @@ impl Spread {
         })
     }
 }
-
-/// The views rows' names.
-const VIEWS: &str = "GHM-C views 169 of 338";
-const VIEWS_OBJ: &str = "GHM-C views 169 of 85x169";
-const VIEWS_CLASSES: &str = "GHM-C views 80x169 of 85x169";
 
 /// 64Ki and 16Mi elements: where the targets are set.
 const MID: usize = 1 << 16;
@@ -557,7 +554,7 @@ fn targets(rows: &Rows) {
     println!("  views within 10% of contiguous per element, at 64Ki and 16Mi (or 1Mi):");
     // A row without 16Mi (its buffers would be too large) is read at 1Mi instead, far outside
     // the caches too, and says so.
-    for name in [VIEWS_CLASSES, VIEWS_OBJ, VIEWS] {
+    for name in Spread::KINDS.map(|k| k.name) {
         let ratios = |n: usize| {
             let (v, k) = (rows.get(name, auto, n)?, rows.get(c, auto, n)?);
             Some((v.ns / k.ns, v.ratio / k.ratio))
@@ -565,9 +562,9 @@ fn targets(rows: &Rows) {
         let out = [("16Mi", BIG), ("1Mi", 1 << 20)]
             .into_iter()
             .find_map(|(label, n)| Some((label, ratios(n)?)));
-        let q: Vec<(&str, (f64, f64))> = [("64Ki", ratios(MID))]
+        let q: Vec<(&str, (f64, f64))> = ratios(MID)
+            .map(|r| ("64Ki", r))
             .into_iter()
-            .filter_map(|(label, r)| Some((label, r?)))
             .chain(out)
             .collect();
         if q.is_empty() {
