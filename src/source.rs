@@ -397,8 +397,10 @@ pub(crate) struct Seg {
     pub at: usize,
     pub len: usize,
     pub pred: usize,
-    /// The whole batch is at least [`PREFETCH_MIN`] elements: the kernels prefetch ahead
-    /// within the segment (a view's blocks are each short, their batch is not).
+    /// The whole batch is at least [`PREFETCH_MIN`] elements (a view's blocks may each be
+    /// short; their batch is not). The kernels then prefetch ahead within the segment if it is
+    /// longer than [`PREFETCH_AHEAD`]; shorter blocks are prefetched by
+    /// [`Batch::segments`].
     pub far: bool,
 }
 
