@@ -34,7 +34,7 @@ use crate::config::MAX_BINS;
 use crate::error::Error;
 use crate::model::Model;
 use crate::simd::{Vector, MAX_LANES};
-use crate::source::{prefetch, Batch, Seg, TargetBlock, Targets, Visitor, PREFETCH_AHEAD, STAGE};
+use crate::source::{prefetch, Batch, Scratch, Seg, Src, Visitor, PREFETCH_AHEAD, STAGE};
 use crate::state::{Hist, Weights};
 use crate::view::View;
 
@@ -90,15 +90,15 @@ trait Step<V: Vector> {
 /// `out`: the segment's output buffer if [`Step::OUT`] (empty otherwise). `far`: the batch is
 /// far outside the caches ([`Seg::far`]): prefetch ahead within the segment.
 #[inline(always)]
-fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
+fn walk<V: Vector, M: Model, S: Step<V>>(
     model: &M,
     pred: &[f32],
     out: &mut [f32],
-    targets: &mut T,
+    src: &mut Src<'_>,
+    scratch: &mut Scratch,
     step: &mut S,
     far: bool,
 ) -> Result<(), Error> {
-    let mut pre = [[0.0f32; STAGE]; 2];
     let n = pred.len();
     let mut base = 0;
     // A segment no longer than the distance has nothing of its own to prefetch ahead (the
@@ -114,12 +114,12 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
         // block can be partial, and there is nothing ahead of it to prefetch.)
         if end - base == STAGE {
             if far {
-                block::<V, M, T, S, true, true>(model, pred, out, base, &mut pre, targets, step)?;
+                block::<V, M, S, true, true>(model, pred, out, base, scratch, src, step)?;
             } else {
-                block::<V, M, T, S, true, false>(model, pred, out, base, &mut pre, targets, step)?;
+                block::<V, M, S, true, false>(model, pred, out, base, scratch, src, step)?;
             }
         } else {
-            block::<V, M, T, S, false, false>(model, pred, out, base, &mut pre, targets, step)?;
+            block::<V, M, S, false, false>(model, pred, out, base, scratch, src, step)?;
         }
         base = end;
     }
@@ -129,16 +129,17 @@ fn walk<V: Vector, M: Model, T: Targets<V>, S: Step<V>>(
 /// One block of [`walk`]: the elements `base..` of the segment whose predictions are `all`;
 /// `FULL` when it holds exactly [`STAGE`] of them, `FAR` to prefetch ahead.
 #[inline(always)]
-fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const FAR: bool>(
+fn block<V: Vector, M: Model, S: Step<V>, const FULL: bool, const FAR: bool>(
     model: &M,
     all: &[f32],
     out: &mut [f32],
     base: usize,
-    pre: &mut [[f32; STAGE]; 2],
-    targets: &mut T,
+    scratch: &mut Scratch,
+    src: &mut Src<'_>,
     step: &mut S,
 ) -> Result<(), Error> {
     let has_pre = M::HAS_PRE && S::PRE;
+    let Scratch { pre, t, w } = scratch;
     if FULL {
         // Every input and output of the block as a fixed-size array: one bounds check each
         // per block, none per vector.
@@ -157,12 +158,12 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const
                 b.store(&mut p1[lanes(j)]);
             }
         }
-        let mut tw = targets.block();
+        let (ts, ws) = src.stage::<V>(t, w);
         for j in 0..STAGE / V::LANES {
             if FAR {
                 let ahead = base + PREFETCH_AHEAD + j * V::LANES;
                 prefetch(all, ahead, V::LANES);
-                tw.prefetch(ahead, V::LANES);
+                src.prefetch(ahead, V::LANES);
             }
             let x = V::load(&xs[lanes(j)]);
             let p = if has_pre {
@@ -170,7 +171,8 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const
             } else {
                 (x, x)
             };
-            let v = step.step(base + j * V::LANES, x, p, tw.get(j), None)?;
+            let tw = (V::load(&ts[lanes(j)]), V::load(&ws[lanes(j)]));
+            let v = step.step(base + j * V::LANES, x, p, tw, None)?;
             if let Some(o) = outs.as_deref_mut() {
                 v.store(&mut o[lanes(j)]);
             }
@@ -179,6 +181,7 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const
     }
     let xs = &all[base..all.len().min(base + STAGE)];
     let n = xs.len();
+    let (ts, ws) = src.stage_part::<V>(n, t, w);
     if has_pre {
         let mut i = 0;
         while i < n {
@@ -192,14 +195,14 @@ fn block<V: Vector, M: Model, T: Targets<V>, S: Step<V>, const FULL: bool, const
     let mut i = 0;
     while i < n {
         let tail = (n - i < V::LANES).then_some(n - i);
-        let len = tail.unwrap_or(V::LANES);
         let x = load::<V>(&xs[i..], tail);
         let p = if has_pre {
             (V::load(&pre[0][i..]), V::load(&pre[1][i..]))
         } else {
             (x, x)
         };
-        let v = step.step(base + i, x, p, targets.next(len), tail)?;
+        let tw = (load::<V>(&ts[i..], tail), load::<V>(&ws[i..], tail));
+        let v = step.step(base + i, x, p, tw, tail)?;
         if S::OUT {
             store(&mut out[base + i..], tail, v);
         }
@@ -631,7 +634,7 @@ impl<V: Vector, M: Model, P: Mode> Pass1<'_, V, M, P> {
 
 impl<V: Vector, M: Model, P: Mode> Visitor<V> for Pass1<'_, V, M, P> {
     #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, seg: Seg, mut targets: T) -> Result<(), Error> {
+    fn segment(&mut self, seg: Seg, mut src: Src<'_>, scratch: &mut Scratch) -> Result<(), Error> {
         let pred = &self.pred[seg.pred()];
         let grad = core::mem::take(&mut self.grad);
         let out = if P::STORE {
@@ -640,7 +643,7 @@ impl<V: Vector, M: Model, P: Mode> Visitor<V> for Pass1<'_, V, M, P> {
             &mut [][..]
         };
         let model = self.model;
-        let done = walk(&model, pred, out, &mut targets, self, seg.far);
+        let done = walk(&model, pred, out, &mut src, scratch, self, seg.far);
         self.grad = grad;
         done
     }
@@ -837,10 +840,10 @@ impl<V: Vector, M: Model, const EXACT: bool> Step<V> for Check<'_, V, M, EXACT> 
 
 impl<V: Vector, M: Model, const EXACT: bool> Visitor<V> for Check<'_, V, M, EXACT> {
     #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, seg: Seg, mut targets: T) -> Result<(), Error> {
+    fn segment(&mut self, seg: Seg, mut src: Src<'_>, scratch: &mut Scratch) -> Result<(), Error> {
         let pred = &self.pred[seg.pred()];
         let model = self.model;
-        walk(&model, pred, &mut [], &mut targets, self, seg.far)
+        walk(&model, pred, &mut [], &mut src, scratch, self, seg.far)
     }
 }
 
@@ -1045,7 +1048,7 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> V
     for Apply<'_, V, M, LOSS, ONE, SKIP>
 {
     #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, seg: Seg, mut targets: T) -> Result<(), Error> {
+    fn segment(&mut self, seg: Seg, mut src: Src<'_>, scratch: &mut Scratch) -> Result<(), Error> {
         let (gv, lv) = self.views;
         let grad = self.grad.as_deref_mut().map(|g| &mut g[seg.out(gv)]);
         // `ONE`: `walk` stores the gradients (there is always a buffer).
@@ -1064,7 +1067,8 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> V
             &self.ctx.model,
             &self.ctx.pred[seg.pred()],
             out,
-            &mut targets,
+            &mut src,
+            scratch,
             &mut part,
             seg.far,
         )
@@ -1193,7 +1197,7 @@ struct Rescale<'a, V> {
 
 impl<V: Vector> Visitor<V> for Rescale<'_, V> {
     #[inline(always)]
-    fn segment<T: Targets<V>>(&mut self, seg: Seg, _: T) -> Result<(), Error> {
+    fn segment(&mut self, seg: Seg, _: Src<'_>, _: &mut Scratch) -> Result<(), Error> {
         let (bins, scale) = (self.bins, &self.tables.scale);
         let mut chunks = self.grad[seg.out(self.grad_view)].chunks_exact_mut(V::LANES);
         for g in &mut chunks {

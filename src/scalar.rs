@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::kernel::Outputs;
 use crate::model::Model;
 use crate::simd::Vector;
-use crate::source::{Batch, Seg, Targets, Visitor};
+use crate::source::{Batch, Scratch, Seg, Src, Visitor, STAGE};
 use crate::state::{Hist, Weights};
 use crate::view::View;
 
@@ -24,17 +24,25 @@ struct Element {
     bad: bool,
 }
 
-fn elements<'p, T: Targets<f32> + 'p, M: Model>(
-    model: &'p M,
-    pred: &'p [f32],
-    mut targets: T,
-) -> impl Iterator<Item = Element> + 'p {
-    pred.iter().map(move |&x| {
-        let (t, w) = targets.next(1);
-        // The vector kernels' rule for a bad weight (`kernel::bad_lanes`), on one lane.
-        let bad = !w.in_range(0.0, f32::MAX) || !model.ok(x, t);
-        Element { x, t, w, bad }
-    })
+/// Calls `f` with each element of a segment and its index, in order, until it fails.
+fn each_element<M: Model>(
+    model: &M,
+    pred: &[f32],
+    mut targets: Src<'_>,
+    scratch: &mut Scratch,
+    mut f: impl FnMut(usize, Element) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let Scratch { t, w, .. } = scratch;
+    for (b, xs) in pred.chunks(STAGE).enumerate() {
+        // A block's targets at a time, as the vector kernels read them.
+        let (ts, ws) = targets.stage_part::<f32>(xs.len(), t, w);
+        for (j, ((&x, &t), &w)) in xs.iter().zip(ts).zip(ws).enumerate() {
+            // The vector kernels' rule for a bad weight (`kernel::bad_lanes`), on one lane.
+            let bad = !w.in_range(0.0, f32::MAX) || !model.ok(x, t);
+            f(b * STAGE + j, Element { x, t, w, bad })?;
+        }
+    }
+    Ok(())
 }
 
 struct Accumulate<'a, M> {
@@ -46,28 +54,29 @@ struct Accumulate<'a, M> {
 }
 
 impl<M: Model> Visitor<f32> for Accumulate<'_, M> {
-    fn segment<T: Targets<f32>>(&mut self, seg: Seg, targets: T) -> Result<(), Error> {
+    fn segment(&mut self, seg: Seg, targets: Src<'_>, scratch: &mut Scratch) -> Result<(), Error> {
+        let (model, bins, skip_bad) = (&self.model, self.bins, self.skip_bad);
         let h = &mut self.hist;
-        for el in elements(&self.model, &self.pred[seg.pred()], targets) {
+        each_element(model, &self.pred[seg.pred()], targets, scratch, |_, el| {
             if el.bad {
-                if !self.skip_bad {
+                if !skip_bad {
                     return Err(Error::Input);
                 }
                 h.skipped += 1;
-                continue;
+                return Ok(());
             }
             if el.w > 0.0 {
-                let g = self.model.eval::<f32, false>(el.x, el.t).g;
-                if let Some(k) = self.bins.scalar(g) {
+                let g = model.eval::<f32, false>(el.x, el.t).g;
+                if let Some(k) = bins.scalar(g) {
                     h.counts[k] += 1;
-                    h.loss_sums[k] += self.model.loss_scalar(el.x, el.t) as f64;
+                    h.loss_sums[k] += model.loss_scalar(el.x, el.t) as f64;
                     // Rounded to a multiple of 2^-23, as the vector kernels do.
                     h.g_sums[k] += ((g + 1.0) - 1.0) as f64;
                 }
             }
             h.tot += el.w as f64; // GHM-R's tot; GHM-C's is recomputed below
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -106,11 +115,17 @@ struct Check<'a, M> {
 }
 
 impl<M: Model> Visitor<f32> for Check<'_, M> {
-    fn segment<T: Targets<f32>>(&mut self, seg: Seg, targets: T) -> Result<(), Error> {
-        match elements(&self.model, &self.pred[seg.pred()], targets).any(|el| el.bad) {
-            true => Err(Error::Input),
-            false => Ok(()),
-        }
+    fn segment(&mut self, seg: Seg, targets: Src<'_>, scratch: &mut Scratch) -> Result<(), Error> {
+        each_element(
+            &self.model,
+            &self.pred[seg.pred()],
+            targets,
+            scratch,
+            |_, el| match el.bad {
+                true => Err(Error::Input),
+                false => Ok(()),
+            },
+        )
     }
 }
 
@@ -135,10 +150,12 @@ struct Apply<'a, M> {
 }
 
 impl<M: Model> Visitor<f32> for Apply<'_, M> {
-    fn segment<T: Targets<f32>>(&mut self, seg: Seg, targets: T) -> Result<(), Error> {
+    fn segment(&mut self, seg: Seg, targets: Src<'_>, scratch: &mut Scratch) -> Result<(), Error> {
         let (gi, li) = (seg.out(self.views.0).start, seg.out(self.views.1).start);
-        let els = elements(&self.model, &self.pred[seg.pred()], targets);
-        for (j, el) in els.enumerate() {
+        let pred: &[f32] = self.pred;
+        let pred = &pred[seg.pred()];
+        let model = self.model;
+        each_element(&model, pred, targets, scratch, |j, el| {
             let (gi, li) = (gi + j, li + j);
             // The bin and `dl/dx` of a valid element (bad elements only reach this pass with
             // skip_bad: they get weight 0). `g` and `dl/dx`, and the loss, are evaluated once
@@ -171,8 +188,8 @@ impl<M: Model> Visitor<f32> for Apply<'_, M> {
                     None => 0.0,
                 };
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

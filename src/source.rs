@@ -1,23 +1,24 @@
 //! Input layouts: where each element's prediction, target and label weight come from.
 //!
 //! A batch is walked as *segments*: runs of elements that are contiguous in the prediction
-//! (and so in the gradient and per-element loss buffers), each with a [`Targets`] provider that
-//! yields the matching targets and label weights lane-vector by lane-vector. Dense targets are
-//! one segment; class-index labels in anchor-major order are one segment per piece of
-//! anchors, with targets made on the fly from `labels[a] == c`; in class-major order every
-//! class plane is a segment whose targets are `labels[a] == c` for that plane's `c`. No one-hot
-//! target is ever materialised.
+//! (and so in the gradient and per-element loss buffers), each with its targets as a [`Src`],
+//! which hands the kernels the matching targets and label weights a block ([`STAGE`]
+//! elements) at a time, as arrays. Dense targets are one segment per block, read in place;
+//! class-index labels in anchor-major order are one segment per piece of anchors, with a
+//! block's targets made from `labels[a] == c`; in class-major order every class plane is a
+//! segment whose targets are `labels[a] == c` for that plane's `c`. No one-hot target is ever
+//! materialised beyond one block.
 
 use core::ops::Range;
 
 use crate::config::Layout;
 use crate::error::Error;
-use crate::simd::{Vector, MAX_LANES};
+use crate::simd::Vector;
 use crate::view::{Blocks, View};
 
 /// Elements per block: the kernels walk a segment in blocks of this many (see
 /// `kernel::walk`: the model's `pre` runs over a block before the rest of the work), and
-/// [`Targets::block`] hands out a whole block at once. (128 rather than 256: GHM-C's one call
+/// [`Src::stage`] hands out a whole block's targets at once. (128 rather than 256: GHM-C's one call
 /// 6.6% faster at 64Ki elements, GHM-R 2% slower, as whole-process medians of 9 alternating
 /// runs; no change at 1Mi and 16Mi. Measured again after the loop lost its per-vector flags
 /// and bounds checks: 64 and 256 were 6% and 9% slower than 128, medians of 8 alternating
@@ -33,41 +34,6 @@ pub(crate) const PREFETCH_AHEAD: usize = 8 * STAGE;
 
 /// Label weights of a block without a weight buffer.
 static ONES: [f32; STAGE] = [1.0; STAGE];
-
-/// Yields the targets and label weights of one segment, in order.
-pub(crate) trait Targets<V: Vector> {
-    /// The next [`STAGE`] elements, as whole vectors.
-    type Block<'b>: TargetBlock<V>
-    where
-        Self: 'b;
-    /// The next [`STAGE`] elements of the segment (which has that many left). Their targets
-    /// come from fixed-size arrays, so that reading a vector of them checks no bounds: one
-    /// check per block and input instead of one per vector. (GHM-C's one call 2.7% faster at
-    /// 64Ki elements, a median of 12 alternating in-process runs: within this machine's
-    /// noise.)
-    fn block(&mut self) -> Self::Block<'_>;
-    /// Targets and label weights (all ones if there are none) of the next `len`
-    /// (`1..=V::LANES`) elements. Lanes at and beyond `len` are unspecified. (Whether a weight
-    /// is bad is left to the kernels, which only ask when they check element by element:
-    /// computed here for every vector, it cost GHM-C's one call 2.3% at 64Ki elements, a
-    /// median of 10 alternating runs, within this machine's noise.)
-    fn next(&mut self, len: usize) -> (V, V);
-}
-
-/// The targets and label weights of one block (see [`Targets::block`]).
-pub(crate) trait TargetBlock<V: Vector> {
-    /// Vector `j` (`j < STAGE / LANES`) of the block: its targets and label weights.
-    fn get(&mut self, j: usize) -> (V, V);
-    /// A hint: elements `at..at + len` of the segment will be read soon.
-    #[inline(always)]
-    fn prefetch(&self, _at: usize, _len: usize) {}
-}
-
-/// Vector `j` of a block's array.
-#[inline(always)]
-fn lanes<V: Vector>(a: &[f32; STAGE], j: usize) -> V {
-    V::load(&a[j * V::LANES..(j + 1) * V::LANES])
-}
 
 /// `s[at..at + STAGE]`, as an array.
 #[inline(always)]
@@ -94,16 +60,6 @@ pub(crate) fn prefetch<T>(s: &[T], at: usize, len: usize) {
     let _ = (s, at, len);
 }
 
-/// Label weights: present, or absent (all ones).
-#[inline(always)]
-fn weights<V: Vector>(w: Option<&[f32]>, pos: usize, len: usize) -> V {
-    match w {
-        Some(w) if len == V::LANES => V::load(&w[pos..pos + V::LANES]),
-        Some(w) => V::load_partial(&w[pos..pos + len]),
-        None => V::splat(1.0),
-    }
-}
-
 /// Dense targets, one per element.
 pub(crate) struct DenseTargets<'a> {
     target: &'a [f32],
@@ -111,53 +67,14 @@ pub(crate) struct DenseTargets<'a> {
     pos: usize,
 }
 
-/// A block of [`DenseTargets`].
-pub(crate) struct DenseBlock<'a> {
-    target: &'a [f32; STAGE],
-    weight: &'a [f32; STAGE],
-    /// The whole segment's, for prefetching.
-    all: &'a DenseTargets<'a>,
-}
-
-impl<V: Vector> TargetBlock<V> for DenseBlock<'_> {
-    #[inline(always)]
-    fn get(&mut self, j: usize) -> (V, V) {
-        (lanes(self.target, j), lanes(self.weight, j))
-    }
+impl DenseTargets<'_> {
+    /// A hint: elements `at..at + len` of the segment will be read soon.
     #[inline(always)]
     fn prefetch(&self, at: usize, len: usize) {
-        prefetch(self.all.target, at, len);
-        if let Some(w) = self.all.weight {
+        prefetch(self.target, at, len);
+        if let Some(w) = self.weight {
             prefetch(w, at, len);
         }
-    }
-}
-
-impl<V: Vector> Targets<V> for DenseTargets<'_> {
-    type Block<'b>
-        = DenseBlock<'b>
-    where
-        Self: 'b;
-    #[inline(always)]
-    fn block(&mut self) -> DenseBlock<'_> {
-        let at = self.pos;
-        self.pos += STAGE;
-        DenseBlock {
-            target: stage(self.target, at),
-            weight: self.weight.map_or(&ONES, |w| stage(w, at)),
-            all: self,
-        }
-    }
-    #[inline(always)]
-    fn next(&mut self, len: usize) -> (V, V) {
-        let t = if len == V::LANES {
-            V::load(&self.target[self.pos..self.pos + V::LANES])
-        } else {
-            V::load_partial(&self.target[self.pos..self.pos + len])
-        };
-        let w = weights::<V>(self.weight, self.pos, len);
-        self.pos += len;
-        (t, w)
     }
 }
 
@@ -169,222 +86,246 @@ pub(crate) struct ClassPlane<'a> {
     pos: usize,
 }
 
-/// A block of a [`ClassPlane`].
-pub(crate) struct PlaneBlock<'a> {
-    labels: &'a [i32; STAGE],
-    weight: &'a [f32; STAGE],
-    /// The whole plane, for its class and for prefetching.
-    all: &'a ClassPlane<'a>,
-}
-
-impl<V: Vector> TargetBlock<V> for PlaneBlock<'_> {
-    #[inline(always)]
-    fn get(&mut self, j: usize) -> (V, V) {
-        let labels = V::i_load(&self.labels[j * V::LANES..(j + 1) * V::LANES]);
-        let hit = V::i_eq(labels, V::i_splat(self.all.class));
-        let t = V::select(hit, V::splat(1.0), V::splat(0.0));
-        (t, lanes(self.weight, j))
-    }
+impl ClassPlane<'_> {
+    /// A hint: anchors `at..at + len` of the plane will be read soon.
     #[inline(always)]
     fn prefetch(&self, at: usize, len: usize) {
-        prefetch(self.all.labels, at, len);
-        if let Some(w) = self.all.weight {
+        prefetch(self.labels, at, len);
+        if let Some(w) = self.weight {
             prefetch(w, at, len);
         }
     }
 }
 
-impl<V: Vector> Targets<V> for ClassPlane<'_> {
-    type Block<'b>
-        = PlaneBlock<'b>
-    where
-        Self: 'b;
-    #[inline(always)]
-    fn block(&mut self) -> PlaneBlock<'_> {
-        let at = self.pos;
-        self.pos += STAGE;
-        PlaneBlock {
-            labels: stage(self.labels, at),
-            weight: self.weight.map_or(&ONES, |w| stage(w, at)),
-            all: self,
-        }
-    }
-    #[inline(always)]
-    fn next(&mut self, len: usize) -> (V, V) {
-        let labels = if len == V::LANES {
-            V::i_load(&self.labels[self.pos..self.pos + V::LANES])
-        } else {
-            V::i_load_partial(&self.labels[self.pos..self.pos + len])
-        };
-        let hit = V::i_eq(labels, V::i_splat(self.class));
-        let t = V::select(hit, V::splat(1.0), V::splat(0.0));
-        let w = weights::<V>(self.weight, self.pos, len);
-        self.pos += len;
-        (t, w)
-    }
-}
-
-/// Target 0 and weight 1 for every element: what the input screen of a label batch walks
-/// with when the model's prediction key ignores the target (see `kernel::check`), so that it
-/// reads only the predictions, never the labels.
-pub(crate) struct Blind;
-
-impl<V: Vector> TargetBlock<V> for Blind {
-    #[inline(always)]
-    fn get(&mut self, _: usize) -> (V, V) {
-        (V::splat(0.0), V::splat(1.0))
-    }
-}
-
-impl<V: Vector> Targets<V> for Blind {
-    type Block<'b> = Blind;
-    #[inline(always)]
-    fn block(&mut self) -> Blind {
-        Blind
-    }
-    #[inline(always)]
-    fn next(&mut self, _: usize) -> (V, V) {
-        TargetBlock::<V>::get(self, 0)
-    }
-}
-
-/// Anchor-major `[N][C]` logits: lane `j` of the next vector is anchor `anchor[j]`, class
-/// `class[j]`; both advance by `LANES` elements per step.
-///
-/// When `C` is a multiple of `LANES` (80 or 16 classes, on every backend), every vector lies
-/// in one anchor's row and takes that anchor's label and weight broadcast instead. GHM-C's one
-/// call at 64Ki elements on AVX2, against the general way: 0.90 with 16 classes, 0.88 with 80
-/// (8 and 6 alternating processes); with 20 classes, which take the general way in both
-/// builds, 0.976. The choice is a flag tested per vector, not a targets type of its own: as
-/// a type, every kernel was compiled once more (the C library's code 24% larger) for 1% more
-/// speed.
-pub(crate) struct AnchorRows<'a, V: Vector> {
+/// Anchor-major `[N][C]` logits: a segment of whole rows, anchor `a`'s row holding its `C`
+/// classes. Staged per anchor (see [`AnchorRows::stage`]), so that no class count takes a
+/// slower way: a row's target is one element set to 1, its weight one value.
+pub(crate) struct AnchorRows<'a> {
     labels: &'a [i32],
     weight: Option<&'a [f32]>,
-    classes: i32,
-    anchor: V::I,
-    class: V::I,
-    /// The anchor and class of lane 0.
-    anchor0: usize,
-    class0: i32,
-    /// `LANES / C` and `LANES % C`.
-    step_anchor: i32,
-    step_class: i32,
-    /// `C` is a multiple of `LANES`: every vector lies in one anchor's row.
-    whole: bool,
+    /// `C`, at least 1.
+    classes: usize,
+    /// Elements of the segment staged so far.
+    pos: usize,
 }
 
-/// The first `LANES` values of `s` (zeros past its end).
-#[inline(always)]
-fn load_from<V: Vector>(s: &[f32]) -> V {
-    match s.get(..V::LANES) {
-        Some(full) => V::load(full),
-        None => V::load_partial(s),
-    }
-}
-
-/// [`load_from`] for i32 data.
-#[inline(always)]
-fn i_load_from<V: Vector>(s: &[i32]) -> V::I {
-    match s.get(..V::LANES) {
-        Some(full) => V::i_load(full),
-        None => V::i_load_partial(s),
-    }
-}
-
-impl<'a, V: Vector> AnchorRows<'a, V> {
+impl<'a> AnchorRows<'a> {
     #[inline(always)]
     fn new(labels: &'a [i32], weight: Option<&'a [f32]>, classes: usize) -> Self {
-        // classes fits i32 (checked by Batch::check).
-        let c = classes as i32;
-        let mut anchor = [0i32; MAX_LANES];
-        let mut class = [0i32; MAX_LANES];
-        for j in 0..V::LANES {
-            anchor[j] = j as i32 / c;
-            class[j] = j as i32 % c;
-        }
         AnchorRows {
             labels,
             weight,
-            classes: c,
-            anchor: V::i_load(&anchor),
-            class: V::i_load(&class),
-            anchor0: 0,
-            class0: 0,
-            step_anchor: V::LANES as i32 / c,
-            step_class: V::LANES as i32 % c,
-            whole: classes.is_multiple_of(V::LANES),
+            classes: classes.max(1),
+            pos: 0,
         }
     }
 }
 
-/// A block of [`AnchorRows`]: its vectors one after the other.
-impl<V: Vector> TargetBlock<V> for &mut AnchorRows<'_, V> {
-    #[inline(always)]
-    fn get(&mut self, _: usize) -> (V, V) {
-        <AnchorRows<'_, V> as Targets<V>>::next(self, V::LANES)
-    }
-}
+/// Targets of a block without targets to read ([`Src::Blind`]).
+static ZEROS: [f32; STAGE] = [0.0; STAGE];
 
-impl<'a, V: Vector> Targets<V> for AnchorRows<'a, V> {
-    type Block<'b>
-        = &'b mut AnchorRows<'a, V>
+impl AnchorRows<'_> {
+    /// The next `len` (`1..=STAGE`) targets and weights of the segment, written into `t` and
+    /// `w` (the weights read in place with one class, all ones without a weight buffer).
+    /// With one class, a vector at a time, as a class plane. Otherwise per anchor: `t` is
+    /// zeroed and each anchor with a label in `0..C` sets one element; each anchor's weight
+    /// fills its part of the row. (Scanning the labels a vector at a time for the labelled
+    /// anchors was 5-15% slower on AVX-512 with 10% of them labelled: the bit loop's branches
+    /// mispredict.) `t` has a spare slot past the block.
+    #[inline(always)]
+    fn stage<'s, V: Vector>(
+        &mut self,
+        len: usize,
+        t: &'s mut [f32; STAGE + 1],
+        w: &'s mut [f32; STAGE],
+    ) -> (&'s [f32], &'s [f32])
     where
-        Self: 'b;
-    #[inline(always)]
-    fn block(&mut self) -> &mut AnchorRows<'a, V> {
-        self
-    }
-    #[inline(always)]
-    fn next(&mut self, _len: usize) -> (V, V) {
-        if self.whole {
-            // One anchor's label, broadcast, against consecutive classes; its weight,
-            // broadcast. A segment is whole rows, so every vector is whole and `anchor0` in
-            // bounds (read with `get` all the same: no panic path in a kernel).
-            let a = self.anchor0;
-            let label = self.labels.get(a).copied().unwrap_or(-1);
-            let class = V::i_add(V::i_iota(), V::i_splat(self.class0));
-            let hit = V::i_eq(V::i_splat(label), class);
-            let t = V::select(hit, V::splat(1.0), V::splat(0.0));
+        Self: 's,
+    {
+        let len = len.clamp(1, STAGE);
+        let c = self.classes;
+        let (start, end) = (self.pos, self.pos + len);
+        self.pos = end;
+        let (a_lo, a_hi) = (start / c, (end - 1) / c + 1);
+        if c == 1 {
+            let t = equal_to::<V>(&self.labels[start..end], 0, &mut t[..STAGE]);
             let w = match self.weight {
-                Some(w) => V::splat(w.get(a).copied().unwrap_or(0.0)),
-                None => V::splat(1.0),
+                Some(wd) => &wd[start..end],
+                None => &ONES[..len],
             };
-            self.class0 += V::LANES as i32;
-            if self.class0 == self.classes {
-                self.class0 = 0;
-                self.anchor0 += 1;
-            }
             return (t, w);
         }
-        // A vector spans at most LANES anchors from lane 0's: load the labels (and weights)
-        // of that many and permute them into place, rather than gather. Lanes past the
-        // segment end read zeros; the kernel masks them.
-        let a0 = self.anchor0.min(self.labels.len());
-        let rel = V::i_sub(self.anchor, V::i_splat(a0 as i32));
-        let label = V::i_permute(i_load_from::<V>(&self.labels[a0..]), rel);
-        let hit = V::i_eq(label, self.class);
-        let t = V::select(hit, V::splat(1.0), V::splat(0.0));
-        let w = match self.weight {
-            Some(w) => load_from::<V>(&w[a0.min(w.len())..]).permute(rel),
-            None => V::splat(1.0),
-        };
-        self.class0 += self.step_class;
-        self.anchor0 += self.step_anchor as usize;
-        if self.class0 >= self.classes {
-            self.class0 -= self.classes;
-            self.anchor0 += 1;
+        *t = [0.0; STAGE + 1];
+        for a in a_lo..a_hi {
+            // A label outside 0..C (background, or ignored) sets no target: its 1 goes to the
+            // spare slot `t[STAGE]`, without a branch (one per anchor mispredicts on
+            // random labels).
+            let l = self.labels.get(a).copied().unwrap_or(-1);
+            let e = (a * c).wrapping_add(l as usize).wrapping_sub(start);
+            let hit = (l as u32) < c as u32 && e < len;
+            t[if hit { e } else { STAGE }] = 1.0;
         }
-        // Advance by LANES elements: one wrap at most, since step_class < C.
-        let class = V::i_add(self.class, V::i_splat(self.step_class));
-        let anchor = V::i_add(self.anchor, V::i_splat(self.step_anchor));
-        let wrap = V::m_andnot(
-            V::first_lanes(V::LANES),
-            V::i_lt(class, V::i_splat(self.classes)),
-        );
-        self.class = V::i_select(wrap, V::i_sub(class, V::i_splat(self.classes)), class);
-        self.anchor = V::i_inc(anchor, wrap);
+        let w: &[f32] = match self.weight {
+            None => &ONES[..len],
+            Some(wd) => {
+                for a in a_lo..a_hi {
+                    let (lo, hi) = ((a * c).max(start) - start, ((a + 1) * c).min(end) - start);
+                    w[lo..hi].fill(wd.get(a).copied().unwrap_or(0.0));
+                }
+                &w[..len]
+            }
+        };
+        (&t[..len], w)
+    }
+}
+
+/// `labels[i] == class` as 1.0 or 0.0 into `t[i]`, a vector at a time (`labels` holds at
+/// most [`STAGE`], `t` at least that many); returns `t[..labels.len()]`.
+#[inline(always)]
+fn equal_to<'s, V: Vector>(labels: &[i32], class: i32, t: &'s mut [f32]) -> &'s [f32] {
+    let len = labels.len().min(STAGE);
+    let mut i = 0;
+    while i < len {
+        let l = &labels[i..len];
+        let l = match l.get(..V::LANES) {
+            Some(full) => V::i_load(full),
+            None => V::i_load_partial(l),
+        };
+        let hit = V::i_eq(l, V::i_splat(class));
+        // A whole vector fits: STAGE is a multiple of LANES and i < len <= STAGE.
+        V::select(hit, V::splat(1.0), V::splat(0.0)).store(&mut t[i..]);
+        i += V::LANES;
+    }
+    &t[..len]
+}
+
+impl<'a> ClassPlane<'a> {
+    /// The next `len` (`1..=STAGE`) targets and weights of the plane: the targets written
+    /// into `t` a vector at a time, the weights read in place.
+    #[inline(always)]
+    fn stage<'s, V: Vector>(
+        &mut self,
+        len: usize,
+        t: &'s mut [f32; STAGE + 1],
+    ) -> (&'s [f32], &'s [f32])
+    where
+        'a: 's,
+    {
+        let len = len.min(STAGE);
+        let at = self.pos;
+        self.pos += len;
+        let t = equal_to::<V>(&self.labels[at..at + len], self.class, &mut t[..STAGE]);
+        let w = match self.weight {
+            Some(w) => &w[at..at + len],
+            None => &ONES[..len],
+        };
         (t, w)
+    }
+}
+
+/// The targets of one segment, whatever the batch's layout: what the kernels walk with.
+///
+/// One type for every layout, chosen per segment, rather than a type parameter: the kernels
+/// read targets and weights from arrays a block at a time ([`Src::stage`]), so each kernel
+/// body is compiled once per step rather than once per step and layout (the label layouts'
+/// per-vector target code, inlined into every step of every pass, was most of the crate's
+/// build time). Label targets are written into a staging array per block and read back.
+pub(crate) enum Src<'a> {
+    Dense(DenseTargets<'a>),
+    Rows(AnchorRows<'a>),
+    Plane(ClassPlane<'a>),
+    /// Target 0 and weight 1 for every element: what the input screen of a label batch
+    /// walks with when the model's prediction key ignores the target (see `kernel::check`),
+    /// so that it reads only the predictions, never the labels.
+    Blind,
+}
+
+impl<'a> Src<'a> {
+    /// Targets and label weights of the next [`STAGE`] elements of the segment (which has
+    /// that many left), as arrays: a dense block is read in place; label targets are written
+    /// into `t` (and weights into `w`) first.
+    #[inline(always)]
+    pub(crate) fn stage<'s, V: Vector>(
+        &mut self,
+        t: &'s mut [f32; STAGE + 1],
+        w: &'s mut [f32; STAGE],
+    ) -> (&'s [f32; STAGE], &'s [f32; STAGE])
+    where
+        'a: 's,
+    {
+        if let Src::Dense(d) = self {
+            let at = d.pos;
+            d.pos += STAGE;
+            return (
+                stage(d.target, at),
+                d.weight.map_or(&ONES, |w| stage(w, at)),
+            );
+        }
+        let (ts, ws) = self.stage_part::<V>(STAGE, t, w);
+        // STAGE elements each (see `stage_part`).
+        (
+            ts.try_into().unwrap_or(&ZEROS),
+            ws.try_into().unwrap_or(&ONES),
+        )
+    }
+
+    /// [`Src::stage`] for the next `len` (`1..=STAGE`) elements: slices of `len` each.
+    #[inline(always)]
+    pub(crate) fn stage_part<'s, V: Vector>(
+        &mut self,
+        len: usize,
+        t: &'s mut [f32; STAGE + 1],
+        w: &'s mut [f32; STAGE],
+    ) -> (&'s [f32], &'s [f32])
+    where
+        'a: 's,
+    {
+        let len = len.min(STAGE);
+        match self {
+            Src::Dense(d) => {
+                let at = d.pos;
+                d.pos += len;
+                let w = match d.weight {
+                    Some(w) => &w[at..at + len],
+                    None => &ONES[..len],
+                };
+                (&d.target[at..at + len], w)
+            }
+            Src::Rows(r) => r.stage::<V>(len, t, w),
+            Src::Plane(p) => p.stage::<V>(len, t),
+            Src::Blind => (&ZEROS[..len], &ONES[..len]),
+        }
+    }
+
+    /// A hint: elements `at..at + len` of the segment will be read soon.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, at: usize, len: usize) {
+        match self {
+            Src::Dense(d) => d.prefetch(at, len),
+            Src::Plane(p) => p.prefetch(at, len),
+            Src::Rows(_) | Src::Blind => {}
+        }
+    }
+}
+
+/// Staging arrays of one block, kept across a batch's segments (so that no segment
+/// initialises its own): the model's `pre` of the predictions, and targets and label weights
+/// for [`Src::stage`].
+pub(crate) struct Scratch {
+    pub pre: [[f32; STAGE]; 2],
+    /// With a spare slot past the block (see [`AnchorRows::stage`]).
+    pub t: [f32; STAGE + 1],
+    pub w: [f32; STAGE],
+}
+
+impl Scratch {
+    #[inline(always)]
+    fn new() -> Scratch {
+        Scratch {
+            pre: [[0.0; STAGE]; 2],
+            t: [0.0; STAGE + 1],
+            w: [0.0; STAGE],
+        }
     }
 }
 
@@ -421,8 +362,8 @@ impl Seg {
 
 /// Receives the segments of a batch.
 pub(crate) trait Visitor<V: Vector> {
-    /// One segment, with its targets.
-    fn segment<T: Targets<V>>(&mut self, seg: Seg, targets: T) -> Result<(), Error>;
+    /// One segment, with its targets, and the staging arrays for the kernels' blocks.
+    fn segment(&mut self, seg: Seg, src: Src<'_>, scratch: &mut Scratch) -> Result<(), Error>;
 
     /// Block `b` (`len` predictions) is a few blocks ahead ([`Batch::segments`] prefetches
     /// its inputs): prefetch the outputs the visitor will write there, if any.
@@ -616,23 +557,23 @@ impl<'a> Batch<'a> {
     /// Hands every segment to `v`, block by block, in memory order within each class plane.
     #[inline(always)]
     pub(crate) fn visit<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<(), Error> {
-        self.segments::<V, S, false>(v)
+        self.segments::<V, S>(v, false)
     }
 
-    /// [`Batch::visit`], but a label batch's segments come with [`Blind`] targets (target 0,
-    /// weight 1), so that the labels and weights are not read. Dense targets are handed over
-    /// as they are.
+    /// [`Batch::visit`], but a label batch's segments come with [`Src::Blind`] targets
+    /// (target 0, weight 1), so that the labels and weights are not read. Dense targets are
+    /// handed over as they are.
     #[inline(always)]
     pub(crate) fn visit_blind<V: Vector, S: Visitor<V>>(&self, v: &mut S) -> Result<(), Error> {
-        self.segments::<V, S, true>(v)
+        self.segments::<V, S>(v, true)
     }
 
     /// Prefetches the inputs of block `b` (`bp` predictions, `bt` targets and weights; not
-    /// the targets if `BLIND`).
+    /// the targets if `blind`).
     #[inline(always)]
-    fn prefetch_block<const BLIND: bool>(&self, g: &Blocks, b: usize, bp: usize, bt: usize) {
+    fn prefetch_block(&self, g: &Blocks, b: usize, bp: usize, bt: usize, blind: bool) {
         prefetch(self.pred(), g.pred.at(b), bp);
-        if BLIND {
+        if blind {
             return;
         }
         let weight = match *self {
@@ -650,13 +591,11 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Hands every segment to `v` (see [`Batch::visit`]), from one call site: each kernel is
+    /// inlined there once, whatever the layout.
     #[inline(always)]
-    fn segments<V: Vector, S: Visitor<V>, const BLIND: bool>(
-        &self,
-        v: &mut S,
-    ) -> Result<(), Error> {
+    fn segments<V: Vector, S: Visitor<V>>(&self, v: &mut S, blind: bool) -> Result<(), Error> {
         let g = self.geometry();
-        let len = g.len;
         let far = self.elements() >= PREFETCH_MIN;
         // Blocks shorter than the prefetch distance: a block's own walk reaches no element
         // ahead of it, so each block's inputs are prefetched whole, that many blocks ahead
@@ -667,88 +606,103 @@ impl<'a> Batch<'a> {
         } else {
             0
         };
+        let mut scratch = Scratch::new();
         for b in 0..g.count {
-            let pred = g.pred.at(b);
             if ahead > 0 && b + ahead < g.count {
-                self.prefetch_block::<BLIND>(&g, b + ahead, bp, bt);
+                self.prefetch_block(&g, b + ahead, bp, bt, blind);
                 v.prefetch_out(b + ahead, bp);
             }
-            match *self {
-                Batch::Dense { target, weight, .. } => {
-                    let seg = Seg {
-                        block: b,
-                        at: 0,
-                        len,
-                        pred,
-                        far,
-                    };
-                    let targets = DenseTargets {
-                        target: part(target, g.target.at(b), len),
-                        weight: weight.map(|w| part(w, g.weight.at(b), len)),
-                        pos: 0,
-                    };
-                    v.segment(seg, targets)?;
+            let mut k = 0;
+            while let Some((seg, src)) = self.segment(&g, b, k, far, blind) {
+                v.segment(seg, src, &mut scratch)?;
+                k += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Segment `k` of block `b`, with its targets (`blind`: [`Src::Blind`] for labels), or
+    /// `None` past the block's last. Dense targets are one segment per block; anchor-major
+    /// labels one per [`ANCHORS_PER_SEGMENT`] anchors; class-major labels one per class plane.
+    #[inline(always)]
+    fn segment(
+        &self,
+        g: &Blocks,
+        b: usize,
+        k: usize,
+        far: bool,
+        blind: bool,
+    ) -> Option<(Seg, Src<'a>)> {
+        let len = g.len;
+        let pred = g.pred.at(b);
+        let seg = |r: Range<usize>| Seg {
+            block: b,
+            at: r.start,
+            len: r.len(),
+            pred: pred + r.start,
+            far,
+        };
+        match *self {
+            Batch::Dense { target, weight, .. } => (k == 0).then(|| {
+                let targets = DenseTargets {
+                    target: part(target, g.target.at(b), len),
+                    weight: weight.map(|w| part(w, g.weight.at(b), len)),
+                    pos: 0,
+                };
+                (seg(0..len), Src::Dense(targets))
+            }),
+            Batch::Labels {
+                labels,
+                weight,
+                classes,
+                layout,
+                ref anchors,
+                ..
+            } => {
+                if classes == 0 || anchors.is_empty() {
+                    return None;
                 }
-                Batch::Labels {
-                    labels,
-                    weight,
-                    classes,
-                    layout,
-                    ref anchors,
-                    ..
-                } => {
-                    if classes == 0 || anchors.is_empty() {
-                        return Ok(());
+                let labels = part(labels, g.target.at(b), len);
+                let weight = weight.map(|w| part(w, g.weight.at(b), len));
+                match layout {
+                    Layout::AnchorMajor => {
+                        let a = anchors
+                            .start
+                            .checked_add(k.checked_mul(ANCHORS_PER_SEGMENT)?)?;
+                        if a >= anchors.end {
+                            return None;
+                        }
+                        let e = anchors.end.min(a + ANCHORS_PER_SEGMENT);
+                        let src = if blind {
+                            Src::Blind
+                        } else {
+                            Src::Rows(AnchorRows::new(
+                                &labels[a..e],
+                                weight.map(|w| &w[a..e]),
+                                classes,
+                            ))
+                        };
+                        Some((seg(a * classes..e * classes), src))
                     }
-                    let labels = part(labels, g.target.at(b), len);
-                    let weight = weight.map(|w| part(w, g.weight.at(b), len));
-                    let seg = |r: Range<usize>| Seg {
-                        block: b,
-                        at: r.start,
-                        len: r.len(),
-                        pred: pred + r.start,
-                        far,
-                    };
-                    match layout {
-                        Layout::AnchorMajor => {
-                            let mut a = anchors.start;
-                            while a < anchors.end {
-                                let e = anchors.end.min(a + ANCHORS_PER_SEGMENT);
-                                let s = seg(a * classes..e * classes);
-                                if BLIND {
-                                    v.segment(s, Blind)?;
-                                } else {
-                                    let rows = AnchorRows::<V>::new(
-                                        &labels[a..e],
-                                        weight.map(|w| &w[a..e]),
-                                        classes,
-                                    );
-                                    v.segment(s, rows)?;
-                                }
-                                a = e;
-                            }
+                    Layout::ClassMajor => {
+                        if k >= classes {
+                            return None;
                         }
-                        Layout::ClassMajor => {
-                            for c in 0..classes {
-                                let start = c * len;
-                                let s = seg(start + anchors.start..start + anchors.end);
-                                if BLIND {
-                                    v.segment(s, Blind)?;
-                                    continue;
-                                }
-                                let plane = ClassPlane {
-                                    labels: &labels[anchors.clone()],
-                                    weight: weight.map(|w| &w[anchors.clone()]),
-                                    class: c as i32,
-                                    pos: 0,
-                                };
-                                v.segment(s, plane)?;
-                            }
-                        }
+                        let start = k * len;
+                        let src = if blind {
+                            Src::Blind
+                        } else {
+                            Src::Plane(ClassPlane {
+                                labels: &labels[anchors.clone()],
+                                weight: weight.map(|w| &w[anchors.clone()]),
+                                class: k as i32,
+                                pos: 0,
+                            })
+                        };
+                        Some((seg(start + anchors.start..start + anchors.end), src))
                     }
                 }
             }
         }
-        Ok(())
     }
 }

@@ -329,11 +329,6 @@ impl Vector for F32x8 {
         }
     }
     #[inline(always)]
-    fn permute(self, idx: __m256i) -> Self {
-        // SAFETY: AVX2 present.
-        unsafe { F32x8(_mm256_permutevar8x32_ps(self.0, idx)) }
-    }
-    #[inline(always)]
     fn i_permute(table: __m256i, idx: __m256i) -> __m256i {
         // SAFETY: AVX2 present.
         unsafe { _mm256_permutevar8x32_epi32(table, idx) }

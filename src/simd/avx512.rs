@@ -323,11 +323,6 @@ impl Vector for F32x16 {
         }
     }
     #[inline(always)]
-    fn permute(self, idx: __m512i) -> Self {
-        // SAFETY: AVX-512F present.
-        unsafe { F32x16(_mm512_permutexvar_ps(idx, self.0)) }
-    }
-    #[inline(always)]
     fn i_permute(table: __m512i, idx: __m512i) -> __m512i {
         // SAFETY: AVX-512F present.
         unsafe { _mm512_permutexvar_epi32(idx, table) }

@@ -199,18 +199,8 @@ pub(crate) trait Vector: Copy {
         }
         Self::from_array(&a)
     }
-    /// Lane `idx[j]` of `self` in lane `j`; `idx` lanes must be below `LANES` (others read
+    /// Lane `idx[j]` of `table` in lane `j`; `idx` lanes must be below `LANES` (others read
     /// an unspecified lane). A gather from a vector's worth of data already loaded.
-    #[inline(always)]
-    fn permute(self, idx: Self::I) -> Self {
-        let (t, idx) = (self.to_array(), Self::i_to_array(idx));
-        let mut a = [0.0; MAX_LANES];
-        for j in 0..Self::LANES {
-            a[j] = t[idx[j] as u32 as usize % Self::LANES];
-        }
-        Self::from_array(&a)
-    }
-    /// [`Vector::permute`] for i32 lanes.
     #[inline(always)]
     fn i_permute(table: Self::I, idx: Self::I) -> Self::I {
         let (t, idx) = (Self::i_to_array(table), Self::i_to_array(idx));

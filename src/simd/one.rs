@@ -133,10 +133,6 @@ impl Vector for f32 {
         0
     }
     #[inline(always)]
-    fn permute(self, _: i32) -> f32 {
-        self
-    }
-    #[inline(always)]
     fn i_permute(table: i32, _: i32) -> i32 {
         table
     }
