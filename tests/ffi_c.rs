@@ -3,13 +3,14 @@
 //! both libraries), and checks what the shared library exports and what the header declares.
 //!
 //! `cargo test` does not refresh `target/debug/libghm.a` (an integration test only needs the
-//! rlib), so the C libraries come from a nested `cargo rustc --crate-type staticlib,cdylib` into `target/ffi`: a target
-//! dir of its own, because the outer `cargo test` holds the lock on the main one.
+//! rlib), so the C libraries come from a nested `cargo rustc --crate-type staticlib,cdylib`
+//! into `target/ffi`, built once per run for every test that needs them
+//! (`common::c_libraries`).
 //! The sanitizer and valgrind runs of the same programs are CI steps (`.ci/run`).
 
 mod common;
 
-use common::{cargo, cross_compiled, have, run};
+use common::{c_libraries, cross_compiled, have, run};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -133,7 +134,6 @@ fn check_exports(so: &Path) {
 #[test]
 #[cfg(unix)]
 fn c_abi_from_c_and_cpp() {
-    let cargo = cargo();
     // A cross-compiled test binary (aarch64 under qemu): the host `cargo` and `cc` would build
     // and run host programs, which says nothing about the target.
     if let Some(why) = cross_compiled() {
@@ -149,25 +149,8 @@ fn c_abi_from_c_and_cpp() {
         return;
     }
 
-    // (a) The C libraries, fresh.
-    let target_dir = root().join("target").join("ffi");
-    run(Command::new(&cargo)
-        .args([
-            "rustc",
-            "--lib",
-            "--crate-type",
-            "staticlib,cdylib",
-            "--manifest-path",
-        ])
-        .arg(root().join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir));
-    let libdir: PathBuf = target_dir.join("debug");
-    for lib in ["libghm.a", "libghm.so"] {
-        assert!(
-            libdir.join(lib).is_file(),
-            "{lib} was not built in {libdir:?}"
-        );
-    }
+    // (a) The C libraries, built once per run (shared with tests/install.rs).
+    let libdir: PathBuf = c_libraries();
 
     // (c) The shared library exports the C API and nothing else (checked first: it does not
     // depend on the programs passing).

@@ -1,8 +1,9 @@
 //! `make install` lays out a prefix that C programs build against with pkg-config alone.
 //!
-//! The test builds the release library with a nested `cargo build`, installs it into a fresh
-//! prefix under `target/` with `make install PREFIX=... LIBDIR=...`, then compiles a small C
-//! program twice, exactly as the README tells C users to:
+//! The test takes the C libraries the FFI tests share (`common::c_libraries`: built once per
+//! run), installs them into a fresh prefix under `target/` with `make install PREFIX=...
+//! LIBDIR=...`, then compiles a small C program twice, exactly as the README tells C users
+//! to:
 //!
 //! - dynamically: `cc app.c $(pkg-config --cflags --libs ghm)`, run with `LD_LIBRARY_PATH`;
 //! - statically against the installed `libghm.a`, with the system libraries from
@@ -12,7 +13,7 @@
 
 mod common;
 
-use common::{cargo, cross_compiled, have, run};
+use common::{c_libraries, cross_compiled, have, run};
 
 use std::path::Path;
 use std::process::Command;
@@ -94,7 +95,6 @@ fn make_install_then_pkg_config() {
             return;
         }
     }
-    let cargo = cargo();
     // Cross-compiled (e.g. aarch64 under qemu): the host cargo and cc would build a library and
     // programs this process cannot compare against.
     if let Some(why) = cross_compiled() {
@@ -103,21 +103,8 @@ fn make_install_then_pkg_config() {
     }
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // A target dir of its own: the outer `cargo test` holds the lock on the main one.
-    let build_dir = root.join("target").join("install-build");
-    run(Command::new(&cargo)
-        .args([
-            "rustc",
-            "--release",
-            "--lib",
-            "--crate-type",
-            "staticlib,cdylib",
-            "--manifest-path",
-        ])
-        .arg(root.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &build_dir)
-        .env_remove("CARGO_BUILD_TARGET"));
-    let libdir = build_dir.join("release");
+    // The C libraries every FFI test shares (built once per run).
+    let libdir = c_libraries();
 
     // One directory per process, so concurrent runs do not race.
     let tmp = root
