@@ -158,12 +158,13 @@ fn block<V: Vector, M: Model, S: Step<V>, const FULL: bool, const FAR: bool>(
                 b.store(&mut p1[lanes(j)]);
             }
         }
+        let far = src.ahead();
         let (ts, ws) = src.stage::<V>(t, w);
         for j in 0..STAGE / V::LANES {
             if FAR {
                 let ahead = base + PREFETCH_AHEAD + j * V::LANES;
                 prefetch(all, ahead, V::LANES);
-                src.prefetch(ahead, V::LANES);
+                far.prefetch(ahead, V::LANES);
             }
             let x = V::load(&xs[lanes(j)]);
             let p = if has_pre {

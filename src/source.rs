@@ -67,34 +67,12 @@ pub(crate) struct DenseTargets<'a> {
     pos: usize,
 }
 
-impl DenseTargets<'_> {
-    /// A hint: elements `at..at + len` of the segment will be read soon.
-    #[inline(always)]
-    fn prefetch(&self, at: usize, len: usize) {
-        prefetch(self.target, at, len);
-        if let Some(w) = self.weight {
-            prefetch(w, at, len);
-        }
-    }
-}
-
 /// One class plane of class-major `[C][N]` logits: anchors are contiguous, the class fixed.
 pub(crate) struct ClassPlane<'a> {
     labels: &'a [i32],
     weight: Option<&'a [f32]>,
     class: i32,
     pos: usize,
-}
-
-impl ClassPlane<'_> {
-    /// A hint: anchors `at..at + len` of the plane will be read soon.
-    #[inline(always)]
-    fn prefetch(&self, at: usize, len: usize) {
-        prefetch(self.labels, at, len);
-        if let Some(w) = self.weight {
-            prefetch(w, at, len);
-        }
-    }
 }
 
 /// Anchor-major `[N][C]` logits: a segment of whole rows, anchor `a`'s row holding its `C`
@@ -297,14 +275,46 @@ impl<'a> Src<'a> {
         }
     }
 
+    /// What to prefetch ahead within the segment ([`Ahead::prefetch`]): chosen once per
+    /// block, not per vector. (A match per vector made the prefetching kernels 4-8% slower at
+    /// 1Mi elements.)
+    #[inline(always)]
+    pub(crate) fn ahead(&self) -> Ahead<'a> {
+        match self {
+            Src::Dense(d) => Ahead {
+                f: d.target,
+                i: &[],
+                w: d.weight.unwrap_or(&[]),
+            },
+            Src::Plane(p) => Ahead {
+                f: &[],
+                i: p.labels,
+                w: p.weight.unwrap_or(&[]),
+            },
+            Src::Rows(_) | Src::Blind => Ahead {
+                f: &[],
+                i: &[],
+                w: &[],
+            },
+        }
+    }
+}
+
+/// The target-side buffers of a segment to prefetch ahead in (empty when there is none).
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead<'a> {
+    f: &'a [f32],
+    i: &'a [i32],
+    w: &'a [f32],
+}
+
+impl Ahead<'_> {
     /// A hint: elements `at..at + len` of the segment will be read soon.
     #[inline(always)]
     pub(crate) fn prefetch(&self, at: usize, len: usize) {
-        match self {
-            Src::Dense(d) => d.prefetch(at, len),
-            Src::Plane(p) => p.prefetch(at, len),
-            Src::Rows(_) | Src::Blind => {}
-        }
+        prefetch(self.f, at, len);
+        prefetch(self.i, at, len);
+        prefetch(self.w, at, len);
     }
 }
 
