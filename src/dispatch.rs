@@ -6,16 +6,19 @@
 //! in the same binary; the AVX2 and AVX-512 backends therefore supply the [`Vector`]
 //! primitives with `core::arch` intrinsics ([`crate::simd::avx2`], [`crate::simd::avx512`]),
 //! and the kernel (all `#[inline(always)]` down to the intrinsics) is compiled once more
-//! inside each function below, with that backend's target features enabled.
+//! inside each function below, with that backend's target features enabled. Each mode of
+//! pass 1 and each kind of pass 2 is a function of its own (`kernel::Passes`): one function
+//! holding them all was slower to build.
 //!
 //! [`Vector`]: crate::simd::Vector
 
 use crate::backend::Backend;
 use crate::bins::Bins;
 use crate::error::Error;
-use crate::kernel::{self, Outputs, Pass1Opts, Tables};
+use crate::kernel::{self, ApplyArgs, Mode, Outputs, Pass1Opts, Tables};
 use crate::model::Model;
 use crate::scalar;
+use crate::simd::{Vector, MAX_LANES};
 use crate::source::Batch;
 use crate::state::{Hist, Weights};
 
@@ -45,8 +48,65 @@ pub(crate) fn accumulate<M: Model>(
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => unsafe { x86::accumulate_avx2(model, bins, batch, opts, grad) },
-        _ => kernel::accumulate::<wide::f32x8, M>(model, bins, batch, opts, grad),
+        _ => kernel::accumulate::<wide::f32x8, M, _>(Plain, model, bins, batch, opts, grad),
     }
+}
+
+/// [`kernel::Passes`] for the backend built with the crate's own target features (`wide`):
+/// each mode of pass 1, and the check, a plain function.
+#[derive(Clone, Copy)]
+struct Plain;
+
+impl<V: Vector> kernel::Passes<V> for Plain {
+    #[inline(always)]
+    fn pass1<M: Model, P: Mode>(
+        self,
+        model: M,
+        bins: &Bins,
+        batch: &Batch<'_>,
+        opts: Pass1Opts,
+        grad: &mut [f32],
+    ) -> Result<Hist, Error> {
+        plain_pass1::<V, M, P>(model, bins, batch, opts, grad)
+    }
+    #[inline(always)]
+    fn check<M: Model>(self, model: M, batch: &Batch<'_>) -> Result<(), Error> {
+        plain_check::<V, M>(model, batch)
+    }
+    #[inline(always)]
+    fn apply<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+        self,
+        args: ApplyArgs<'_, '_, M>,
+        out: Outputs<'_>,
+        skip_bad: bool,
+    ) -> Result<[f64; MAX_LANES], Error> {
+        plain_apply::<V, M, LOSS, ONE, SKIP>(args, out, skip_bad)
+    }
+}
+
+#[inline(never)]
+fn plain_apply<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+    args: ApplyArgs<'_, '_, M>,
+    out: Outputs<'_>,
+    skip_bad: bool,
+) -> Result<[f64; MAX_LANES], Error> {
+    kernel::apply_kind::<V, M, LOSS, ONE, SKIP>(args, out, skip_bad)
+}
+
+#[inline(never)]
+fn plain_pass1<V: Vector, M: Model, P: Mode>(
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    opts: Pass1Opts,
+    grad: &mut [f32],
+) -> Result<Hist, Error> {
+    kernel::pass1::<V, M, P>(model, bins, batch, opts, grad)
+}
+
+#[inline(never)]
+fn plain_check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
+    kernel::check::<V, M>(model, batch)
 }
 
 /// Pass 2 from the gradients [`accumulate`] stored in `grad` (a vector backend's).
@@ -108,7 +168,7 @@ pub(crate) fn apply<M: Model>(
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => unsafe { x86::apply_avx2(model, bins, &t, batch, out, skip_bad) },
-        _ => kernel::apply::<wide::f32x8, M>(model, bins, &t, batch, out, skip_bad),
+        _ => kernel::apply::<wide::f32x8, M, _>(Plain, model, bins, &t, batch, out, skip_bad),
     }
 }
 
@@ -188,6 +248,10 @@ mod x86 {
             $features:literal,
             $v:ty,
             $accumulate:ident,
+            $passes:ident,
+            $pass1:ident,
+            $check_in:ident,
+            $apply_in:ident,
             $check:ident,
             $apply:ident,
             $rescale:ident,
@@ -210,7 +274,79 @@ mod x86 {
                 opts: Pass1Opts,
                 grad: Option<&mut [f32]>,
             ) -> Result<Hist, Error> {
-                kernel::accumulate::<$v, M>(model, bins, batch, opts, grad)
+                // The caller guarantees the features.
+                let passes = $passes(());
+                kernel::accumulate::<$v, M, _>(passes, model, bins, batch, opts, grad)
+            }
+
+            /// [`kernel::Passes`] for this backend. A value is made only in the accumulate
+            /// function above, whose caller guarantees that the CPU has the features: holding
+            /// one proves it.
+            #[derive(Clone, Copy)]
+            pub(super) struct $passes(());
+
+            impl kernel::Passes<$v> for $passes {
+                #[inline(always)]
+                fn pass1<M: Model, P: Mode>(
+                    self,
+                    model: M,
+                    bins: &Bins,
+                    batch: &Batch<'_>,
+                    opts: Pass1Opts,
+                    grad: &mut [f32],
+                ) -> Result<Hist, Error> {
+                    // SAFETY: `self` exists, so the CPU has the features (see the type).
+                    unsafe { $pass1::<M, P>(model, bins, batch, opts, grad) }
+                }
+                #[inline(always)]
+                fn check<M: Model>(self, model: M, batch: &Batch<'_>) -> Result<(), Error> {
+                    // SAFETY: as above.
+                    unsafe { $check_in::<M>(model, batch) }
+                }
+                #[inline(always)]
+                fn apply<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+                    self,
+                    args: ApplyArgs<'_, '_, M>,
+                    out: Outputs<'_>,
+                    skip_bad: bool,
+                ) -> Result<[f64; MAX_LANES], Error> {
+                    // SAFETY: as above.
+                    unsafe { $apply_in::<M, LOSS, ONE, SKIP>(args, out, skip_bad) }
+                }
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            #[inline(never)]
+            unsafe fn $apply_in<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+                args: ApplyArgs<'_, '_, M>,
+                out: Outputs<'_>,
+                skip_bad: bool,
+            ) -> Result<[f64; MAX_LANES], Error> {
+                kernel::apply_kind::<$v, M, LOSS, ONE, SKIP>(args, out, skip_bad)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            #[inline(never)]
+            unsafe fn $pass1<M: Model, P: Mode>(
+                model: M,
+                bins: &Bins,
+                batch: &Batch<'_>,
+                opts: Pass1Opts,
+                grad: &mut [f32],
+            ) -> Result<Hist, Error> {
+                kernel::pass1::<$v, M, P>(model, bins, batch, opts, grad)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            #[inline(never)]
+            unsafe fn $check_in<M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
+                kernel::check::<$v, M>(model, batch)
             }
 
             /// # Safety
@@ -246,7 +382,9 @@ mod x86 {
                 out: Outputs<'_>,
                 skip_bad: bool,
             ) -> Result<f64, Error> {
-                kernel::apply::<$v, M>(model, bins, tables, batch, out, skip_bad)
+                // The caller guarantees the features.
+                let passes = $passes(());
+                kernel::apply::<$v, M, _>(passes, model, bins, tables, batch, out, skip_bad)
             }
         };
     }
@@ -255,6 +393,10 @@ mod x86 {
         "avx2,fma,popcnt",
         F32x8,
         accumulate_avx2,
+        PassesAvx2,
+        pass1_avx2,
+        check_in_avx2,
+        apply_in_avx2,
         check_avx2,
         apply_avx2,
         rescale_avx2,
@@ -264,6 +406,10 @@ mod x86 {
         "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,popcnt",
         F32x16,
         accumulate_avx512,
+        PassesAvx512,
+        pass1_avx512,
+        check_in_avx512,
+        apply_in_avx512,
         check_avx512,
         apply_avx512,
         rescale_avx512,

@@ -347,7 +347,7 @@ impl<V: Vector> Hot<V> {
 }
 
 /// What a pass 1 is compiled for: its per-vector loop tests no flags for these.
-trait Mode {
+pub(crate) trait Mode {
     /// Per-bin sums of the loss.
     const LOSS: bool;
     /// Counts in packed byte counters (see [`Pass1::count_packed`]; not with `LOSS`).
@@ -525,7 +525,7 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
             return Ok(d);
         }
         // Valid lanes in a hot bin are only counted (and summed); the other valid lanes go to
-        // the buffer. Invalid lanes (their `k` anything) are neither. (Split before the flush
+        // the buffer. Invalid lanes (their `k` anything) are neither. (Passes before the flush
         // below, which may pick a new hot bin.)
         let (mine, rest) = self.hot.take(valid, k);
         if P::LOSS {
@@ -671,8 +671,11 @@ pub(crate) struct Pass1Opts {
 /// losses per bin and stores every element's `dl/dx` in `grad` (NaN for the invalid ones) for
 /// [`rescale`]. Nothing may be written when an element is bad: without `skip_bad` the batch
 /// is then checked first (see [`check`]), and pass 1 skips its own check.
+///
+/// `S` runs each mode of pass 1, and the check, as a function of its own (see [`Passes`]).
 #[inline(always)]
-pub(crate) fn accumulate<V: Vector, M: Model>(
+pub(crate) fn accumulate<V: Vector, M: Model, S: Passes<V>>(
+    passes: S,
     model: M,
     bins: &Bins,
     batch: &Batch<'_>,
@@ -682,25 +685,53 @@ pub(crate) fn accumulate<V: Vector, M: Model>(
     debug_assert!(grad.is_none() || M::STORED_PASS);
     if let Some(grad) = grad.filter(|_| M::STORED_PASS) {
         if opts.skip_bad {
-            return pass1::<V, M, StoredSkip>(model, bins, batch, opts, grad);
+            return passes.pass1::<M, StoredSkip>(model, bins, batch, opts, grad);
         }
-        check::<V, M>(model, batch)?;
-        return pass1::<V, M, Stored>(model, bins, batch, opts, grad);
+        passes.check::<M>(model, batch)?;
+        return passes.pass1::<M, Stored>(model, bins, batch, opts, grad);
     }
     let none = &mut [][..];
     if opts.g {
-        pass1::<V, M, GSums>(model, bins, batch, opts, none)
+        passes.pass1::<M, GSums>(model, bins, batch, opts, none)
     } else if opts.loss {
-        pass1::<V, M, LossSums>(model, bins, batch, opts, none)
+        passes.pass1::<M, LossSums>(model, bins, batch, opts, none)
     } else if bins.m <= PACKED_MAX_BINS && V::LANES >= 4 {
-        pass1::<V, M, Packed>(model, bins, batch, opts, none)
+        passes.pass1::<M, Packed>(model, bins, batch, opts, none)
     } else {
-        pass1::<V, M, Counts>(model, bins, batch, opts, none)
+        passes.pass1::<M, Counts>(model, bins, batch, opts, none)
     }
 }
 
+/// How a backend runs each mode of pass 1, the check and each kind of pass 2: as a function of
+/// its own per model and mode, compiled with the backend's target features and not inlined
+/// into its caller (`dispatch` implements it; a call per pass and batch). When every mode was
+/// inlined into one function per backend and model, LLVM took longer over the same code: the
+/// crate's release build took 47-48 s, and 36-37 s split (Intel Xeon, 2 cores), with 3%
+/// fewer instructions per call (AVX2, callgrind, 64Ki elements dense and in 169-element
+/// blocks).
+pub(crate) trait Passes<V: Vector>: Copy {
+    /// [`pass1`] in mode `P`.
+    fn pass1<M: Model, P: Mode>(
+        self,
+        model: M,
+        bins: &Bins,
+        batch: &Batch<'_>,
+        opts: Pass1Opts,
+        grad: &mut [f32],
+    ) -> Result<Hist, Error>;
+    /// [`check`].
+    fn check<M: Model>(self, model: M, batch: &Batch<'_>) -> Result<(), Error>;
+    /// [`apply_kind`].
+    fn apply<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+        self,
+        args: ApplyArgs<'_, '_, M>,
+        out: Outputs<'_>,
+        skip_bad: bool,
+    ) -> Result<[f64; MAX_LANES], Error>;
+}
+
 #[inline(always)]
-fn pass1<V: Vector, M: Model, P: Mode>(
+pub(crate) fn pass1<V: Vector, M: Model, P: Mode>(
     model: M,
     bins: &Bins,
     batch: &Batch<'_>,
@@ -1095,24 +1126,6 @@ fn views(batch: &Batch<'_>) -> (View, View) {
     (g.grad, g.loss_elems)
 }
 
-/// [`apply`]'s one-call pass: the per-lane loss sums.
-#[inline(always)]
-fn apply_one<V: Vector, M: Model, const SKIP: bool>(
-    ctx: ApplyCtx<'_, V, M>,
-    batch: &Batch<'_>,
-    grad: Option<&mut [f32]>,
-) -> Result<[f64; MAX_LANES], Error> {
-    let mut a = Apply::<V, M, true, true, SKIP> {
-        ctx,
-        grad,
-        loss_elems: None,
-        views: views(batch),
-        sums: [0.0; MAX_LANES],
-    };
-    batch.visit::<V, _>(&mut a)?;
-    Ok(a.sums)
-}
-
 /// The first `LANES` (or `tail`) values of `s`.
 #[inline(always)]
 fn load<V: Vector>(s: &[f32], tail: Option<usize>) -> V {
@@ -1133,9 +1146,12 @@ fn store<V: Vector>(out: &mut [f32], tail: Option<usize>, v: V) {
 
 /// Pass 2 over `batch`: writes the requested outputs and returns the sum of
 /// `weight[bin] * l` over the valid elements if `out.sum_loss` (0 otherwise). Never fails on
-/// valid shapes; the caller has already refused bad input unless `skip_bad`.
+/// valid shapes; the caller has already refused bad input unless `skip_bad`. `S` runs each
+/// kind of pass 2 as a function of its own (see [`Passes`]).
 #[inline(always)]
-pub(crate) fn apply<V: Vector, M: Model>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply<V: Vector, M: Model, S: Passes<V>>(
+    passes: S,
     model: M,
     bins: &Bins,
     tables: &Tables,
@@ -1143,6 +1159,37 @@ pub(crate) fn apply<V: Vector, M: Model>(
     out: Outputs<'_>,
     skip_bad: bool,
 ) -> Result<f64, Error> {
+    let one = out.grad.is_some() && out.loss_elems.is_none() && !out.accumulate && out.sum_loss;
+    let a = (model, bins, tables, batch);
+    let sums = if one {
+        if skip_bad {
+            passes.apply::<M, true, true, true>(a, out, skip_bad)?
+        } else {
+            passes.apply::<M, true, true, false>(a, out, skip_bad)?
+        }
+    } else if out.loss_elems.is_some() || out.sum_loss {
+        passes.apply::<M, true, false, false>(a, out, skip_bad)?
+    } else {
+        passes.apply::<M, false, false, false>(a, out, skip_bad)?
+    };
+    Ok(sums.iter().sum())
+}
+
+/// One kind of [`apply`]: `LOSS` (sum the loss, write per-element losses if asked), `ONE` (the
+/// one call: gradients only, overwritten, and the loss sum) and, with `ONE`, `SKIP`
+/// (`skip_bad`). Returns the per-lane loss sums.
+#[inline(always)]
+pub(crate) fn apply_kind<
+    V: Vector,
+    M: Model,
+    const LOSS: bool,
+    const ONE: bool,
+    const SKIP: bool,
+>(
+    (model, bins, tables, batch): ApplyArgs<'_, '_, M>,
+    out: Outputs<'_>,
+    skip_bad: bool,
+) -> Result<[f64; MAX_LANES], Error> {
     let ctx = ApplyCtx {
         model,
         bins,
@@ -1153,35 +1200,19 @@ pub(crate) fn apply<V: Vector, M: Model>(
         sum_loss: out.sum_loss,
         _v: PhantomData,
     };
-    let one = out.grad.is_some() && out.loss_elems.is_none() && !out.accumulate && out.sum_loss;
-    let sums = if one {
-        if skip_bad {
-            apply_one::<V, M, true>(ctx, batch, out.grad)?
-        } else {
-            apply_one::<V, M, false>(ctx, batch, out.grad)?
-        }
-    } else if out.loss_elems.is_some() || out.sum_loss {
-        let mut a = Apply::<V, M, true, false, false> {
-            ctx,
-            grad: out.grad,
-            loss_elems: out.loss_elems,
-            views: views(batch),
-            sums: [0.0; MAX_LANES],
-        };
-        batch.visit::<V, _>(&mut a)?;
-        a.sums
-    } else {
-        batch.visit::<V, _>(&mut Apply::<V, M, false, false, false> {
-            ctx,
-            grad: out.grad,
-            loss_elems: None,
-            views: views(batch),
-            sums: [0.0; MAX_LANES],
-        })?;
-        [0.0; MAX_LANES]
+    let mut a = Apply::<V, M, LOSS, ONE, SKIP> {
+        ctx,
+        grad: out.grad,
+        loss_elems: if LOSS && !ONE { out.loss_elems } else { None },
+        views: views(batch),
+        sums: [0.0; MAX_LANES],
     };
-    Ok(sums.iter().sum())
+    batch.visit::<V, _>(&mut a)?;
+    Ok(a.sums)
 }
+
+/// [`apply_kind`]'s inputs: the model, the bins, the tables and the batch.
+pub(crate) type ApplyArgs<'a, 'b, M> = (M, &'a Bins, &'a Tables, &'a Batch<'b>);
 
 // ---------------------------------------------------------------------------------------------
 // Pass 2 from stored gradients
