@@ -53,12 +53,12 @@ pub(crate) fn accumulate<M: Model>(
 }
 
 /// [`kernel::Passes`] for the backend built with the crate's own target features (`wide`):
-/// each mode of pass 1, and the check, a plain function.
+/// each mode of pass 1, the check and each kind of pass 2 a function of its own, not inlined.
 #[derive(Clone, Copy)]
 struct Plain;
 
 impl<V: Vector> kernel::Passes<V> for Plain {
-    #[inline(always)]
+    #[inline(never)]
     fn pass1<M: Model, P: Mode>(
         self,
         model: M,
@@ -67,46 +67,21 @@ impl<V: Vector> kernel::Passes<V> for Plain {
         opts: Pass1Opts,
         grad: &mut [f32],
     ) -> Result<Hist, Error> {
-        plain_pass1::<V, M, P>(model, bins, batch, opts, grad)
+        kernel::pass1::<V, M, P>(model, bins, batch, opts, grad)
     }
-    #[inline(always)]
+    #[inline(never)]
     fn check<M: Model>(self, model: M, batch: &Batch<'_>) -> Result<(), Error> {
-        plain_check::<V, M>(model, batch)
+        kernel::check::<V, M>(model, batch)
     }
-    #[inline(always)]
+    #[inline(never)]
     fn apply<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
         self,
         args: ApplyArgs<'_, '_, M>,
         out: Outputs<'_>,
         skip_bad: bool,
     ) -> Result<[f64; MAX_LANES], Error> {
-        plain_apply::<V, M, LOSS, ONE, SKIP>(args, out, skip_bad)
+        kernel::apply_kind::<V, M, LOSS, ONE, SKIP>(args, out, skip_bad)
     }
-}
-
-#[inline(never)]
-fn plain_apply<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
-    args: ApplyArgs<'_, '_, M>,
-    out: Outputs<'_>,
-    skip_bad: bool,
-) -> Result<[f64; MAX_LANES], Error> {
-    kernel::apply_kind::<V, M, LOSS, ONE, SKIP>(args, out, skip_bad)
-}
-
-#[inline(never)]
-fn plain_pass1<V: Vector, M: Model, P: Mode>(
-    model: M,
-    bins: &Bins,
-    batch: &Batch<'_>,
-    opts: Pass1Opts,
-    grad: &mut [f32],
-) -> Result<Hist, Error> {
-    kernel::pass1::<V, M, P>(model, bins, batch, opts, grad)
-}
-
-#[inline(never)]
-fn plain_check<V: Vector, M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
-    kernel::check::<V, M>(model, batch)
 }
 
 /// Pass 2 from the gradients [`accumulate`] stored in `grad` (a vector backend's).
