@@ -254,9 +254,9 @@ mod x86 {
                 kernel::accumulate::<$v, M, _>(passes, model, bins, batch, opts, grad)
             }
 
-            /// [`kernel::Passes`] for this backend. A value is made only in the accumulate
-            /// function above, whose caller guarantees that the CPU has the features: holding
-            /// one proves it.
+            /// [`kernel::Passes`] for this backend. Its field is private to this module, where
+            /// a value is made only in this backend's accumulate and apply functions, whose
+            /// callers guarantee that the CPU has the features: holding one proves it.
             #[derive(Clone, Copy)]
             pub(super) struct $passes(());
 
