@@ -207,39 +207,3 @@ pub(crate) fn record(outcome: Result<(), Fault>) {
 pub(crate) fn last() -> Option<Fault> {
     slot::get()
 }
-
-#[cfg(all(test, feature = "std"))]
-mod tests {
-    use super::*;
-
-    fn text(f: &Fault, size: usize) -> std::string::String {
-        let mut buf = std::vec![0u8; size];
-        let mut w = Fixed {
-            buf: &mut buf,
-            len: 0,
-        };
-        f.write(&mut w).unwrap();
-        let n = w.len;
-        std::string::String::from_utf8(buf[..n].to_vec()).unwrap()
-    }
-
-    #[test]
-    fn message_names_argument_field_index_value_and_other() {
-        let f = Fault::new(Error::Input, c"pred", c"is not finite")
-            .at(17)
-            .value(f64::NAN);
-        assert_eq!(text(&f, 100), "pred[17] = NaN is not finite");
-        let f = Fault::new(Error::Alias, c"blocks", c"overlaps")
-            .field(c"grad.stride")
-            .other(c"pred");
-        assert_eq!(text(&f, 100), "blocks.grad.stride overlaps pred");
-        assert_eq!(text(&Error::Shape.into(), 200), Error::Shape.message());
-    }
-
-    #[test]
-    fn fixed_truncates_at_a_char_boundary_and_keeps_the_nul() {
-        let f = Fault::new(Error::Input, c"pred", c"\u{e9} \u{e9} \u{e9}");
-        assert_eq!(text(&f, 8), "pred \u{e9}"); // 7 bytes of room: one more would cut a char
-        assert_eq!(text(&f, 1), "");
-    }
-}

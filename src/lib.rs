@@ -165,6 +165,34 @@ pub mod __private {
     pub fn fma_emulated8(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
         crate::simd::fma_emu::fma8(a, b, c)
     }
+    /// The one-line message of the fault made of these parts (an empty `field` or `other`:
+    /// none), as `ghm_last_error`'s report carries it, written into `buf`: truncated at a
+    /// character boundary, with room kept for the NUL (not written). Returns its length.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fault_message(
+        error: crate::Error,
+        argument: &'static core::ffi::CStr,
+        field: &'static core::ffi::CStr,
+        index: Option<usize>,
+        value: Option<f64>,
+        other: &'static core::ffi::CStr,
+        why: &'static core::ffi::CStr,
+        buf: &mut [u8],
+    ) -> usize {
+        let mut f = crate::fault::Fault::new(error, argument, why)
+            .field(field)
+            .other(other);
+        if let Some(i) = index {
+            f = f.at(i);
+        }
+        if let Some(v) = value {
+            f = f.value(v);
+        }
+        let mut w = crate::fault::Fixed { buf, len: 0 };
+        // Writing into a `Fixed` never fails: it truncates.
+        let _ = f.write(&mut w);
+        w.len
+    }
     /// `(g, dl/dx)` of one GHM-C logits element, as every backend computes it.
     pub fn ghmc_g(x: f32, t: f32) -> (f32, f32) {
         use crate::model::Model;

@@ -768,3 +768,40 @@ fn readme_error_recipe_is_the_example_code() {
         "the README's check differs from yolo_train.c"
     );
 }
+
+/// `fault_message` into a buffer of `size` bytes, as text.
+fn fault_text(
+    error: ghm::Error,
+    (argument, field, other, why): (&'static CStr, &'static CStr, &'static CStr, &'static CStr),
+    index: Option<usize>,
+    value: Option<f64>,
+    size: usize,
+) -> String {
+    let mut buf = vec![0u8; size];
+    let n =
+        ghm::__private::fault_message(error, argument, field, index, value, other, why, &mut buf);
+    String::from_utf8(buf[..n].to_vec()).unwrap()
+}
+
+#[test]
+fn message_names_argument_field_index_value_and_other() {
+    let parts = (c"pred", c"", c"", c"is not finite");
+    let text = fault_text(ghm::Error::Input, parts, Some(17), Some(f64::NAN), 100);
+    assert_eq!(text, "pred[17] = NaN is not finite");
+    let parts = (c"blocks", c"grad.stride", c"pred", c"overlaps");
+    let text = fault_text(ghm::Error::Alias, parts, None, None, 100);
+    assert_eq!(text, "blocks.grad.stride overlaps pred");
+    let text = fault_text(ghm::Error::Shape, (c"", c"", c"", c""), None, None, 200);
+    assert_eq!(text, ghm::Error::Shape.message());
+}
+
+#[test]
+fn message_truncates_at_a_char_boundary_and_keeps_room_for_the_nul() {
+    let parts = (c"pred", c"", c"", c"\u{e9} \u{e9} \u{e9}");
+    // 7 bytes of room: one more would cut the second 'é' in half.
+    assert_eq!(
+        fault_text(ghm::Error::Input, parts, None, None, 8),
+        "pred \u{e9}"
+    );
+    assert_eq!(fault_text(ghm::Error::Input, parts, None, None, 1), "");
+}
