@@ -225,7 +225,6 @@ mod x86 {
             $accumulate:ident,
             $passes:ident,
             $pass1:ident,
-            $check_in:ident,
             $apply_in:ident,
             $check:ident,
             $apply:ident,
@@ -276,7 +275,7 @@ mod x86 {
                 #[inline(always)]
                 fn check<M: Model>(self, model: M, batch: &Batch<'_>) -> Result<(), Error> {
                     // SAFETY: as above.
-                    unsafe { $check_in::<M>(model, batch) }
+                    unsafe { $check::<M>(model, batch) }
                 }
                 #[inline(always)]
                 fn apply<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
@@ -319,14 +318,6 @@ mod x86 {
             /// # Safety
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
-            #[inline(never)]
-            unsafe fn $check_in<M: Model>(model: M, batch: &Batch<'_>) -> Result<(), Error> {
-                kernel::check::<$v, M>(model, batch)
-            }
-
-            /// # Safety
-            /// The CPU has the target features.
-            #[target_feature(enable = $features)]
             pub(super) unsafe fn $rescale(
                 bins: &Bins,
                 tables: &Tables,
@@ -339,6 +330,7 @@ mod x86 {
             /// # Safety
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
+            #[inline(never)]
             pub(super) unsafe fn $check<M: Model>(
                 model: M,
                 batch: &Batch<'_>,
@@ -370,7 +362,6 @@ mod x86 {
         accumulate_avx2,
         PassesAvx2,
         pass1_avx2,
-        check_in_avx2,
         apply_in_avx2,
         check_avx2,
         apply_avx2,
@@ -383,7 +374,6 @@ mod x86 {
         accumulate_avx512,
         PassesAvx512,
         pass1_avx512,
-        check_in_avx512,
         apply_in_avx512,
         check_avx512,
         apply_avx512,

@@ -525,7 +525,7 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
             return Ok(d);
         }
         // Valid lanes in a hot bin are only counted (and summed); the other valid lanes go to
-        // the buffer. Invalid lanes (their `k` anything) are neither. (Passes before the flush
+        // the buffer. Invalid lanes (their `k` anything) are neither. (Split before the flush
         // below, which may pick a new hot bin.)
         let (mine, rest) = self.hot.take(valid, k);
         if P::LOSS {
@@ -706,9 +706,9 @@ pub(crate) fn accumulate<V: Vector, M: Model, S: Passes<V>>(
 /// its own per model and mode, compiled with the backend's target features and not inlined
 /// into its caller (`dispatch` implements it; a call per pass and batch). When every mode was
 /// inlined into one function per backend and model, LLVM took longer over the same code: the
-/// crate's release build took 47-48 s, and 36-37 s split (Intel Xeon, 2 cores), with 3%
-/// fewer instructions per call (AVX2, callgrind, 64Ki elements dense and in 169-element
-/// blocks).
+/// crate's release build took 47-52 s, and 36-41 s split (Intel Xeon, 2 cores). AVX2
+/// instructions per call (callgrind): -2.7% dense and -3.4% in 169-element blocks at 64Ki,
+/// +1.3% dense at 1Mi.
 pub(crate) trait Passes<V: Vector>: Copy {
     /// [`pass1`] in mode `P`.
     fn pass1<M: Model, P: Mode>(
