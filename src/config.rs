@@ -237,7 +237,7 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Checks the fields shared by GHM-C and GHM-R and resolves the backend.
-    fn validated(mut self, backend: Option<Backend>) -> Result<Plan, Error> {
+    pub(crate) fn validated(mut self, backend: Option<Backend>) -> Result<Plan, Error> {
         if self.bad_field().is_some() {
             return Err(Error::Config);
         }

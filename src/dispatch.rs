@@ -147,6 +147,61 @@ pub(crate) fn apply<M: Model>(
     }
 }
 
+/// Pass 1 with per-bin loss sums on `backend` (see [`kernel::accumulate_sums`]): the generic
+/// path's only mode.
+pub(crate) fn accumulate_sums<M: Model>(
+    backend: Backend,
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    skip_bad: bool,
+) -> Result<Hist, Error> {
+    match backend {
+        Backend::Scalar => scalar::accumulate(model, bins, batch, skip_bad, false),
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::accumulate_sums_avx512(model, bins, batch, skip_bad) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::accumulate_sums_avx2(model, bins, batch, skip_bad) },
+        _ => kernel::accumulate_sums::<wide::f32x8, M, _>(Plain, model, bins, batch, skip_bad),
+    }
+}
+
+/// Pass 2 writing (overwriting) the gradient only, on `backend` (see [`kernel::apply_grad`]),
+/// bad elements masked as with `skip_bad` (their gradient 0).
+pub(crate) fn apply_grad<M: Model>(
+    backend: Backend,
+    model: M,
+    bins: &Bins,
+    w: &Weights,
+    loss_weight: f32,
+    batch: &Batch<'_>,
+    grad: &mut [f32],
+) -> Result<(), Error> {
+    let skip_bad = true;
+    if backend == Backend::Scalar {
+        let out = Outputs {
+            grad: Some(grad),
+            loss_elems: None,
+            accumulate: false,
+            sum_loss: false,
+        };
+        return scalar::apply(model, bins, w, loss_weight, batch, out).map(|_| ());
+    }
+    let t = Tables::new(w, loss_weight);
+    let args = (model, bins, &t, batch);
+    match backend {
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::apply_grad_avx512(args, grad, skip_bad) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::apply_grad_avx2(args, grad, skip_bad) },
+        _ => kernel::apply_grad::<wide::f32x8, M, _>(Plain, args, grad, skip_bad),
+    }
+}
+
 /// A vector-math function, for measuring it on every backend (`__private::probe`).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -223,6 +278,8 @@ mod x86 {
             $features:literal,
             $v:ty,
             $accumulate:ident,
+            $accumulate_sums:ident,
+            $apply_grad:ident,
             $passes:ident,
             $pass1:ident,
             $apply_in:ident,
@@ -251,6 +308,33 @@ mod x86 {
                 // The caller guarantees the features.
                 let passes = $passes(());
                 kernel::accumulate::<$v, M, _>(passes, model, bins, batch, opts, grad)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $accumulate_sums<M: Model>(
+                model: M,
+                bins: &Bins,
+                batch: &Batch<'_>,
+                skip_bad: bool,
+            ) -> Result<Hist, Error> {
+                // The caller guarantees the features.
+                let passes = $passes(());
+                kernel::accumulate_sums::<$v, M, _>(passes, model, bins, batch, skip_bad)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $apply_grad<M: Model>(
+                args: ApplyArgs<'_, '_, M>,
+                grad: &mut [f32],
+                skip_bad: bool,
+            ) -> Result<(), Error> {
+                // The caller guarantees the features.
+                let passes = $passes(());
+                kernel::apply_grad::<$v, M, _>(passes, args, grad, skip_bad)
             }
 
             /// [`kernel::Passes`] for this backend. Its field is private to this module, where
@@ -360,6 +444,8 @@ mod x86 {
         "avx2,fma,popcnt",
         F32x8,
         accumulate_avx2,
+        accumulate_sums_avx2,
+        apply_grad_avx2,
         PassesAvx2,
         pass1_avx2,
         apply_in_avx2,
@@ -372,6 +458,8 @@ mod x86 {
         "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,popcnt",
         F32x16,
         accumulate_avx512,
+        accumulate_sums_avx512,
+        apply_grad_avx512,
         PassesAvx512,
         pass1_avx512,
         apply_in_avx512,

@@ -702,6 +702,45 @@ pub(crate) fn accumulate<V: Vector, M: Model, S: Passes<V>>(
     }
 }
 
+/// Pass 1 with per-bin loss sums, and nothing else chosen at run time: the one mode the
+/// generic path ([`crate::GhmG`]) takes, so that it adds one copy of pass 1 per backend, not
+/// six.
+#[inline(always)]
+pub(crate) fn accumulate_sums<V: Vector, M: Model, S: Passes<V>>(
+    passes: S,
+    model: M,
+    bins: &Bins,
+    batch: &Batch<'_>,
+    skip_bad: bool,
+) -> Result<Hist, Error> {
+    let opts = Pass1Opts {
+        loss: true,
+        skip_bad,
+        g: false,
+    };
+    passes.pass1::<M, LossSums>(model, bins, batch, opts, &mut [])
+}
+
+/// Pass 2 writing the gradient only, overwritten (the generic path's factors): one kind of
+/// [`apply`], the only one the generic path instantiates.
+#[inline(always)]
+pub(crate) fn apply_grad<V: Vector, M: Model, S: Passes<V>>(
+    passes: S,
+    (model, bins, tables, batch): ApplyArgs<'_, '_, M>,
+    grad: &mut [f32],
+    skip_bad: bool,
+) -> Result<(), Error> {
+    let out = Outputs {
+        grad: Some(grad),
+        loss_elems: None,
+        accumulate: false,
+        sum_loss: false,
+    };
+    passes
+        .apply::<M, false, false, false>((model, bins, tables, batch), out, skip_bad)
+        .map(|_| ())
+}
+
 /// How a backend runs each mode of pass 1, the check and each kind of pass 2: as a function of
 /// its own per model and mode, compiled with the backend's target features and not inlined
 /// into its caller (`dispatch` implements it; a call per pass and batch). When every mode was

@@ -100,6 +100,7 @@ mod dispatch;
 mod error;
 mod fault;
 pub mod ffi;
+mod generic;
 mod kernel;
 mod model;
 #[cfg(feature = "rayon")]
@@ -115,6 +116,7 @@ pub use api::{Dense, Labels, Out};
 pub use backend::{set_backend, Backend};
 pub use config::{EmaStart, GhmC, GhmR, Input, Layout, Normalize, Reduction, MAX_BINS};
 pub use error::Error;
+pub use generic::{GOut, GhmG, GradRows, Samples};
 pub use state::{Ema, Hist, Stats, Weights};
 pub use view::{Blocks, View};
 

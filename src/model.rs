@@ -297,6 +297,60 @@ impl Model for R {
     }
 }
 
+/// Generic GHM ("bring your own g", see [`crate::GhmG`]): the prediction is the caller's
+/// gradient norm `g` of a sample, the target its unweighted loss `l` (or `g` again when there
+/// is none: the loss sums are then unused). The bin is that of `min(g / g_max, 1)`; `dl/dx`
+/// is 1, so pass 2's gradient is the sample's factor `scale[bin]`, by which the caller's own
+/// gradient is then multiplied.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct G {
+    /// `g_max`, positive and finite.
+    g_max: f32,
+}
+
+impl G {
+    pub(crate) fn new(g_max: f32) -> G {
+        G { g_max }
+    }
+}
+
+impl Model for G {
+    /// `g` and `l` finite and `>= 0` (`-0.0` included).
+    #[inline(always)]
+    fn ok<V: Vector>(&self, g: V, l: V) -> V::M {
+        V::m_and(g.in_range(0.0, f32::MAX), l.in_range(0.0, f32::MAX))
+    }
+    /// A non-negative finite f32 has bits at most those of `f32::MAX` (`-0.0` does not: the
+    /// exact check then decides).
+    #[inline(always)]
+    fn keys<V: Vector>(&self, g: V, l: V) -> (V::I, V::I) {
+        (g.to_bits(), l.to_bits())
+    }
+    const KEY_LIMITS: (u32, u32) = (FINITE_BITS, FINITE_BITS);
+    const HAS_PRE: bool = false;
+    const STORED_PASS: bool = false;
+    /// `g / g_max` (correctly rounded; `g` itself when `g_max` is 1, so that a model's own
+    /// `g` lands in the bin its model gives it), capped at 1: the last bin holds every
+    /// `g >= g_max`.
+    #[inline(always)]
+    fn eval_pre<V: Vector, const LOSS: bool>(&self, g: V, l: V, _: (V, V)) -> Elem<V> {
+        let g = if self.g_max == 1.0 {
+            g
+        } else {
+            g.div(V::splat(self.g_max))
+        };
+        Elem {
+            g: g.min(V::splat(1.0)),
+            grad: V::splat(1.0),
+            loss: l,
+        }
+    }
+
+    fn loss_scalar(&self, _: f32, l: f32) -> f32 {
+        l
+    }
+}
+
 /// The model of a configuration, as a value the kernels can be instantiated with.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum AnyModel {

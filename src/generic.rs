@@ -1,0 +1,389 @@
+//! Generic GHM, "bring your own g": GHM for any loss whose per-sample gradient norm the
+//! caller computes ([`GhmG`]).
+//!
+//! The caller gives, per sample (an anchor, a pixel, a box, a softmax row...), its gradient
+//! norm `g` (finite, `>= 0`), optionally a validity weight (`> 0` valid, as GHM-C's label
+//! weights), optionally its unweighted loss `l`, and optionally its gradient: `k` floats per
+//! sample, rescaled in place by the sample's GHM factor. Bins, EMA, weights and reductions
+//! are GHM-C's (edges `k / bins`, the last `1 + 1e-6`; `tot` the number of valid samples),
+//! on `min(g / g_max, 1)`: every `g >= g_max` goes to the last bin.
+//!
+//! The passes are the GHM-C kernels' with a model whose prediction is `g` and whose `dl/dx`
+//! is 1: pass 1 counts (and sums the losses per bin), pass 2 writes each sample's factor
+//! `scale[bin]`, and the caller's gradient rows are multiplied by it. So GHM-C or GHM-R fed
+//! their own `g` and `dl/dx` through this path give their own weights and gradients, bit for
+//! bit. One mode of pass 1 and one kind of pass 2 are compiled for it, per backend.
+
+use crate::backend::Backend;
+use crate::bins::Bins;
+use crate::config::{EmaStart, Loss, Normalize, Plan, Reduction, MAX_BINS};
+use crate::dispatch;
+use crate::error::Error;
+use crate::model::G;
+use crate::source::Batch;
+use crate::state::{self, Ema, Hist, Stats, Weights};
+
+/// The upper edge of the last bin (GHM-C's).
+const LAST_EDGE: f32 = 1.0 + 1e-6;
+
+/// Samples per pass-2 call: the factors of a chunk are written to a stack buffer of this many
+/// floats when the caller does not ask for them.
+const CHUNK: usize = 2048;
+
+/// Generic GHM configuration ("bring your own g"). `GhmG::default()` has GHM-C's defaults and
+/// `g_max = 1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GhmG {
+    /// Number of gradient-norm bins, `1..=MAX_BINS` (default 10).
+    pub bins: u32,
+    /// EMA momentum in `[0, 1)`; 0 disables the EMA (default 0).
+    pub momentum: f32,
+    /// Multiplies the loss and the gradient factors (default 1).
+    pub loss_weight: f32,
+    /// Loss reduction (default [`Reduction::Mean`]): MEAN divides the loss and the factors
+    /// by `tot + FLT_EPSILON` (`tot`: the number of valid samples).
+    pub reduction: Reduction,
+    /// Multiplies the gradient factors (default 1; -1 gives Darknet's delta).
+    pub grad_scale: f32,
+    /// The gradient norm that fills the last bin, positive and finite (default 1: every
+    /// built-in loss's `g` is in `[0, 1]`). A sample's bin is that of `min(g / g_max, 1)`:
+    /// bins are equal-width on `[0, g_max]` and everything above lands in the last one. Pick
+    /// it as the largest `g` your loss can produce, if it is bounded (`|p - y|` of a
+    /// sigmoid: 1; half the L1 norm of `softmax - onehot`: 1), or a high percentile of the
+    /// `g` you observe otherwise (an unbounded `g`, such as a raw L1 or L2 residual, would
+    /// otherwise stretch the bins over its outliers and leave every other sample in bin 0).
+    pub g_max: f32,
+    /// Exclude bad samples (counted in `Stats::skipped`, factor 0) instead of failing
+    /// (default false).
+    pub skip_bad: bool,
+    /// How the EMA starts (default [`EmaStart::Zero`], mmdet).
+    pub ema_start: EmaStart,
+    /// Force a kernel backend; `None` picks the best one available (default).
+    pub backend: Option<Backend>,
+}
+
+impl Default for GhmG {
+    fn default() -> Self {
+        GhmG {
+            bins: 10,
+            momentum: 0.0,
+            loss_weight: 1.0,
+            reduction: Reduction::Mean,
+            grad_scale: 1.0,
+            g_max: 1.0,
+            skip_bad: false,
+            ema_start: EmaStart::Zero,
+            backend: None,
+        }
+    }
+}
+
+/// The samples of a batch (or of a chunk, for the phased API).
+#[derive(Clone, Copy, Debug)]
+pub struct Samples<'a> {
+    /// Gradient norm of each sample: finite and `>= 0`.
+    pub g: &'a [f32],
+    /// Unweighted loss of each sample (finite, `>= 0`); `None`: no loss is computed (the
+    /// returned loss is 0).
+    pub loss: Option<&'a [f32]>,
+    /// Validity weights: `> 0` valid, `0` excluded (a mask, as GHM-C's label weights, not a
+    /// multiplier); `None`: every sample valid.
+    pub valid: Option<&'a [f32]>,
+}
+
+impl<'a> Samples<'a> {
+    /// Gradient norms only: every sample valid, no loss.
+    pub fn new(g: &'a [f32]) -> Self {
+        Samples {
+            g,
+            loss: None,
+            valid: None,
+        }
+    }
+
+    /// With each sample's unweighted loss.
+    pub fn loss(mut self, loss: &'a [f32]) -> Self {
+        self.loss = Some(loss);
+        self
+    }
+
+    /// With validity weights.
+    pub fn valid(mut self, valid: &'a [f32]) -> Self {
+        self.valid = Some(valid);
+        self
+    }
+
+    /// [`Error::Shape`] unless every buffer has one value per sample.
+    fn check(&self) -> Result<(), Error> {
+        let n = self.g.len();
+        let ok = |b: Option<&[f32]>| b.is_none_or(|b| b.len() == n);
+        if ok(self.loss) && ok(self.valid) {
+            Ok(())
+        } else {
+            Err(Error::Shape)
+        }
+    }
+
+    /// Samples `range` as the kernels' batch: the prediction is `g`, the target the loss
+    /// (or `g` again, when there is none: its per-bin sums are then dropped).
+    fn batch(&self, range: core::ops::Range<usize>) -> Batch<'a> {
+        let g = &self.g[range.clone()];
+        Batch::Dense {
+            pred: g,
+            target: self.loss.map_or(g, |l| &l[range.clone()]),
+            weight: self.valid.map(|w| &w[range]),
+            blocks: None,
+        }
+    }
+}
+
+/// Each sample's gradient, rescaled in place: `k` floats per sample, sample `i`'s at
+/// `data[i * stride..i * stride + k]` (a box's 4 coordinates, a softmax row's `C` logits...).
+#[derive(Debug)]
+pub struct GradRows<'a> {
+    /// The rows; at least `(n - 1) * stride + k` floats for `n` samples.
+    pub data: &'a mut [f32],
+    /// Floats per sample, at least 1.
+    pub k: usize,
+    /// Floats from one sample's row to the next, at least `k` (rows may not overlap).
+    pub stride: usize,
+}
+
+impl<'a> GradRows<'a> {
+    /// Rows of `k` floats, packed (`stride = k`).
+    pub fn new(data: &'a mut [f32], k: usize) -> Self {
+        GradRows { data, k, stride: k }
+    }
+
+    /// Rows of `k` floats, `stride` apart.
+    pub fn strided(data: &'a mut [f32], k: usize, stride: usize) -> Self {
+        GradRows { data, k, stride }
+    }
+
+    /// [`Error::Shape`] unless the rows of `n` samples fit, `k >= 1` and they do not overlap.
+    fn check(&self, n: usize) -> Result<(), Error> {
+        if self.k == 0 || (n > 1 && self.stride < self.k) {
+            return Err(Error::Shape);
+        }
+        let need = match n {
+            0 => 0,
+            _ => (n - 1)
+                .checked_mul(self.stride)
+                .and_then(|s| s.checked_add(self.k))
+                .ok_or(Error::Shape)?,
+        };
+        if self.data.len() < need {
+            return Err(Error::Shape);
+        }
+        Ok(())
+    }
+
+    /// Multiplies the rows of samples `first..first + factors.len()` by their factors; a
+    /// sample whose factor is 0 (invalid, skipped) gets a row of `+0.0`, as GHM-C's gradient.
+    fn rescale(&mut self, first: usize, factors: &[f32]) {
+        let scaled = |v: f32, f: f32| if f == 0.0 { 0.0 } else { v * f };
+        if self.k == 1 && self.stride == 1 {
+            let rows = &mut self.data[first..first + factors.len()];
+            for (v, &f) in rows.iter_mut().zip(factors) {
+                *v = scaled(*v, f);
+            }
+            return;
+        }
+        for (i, &f) in factors.iter().enumerate() {
+            let at = (first + i) * self.stride;
+            for v in &mut self.data[at..at + self.k] {
+                *v = scaled(*v, f);
+            }
+        }
+    }
+}
+
+/// Optional outputs of [`GhmG::loss_grad`]; each `None` is not computed.
+#[derive(Debug, Default)]
+pub struct GOut<'a> {
+    /// The samples' gradients, multiplied in place by their factors.
+    pub rows: Option<GradRows<'a>>,
+    /// Each sample's factor: `grad_scale * loss_weight * w_bin / (tot + FLT_EPSILON)` for
+    /// MEAN (without the division for SUM and NONE), 0 for invalid and skipped samples. One
+    /// per sample.
+    pub factor: Option<&'a mut [f32]>,
+    /// What the call did.
+    pub stats: Option<&'a mut Stats>,
+}
+
+impl GhmG {
+    /// Checks every field; the error is [`Error::Config`].
+    pub fn validate(&self) -> Result<(), Error> {
+        self.plan().map(|_| ())
+    }
+
+    /// The shared plan (validated, backend resolved) and the model.
+    fn plan(&self) -> Result<(Plan, G), Error> {
+        if !(self.g_max > 0.0 && self.g_max.is_finite()) {
+            return Err(Error::Config);
+        }
+        let plan = Plan {
+            // Not read on this path: the model is `G`, passed to the kernels directly, and
+            // the bins are made with GHM-C's last edge (`LAST_EDGE`). `finalize` reads no loss.
+            loss: Loss::CLogits,
+            bins: self.bins as usize,
+            momentum: self.momentum,
+            loss_weight: self.loss_weight,
+            reduction: self.reduction,
+            grad_scale: self.grad_scale,
+            accumulate: false,
+            skip_bad: self.skip_bad,
+            normalize: Normalize::None,
+            ema_start: self.ema_start,
+            backend: Backend::Scalar,
+        };
+        Ok((plan.validated(self.backend)?, G::new(self.g_max)))
+    }
+
+    /// Generic GHM of a batch, in one call: counts the samples' bins, updates the EMA, and
+    /// multiplies each sample's gradient row by its factor. Returns the reduced weighted loss
+    /// (`loss_weight * sum(w_i * l_i)`, divided by `tot + FLT_EPSILON` for MEAN), or 0 without
+    /// losses.
+    ///
+    /// `ema` is required when `momentum > 0` (and updated), ignored otherwise. On an error
+    /// nothing is written.
+    pub fn loss_grad(
+        &self,
+        ema: Option<&mut Ema>,
+        samples: &Samples<'_>,
+        mut out: GOut<'_>,
+    ) -> Result<f32, Error> {
+        let (plan, model) = self.plan()?;
+        if plan.momentum > 0.0 && ema.as_deref().is_none_or(|e| e.bins as usize != plan.bins) {
+            return Err(Error::State);
+        }
+        let n = samples.g.len();
+        check_outputs(samples, out.rows.as_ref(), out.factor.as_deref())?;
+        if n == 0 {
+            return Ok(0.0);
+        }
+        let bins = Bins::new(plan.bins, LAST_EDGE);
+        let hist = pass1(&plan, model, &bins, samples)?;
+        let (weights, new_ema) = state::finalize(&plan, ema.as_deref(), &hist)?;
+        // Nothing can fail from here on: commit.
+        if let (Some(ema), Some(new)) = (ema, new_ema) {
+            *ema = new;
+        }
+        if out.rows.is_some() || out.factor.is_some() {
+            // Pass 1 has refused any bad sample (or `skip_bad` is set).
+            pass2(&plan, model, &bins, &weights, samples, out.rows, out.factor)?;
+        }
+        if let Some(stats) = out.stats.as_deref_mut() {
+            *stats = Stats::of(&hist, &weights);
+        }
+        Ok(weights.loss as f32)
+    }
+
+    /// Phase 1: adds a chunk of a batch to `hist`.
+    pub fn accumulate(&self, samples: &Samples<'_>, hist: &mut Hist) -> Result<(), Error> {
+        let (plan, model) = self.plan()?;
+        samples.check()?;
+        if hist.bins as usize != plan.bins {
+            return Err(Error::State);
+        }
+        if samples.g.is_empty() {
+            return Ok(());
+        }
+        let bins = Bins::new(plan.bins, LAST_EDGE);
+        let chunk = pass1(&plan, model, &bins, samples)?;
+        hist.merge(&chunk)
+    }
+
+    /// Phase 2, once per batch: EMA update, weights and the batch's loss.
+    pub fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
+        let (plan, _) = self.plan()?;
+        crate::api::finalize(plan, ema, hist)
+    }
+
+    /// Phase 3: multiplies the gradient rows of a chunk's samples by their factors (and
+    /// writes the factors, if asked for). Unless `skip_bad` is set, the chunk is checked
+    /// first (its pass 1 again), since nothing may be written if a sample is bad.
+    pub fn apply(
+        &self,
+        weights: &Weights,
+        samples: &Samples<'_>,
+        rows: Option<GradRows<'_>>,
+        factor: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        let (plan, model) = self.plan()?;
+        weights.check(plan.bins)?;
+        check_outputs(samples, rows.as_ref(), factor.as_deref())?;
+        if samples.g.is_empty() || (rows.is_none() && factor.is_none()) {
+            return Ok(());
+        }
+        let bins = Bins::new(plan.bins, LAST_EDGE);
+        if !plan.skip_bad {
+            pass1(&plan, model, &bins, samples)?;
+        }
+        pass2(&plan, model, &bins, weights, samples, rows, factor)
+    }
+}
+
+/// [`Error::Shape`] unless the samples' buffers, the rows and the factors all hold the
+/// samples.
+fn check_outputs(
+    samples: &Samples<'_>,
+    rows: Option<&GradRows<'_>>,
+    factor: Option<&[f32]>,
+) -> Result<(), Error> {
+    samples.check()?;
+    let n = samples.g.len();
+    if let Some(rows) = rows {
+        rows.check(n)?;
+    }
+    if factor.is_some_and(|f| f.len() != n) {
+        return Err(Error::Shape);
+    }
+    Ok(())
+}
+
+/// Pass 1 of the samples: counts, `tot`, skipped and, with losses, the per-bin loss sums.
+fn pass1(plan: &Plan, model: G, bins: &Bins, samples: &Samples<'_>) -> Result<Hist, Error> {
+    let batch = samples.batch(0..samples.g.len());
+    let mut hist = dispatch::accumulate_sums(plan.backend, model, bins, &batch, plan.skip_bad)?;
+    if samples.loss.is_none() {
+        // The sums are of `g` (the stand-in target): no loss.
+        hist.loss_sums = [0.0; MAX_BINS];
+    }
+    Ok(hist)
+}
+
+/// Pass 2: each sample's factor (into `factor`, or a chunk at a time into a stack buffer),
+/// then its row multiplied by it. The samples are known to be good (or `skip_bad` is set).
+fn pass2(
+    plan: &Plan,
+    model: G,
+    bins: &Bins,
+    weights: &Weights,
+    samples: &Samples<'_>,
+    mut rows: Option<GradRows<'_>>,
+    mut factor: Option<&mut [f32]>,
+) -> Result<(), Error> {
+    let n = samples.g.len();
+    let mut buf = [0.0f32; CHUNK];
+    let mut start = 0;
+    while start < n {
+        let len = match factor {
+            Some(_) => n,
+            None => CHUNK.min(n - start),
+        };
+        let range = start..start + len;
+        let f: &mut [f32] = match factor.as_deref_mut() {
+            Some(f) => &mut f[range.clone()],
+            None => &mut buf[..len],
+        };
+        let batch = samples.batch(range);
+        let lw = plan.loss_weight;
+        dispatch::apply_grad(plan.backend, model, bins, weights, lw, &batch, f)?;
+        if let Some(rows) = rows.as_mut() {
+            rows.rescale(start, f);
+        }
+        start += len;
+    }
+    Ok(())
+}
