@@ -9,6 +9,7 @@ fn main() {
         "src/ffi.rs",
         "src/state.rs",
         "src/config.rs",
+        "src/ffi/generic.rs",
         "cbindgen.toml",
     ] {
         println!("cargo:rerun-if-changed={f}");

@@ -2341,6 +2341,242 @@ static void test_report(void) {
   CHECK(r.message[0] == 0 && r.field[0] == 0 && r.why[0] == 0 && !r.has_value, "good call: empty");
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Generic GHM (ghm_g_*): "bring your own g" */
+
+/* One generic call on placed copies (offset `off` bytes: 0 aligned, 1 misaligned); rows of K
+ * floats, S apart. Returns the status; rows/factor/loss/stats/ema hold the results. */
+enum { GN = 2999, GK = 3, GS = 5 };
+static ghm_status g_call(const ghm_g_config *cfg, ghm_ema *ema, const float *g, const float *l,
+                         const float *v, size_t off, float *rows, float *factor, float *loss,
+                         ghm_stats *stats) {
+  void *b[5];
+  const size_t rn = (GN - 1) * GS + GK;
+  float *pg = (float *)placed(g, GN * sizeof(float), off, &b[0]);
+  float *pl = l ? (float *)placed(l, GN * sizeof(float), off, &b[1]) : NULL;
+  float *pv = v ? (float *)placed(v, GN * sizeof(float), off, &b[2]) : NULL;
+  float *pr = (float *)placed(rows, rn * sizeof(float), off, &b[3]);
+  float *pf = (float *)placed(factor, GN * sizeof(float), off, &b[4]);
+  ghm_status s = ghm_g_loss_grad(cfg, ema, pg, pl, pv, GN, pr, GK, GS, pf, loss, stats);
+  memcpy(rows, pr, rn * sizeof(float));
+  memcpy(factor, pf, GN * sizeof(float));
+  free(b[0]);
+  if (l) free(b[1]);
+  if (v) free(b[2]);
+  free(b[3]);
+  free(b[4]);
+  return s;
+}
+
+static void test_generic(void) {
+  const size_t rn = (GN - 1) * GS + GK;
+  float *x = fvec(GN), *t = fvec(GN), *lw = fvec(GN), *d = fvec(GN), *l = fvec(GN);
+  float *g = fvec(GN), *gc = fvec(GN), *r1 = fvec(GN);
+  float *rows0 = fvec(rn), *rows = fvec(rn), *rows2 = fvec(rn), *f = fvec(GN), *f2 = fvec(GN);
+  ghm_c_config one = ghm_c_config_default(), c = ghm_c_config_default();
+  ghm_g_config gg = ghm_g_config_default(), bad;
+  ghm_stats sc, sg, sg2;
+  ghm_ema ec, eg, eg2;
+  ghm_hist h, h2;
+  ghm_weights w;
+  float loss_c = 0, loss_g = 0, loss_g2 = 0;
+  size_t i, rep, off;
+  ghm_status st;
+
+  check_group("generic: GHM-C via its own g");
+  gen_c(x, t, lw, GN);
+  /* dl/dx and l as the GHM-C kernel computes them: one bin, SUM (every weight 1). */
+  one.bins = 1;
+  one.reduction = GHM_REDUCTION_SUM;
+  CHECK(ghm_c_loss_grad(&one, NULL, x, t, lw, GN, d, NULL, l, NULL) == GHM_OK, "raw");
+  for (i = 0; i < GN; i++) g[i] = fabsf(d[i]);
+  c.bins = gg.bins = 30;
+  c.momentum = gg.momentum = 0.75f;
+  c.loss_weight = gg.loss_weight = 0.7f;
+  c.grad_scale = gg.grad_scale = -1.5f;
+  ghm_ema_init(&ec, 30);
+  ghm_ema_init(&eg, 30);
+  for (rep = 0; rep < 2; rep++) {
+    CHECK(ghm_c_loss_grad(&c, &ec, x, t, lw, GN, gc, &loss_c, NULL, &sc) == GHM_OK, "ghm-c");
+    memcpy(r1, d, GN * sizeof(float));
+    st = ghm_g_loss_grad(&gg, &eg, g, l, lw, GN, r1, 1, 1, NULL, &loss_g, &sg);
+    CHECK(st == GHM_OK, "generic: %s", sname(st));
+    CHECK(first_diff(r1, gc, GN) < 0, "batch %zu: gradient %ld differs", rep,
+          first_diff(r1, gc, GN));
+    CHECK(stats_diff(&sg, &sc) == NULL, "batch %zu: stats %s differ", rep, stats_diff(&sg, &sc));
+    CHECK(same_bytes(&eg, &ec, sizeof eg), "batch %zu: EMA differs", rep);
+    CHECK(fabsf(loss_g - loss_c) <= 2e-7f * fabsf(loss_c), "batch %zu: loss %.9g vs %.9g", rep,
+          loss_g, loss_c);
+  }
+
+  check_group_end("%d batches, bit for bit", 2);
+  check_group("generic: unaligned, phased");
+  for (i = 0; i < rn; i++) rows0[i] = rndf(-2.0f, 2.0f);
+  for (off = 0; off < 2; off++) {
+    memcpy(rows, rows0, rn * sizeof(float));
+    memset(f, 0, GN * sizeof(float));
+    ghm_ema_init(&eg, 30);
+    st = g_call(&gg, &eg, g, l, lw, off, rows, f, &loss_g, &sg);
+    CHECK(st == GHM_OK, "offset %zu: %s", off, sname(st));
+    if (off == 0) {
+      memcpy(rows2, rows, rn * sizeof(float));
+      memcpy(f2, f, GN * sizeof(float));
+      loss_g2 = loss_g;
+      sg2 = sg;
+      eg2 = eg;
+      /* Gaps between rows untouched; each row times its factor (+0 for factor 0). */
+      for (i = 0; i < rn; i++) {
+        size_t s = i / GS, j = i % GS;
+        float want = j >= GK ? rows0[i] : f[s] == 0.0f ? 0.0f : rows0[i] * f[s];
+        if (memcmp(&rows[i], &want, sizeof want)) {
+          CHECK(0, "row float %zu: %g, want %g", i, rows[i], want);
+          break;
+        }
+      }
+      for (i = 0; i < GN; i++)
+        if ((f[i] == 0.0f) != (lw[i] == 0.0f)) {
+          CHECK(0, "factor %zu is %g with valid %g", i, f[i], lw[i]);
+          break;
+        }
+    } else {
+      CHECK(first_diff(rows, rows2, rn) < 0, "misaligned rows differ at %ld",
+            first_diff(rows, rows2, rn));
+      CHECK(first_diff(f, f2, GN) < 0, "misaligned factors differ");
+      CHECK(fabsf(loss_g - loss_g2) <= 2e-7f * fabsf(loss_g2), "misaligned loss");
+      CHECK(stats_diff(&sg, &sg2) == NULL, "misaligned stats");
+      CHECK(same_bytes(&eg, &eg2, sizeof eg), "misaligned EMA");
+    }
+  }
+  /* Phased: two chunks (one misaligned), merged, finalized, applied. */
+  {
+    void *blk;
+    const size_t cut = 1234;
+    float *pg = (float *)placed(g + cut, (GN - cut) * sizeof(float), 2, &blk);
+    ghm_ema_init(&eg, 30);
+    CHECK(ghm_hist_init(&h, 30) == GHM_OK && ghm_hist_init(&h2, 30) == GHM_OK, "hist init");
+    CHECK(ghm_g_accumulate(&gg, pg, l + cut, lw + cut, GN - cut, &h2) == GHM_OK, "acc 2");
+    CHECK(ghm_g_accumulate(&gg, g, l, lw, cut, &h) == GHM_OK, "acc 1");
+    CHECK(ghm_hist_merge(&h, &h2) == GHM_OK, "merge");
+    CHECK(ghm_g_finalize(&gg, &eg, &h, &w) == GHM_OK, "finalize");
+    memcpy(rows, rows0, rn * sizeof(float));
+    CHECK(ghm_g_apply(&gg, &w, g, lw, cut, rows, GK, GS, f) == GHM_OK, "apply 1");
+    CHECK(ghm_g_apply(&gg, &w, pg, lw + cut, GN - cut, rows + cut * GS, GK, GS, f + cut) ==
+              GHM_OK,
+          "apply 2");
+    CHECK(first_diff(rows, rows2, rn) < 0, "phased rows differ at %ld",
+          first_diff(rows, rows2, rn));
+    CHECK(first_diff(f, f2, GN) < 0, "phased factors differ");
+    CHECK(same_bytes(&eg, &eg2, sizeof eg), "phased EMA");
+    CHECK(fabsf((float)w.loss - loss_g2) <= 2e-7f * fabsf(loss_g2), "phased loss");
+    free(blk);
+  }
+
+  check_group_end("%s", "rows of 3 floats, 5 apart");
+  check_group("generic: errors, skip_bad");
+  {
+    struct {
+      const char *what;
+      ghm_status want;
+      const char *arg;
+      long index;
+    } cases[] = {
+        {"cfg NULL", GHM_ERR_NULL, "cfg", -1},
+        {"g NULL", GHM_ERR_NULL, "g", -1},
+        {"g_max 0", GHM_ERR_CONFIG, "cfg", -1},
+        {"skip_bad 2", GHM_ERR_CONFIG, "cfg", -1},
+        {"ema NULL, momentum > 0", GHM_ERR_STATE, "ema", -1},
+        {"g NaN", GHM_ERR_INPUT, "g", 17},
+        {"sample_loss -1", GHM_ERR_INPUT, "sample_loss", 5},
+        {"valid inf", GHM_ERR_INPUT, "valid", 9},
+        {"k 0", GHM_ERR_SHAPE, "k", -1},
+        {"row_stride < k", GHM_ERR_SHAPE, "row_stride", -1},
+        {"grad over g", GHM_ERR_ALIAS, "grad", -1},
+        {"factor over valid", GHM_ERR_ALIAS, "factor", -1},
+    };
+    size_t ci, nc = sizeof cases / sizeof cases[0];
+    float *gb = fvec(GN), *lb = fvec(GN), *vb = fvec(GN), *both = fvec(2 * rn);
+    for (ci = 0; ci < nc; ci++) {
+      ghm_ema e0;
+      float lossv = 123.0f;
+      const ghm_g_config *cp = &bad;
+      const float *gp = gb, *vp = vb;
+      float *rp = rows, *fp = f;
+      size_t k = GK, stride = GS;
+      memcpy(gb, g, GN * sizeof(float));
+      memcpy(lb, l, GN * sizeof(float));
+      memcpy(vb, lw, GN * sizeof(float));
+      memcpy(rows, rows0, rn * sizeof(float));
+      memset(f, 0x5a, GN * sizeof(float));
+      memcpy(f2, f, GN * sizeof(float));
+      bad = gg;
+      ghm_ema_init(&eg, 30);
+      eg.acc_sum[3] = 5.0f;
+      e0 = eg;
+      switch (ci) {
+        case 0: cp = NULL; break;
+        case 1: gp = NULL; break;
+        case 2: bad.g_max = 0.0f; break;
+        case 3: bad.skip_bad = 2; break;
+        case 4: break; /* ema NULL below */
+        case 5: gb[17] = f_nan(); break;
+        case 6: lb[5] = -1.0f; break;
+        case 7: vb[9] = f_inf(); break;
+        case 8: k = 0; break;
+        case 9: stride = GK - 1; break;
+        case 10: rp = (float *)gb; k = 1; stride = 1; break;
+        case 11: fp = vb; break;
+      }
+      st = ghm_g_loss_grad(cp, ci == 4 ? NULL : &eg, gp, lb, vp, GN, rp, k, stride, fp, &lossv,
+                           &sg);
+      CHECK(st == cases[ci].want, "%s: %s, want %s", cases[ci].what, sname(st),
+            sname(cases[ci].want));
+      expect_report(cases[ci].want, cases[ci].arg, cases[ci].index, cases[ci].what);
+      CHECK(lossv == 123.0f, "%s: loss written", cases[ci].what);
+      CHECK(same_bytes(&eg, &e0, sizeof eg), "%s: EMA written", cases[ci].what);
+      if (ci != 10) CHECK(same_bytes(rows, rows0, rn * sizeof(float)), "%s: rows written",
+                          cases[ci].what);
+      if (ci != 11) CHECK(same_bytes(f, f2, GN * sizeof(float)), "%s: factors written",
+                          cases[ci].what);
+      CHECK(same_bytes(gb, g, GN * sizeof(float)) || ci == 5, "%s: g written", cases[ci].what);
+    }
+    free(gb);
+    free(lb);
+    free(vb);
+    free(both);
+  }
+  /* skip_bad: the bad samples get factor 0 and a zero row, and are counted. */
+  {
+    float *gb = fvec(GN);
+    memcpy(gb, g, GN * sizeof(float));
+    gb[0] = f_nan();
+    gb[GN - 1] = -1.0f;
+    bad = gg;
+    bad.skip_bad = 1;
+    bad.momentum = 0.0f;
+    memcpy(rows, rows0, rn * sizeof(float));
+    st = ghm_g_loss_grad(&bad, NULL, gb, l, NULL, GN, rows, GK, GS, f, NULL, &sg);
+    CHECK(st == GHM_OK && sg.skipped == 2, "skip_bad: %s, skipped %llu", sname(st),
+          (unsigned long long)sg.skipped);
+    CHECK(f[0] == 0.0f && f[GN - 1] == 0.0f && f[1] != 0.0f, "skip_bad: factors");
+    CHECK(rows[0] == 0.0f && rows[(GN - 1) * GS + GK - 1] == 0.0f, "skip_bad: rows");
+    free(gb);
+  }
+  check_group_end("%s", "12 error paths, skip_bad");
+  free(x);
+  free(t);
+  free(lw);
+  free(d);
+  free(l);
+  free(g);
+  free(gc);
+  free(r1);
+  free(rows0);
+  free(rows);
+  free(rows2);
+  free(f);
+  free(f2);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s DATA_DIR (tests/data/mmdet)\n", argv[0]);
@@ -2365,5 +2601,6 @@ int main(int argc, char **argv) {
   test_darknet();
   test_phased();
   test_huge_scales();
+  test_generic();
   return check_exit_code();
 }

@@ -407,6 +407,62 @@ typedef struct ghm_blocks {
 } ghm_blocks;
 
 /**
+ * Generic GHM configuration ("bring your own g": GHM for any loss). Get the defaults from
+ * `ghm_g_config_default()`.
+ *
+ * GHM needs one number per sample: its gradient norm g, how far the sample is from being
+ * learned, in [0, g_max]. The built-in losses use g = |sigmoid(x) - t| (GHM-C) and
+ * g = |d| / sqrt(d^2 + mu^2), d = x - t (GHM-R), both in [0, 1]. For your own loss, take its
+ * gradient with respect to what the network outputs for the sample, and a norm of it that
+ * stays in [0, g_max]. Two worked examples:
+ *  - smooth-L1 box loss (beta): per offset d = pred - target, dl/dd = d / beta if |d| < beta,
+ *    else sign(d), in [-1, 1]; g = mean of the 4 |dl/dd| (in [0, 1]); the 4 dl/dd are the
+ *    sample's gradient row (k = 4), rescaled in place.
+ *  - softmax cross-entropy over C classes: p = softmax(x), gradient row p - onehot(y);
+ *    g = 1 - p_y = half the L1 norm of that row (in [0, 1]); the row is k = C floats.
+ *
+ * An unbounded gradient (a raw L1 or L2 residual): g_max = a high percentile of the g seen.
+ */
+typedef struct ghm_g_config {
+  /**
+   * Number of bins, 1..=GHM_MAX_BINS (default 10).
+   */
+  uint32_t bins;
+  /**
+   * EMA momentum in [0, 1); 0 disables the EMA (default 0).
+   */
+  float momentum;
+  /**
+   * Multiplies the loss and the gradient factors (default 1).
+   */
+  float loss_weight;
+  /**
+   * GHM_REDUCTION_* (default MEAN: the loss and the factors divided by tot + FLT_EPSILON,
+   * tot the number of valid samples).
+   */
+  uint32_t reduction;
+  /**
+   * Multiplies the gradient factors (default 1; -1 gives Darknet's delta).
+   */
+  float grad_scale;
+  /**
+   * The gradient norm that fills the last bin, positive and finite (default 1). A sample's
+   * bin is that of min(g / g_max, 1): every g >= g_max is in the last bin. Use the largest
+   * g the loss can produce if it is bounded, a high percentile of the observed g if not.
+   */
+  float g_max;
+  /**
+   * 1: exclude bad samples (factor 0, counted in stats.skipped); 0: fail with
+   * GHM_ERR_INPUT (default 0).
+   */
+  uint32_t skip_bad;
+  /**
+   * GHM_EMA_START_* (default ZERO, mmdet).
+   */
+  uint32_t ema_start;
+} ghm_g_config;
+
+/**
  * Success.
  */
 #define GHM_OK 0
@@ -852,6 +908,89 @@ ghm_status ghm_r_apply_blocks(const struct ghm_r_config *cfg,
                               const float *label_weight,
                               float *grad,
                               float *loss_elems);
+
+/**
+ * Generic GHM defaults: bins 10, momentum 0, loss_weight 1, MEAN, grad_scale 1, g_max 1,
+ * skip_bad 0, EMA from zeros.
+ */
+struct ghm_g_config ghm_g_config_default(void);
+
+/**
+ * Generic GHM ("bring your own g") of `n` samples, in one call: bins each sample's gradient
+ * norm `g[i]` (finite, >= 0; the bin of min(g / g_max, 1)), updates the EMA, and multiplies
+ * each sample's gradient row in place by its factor
+ * `grad_scale * loss_weight * w_bin / (tot + FLT_EPSILON)` (MEAN; without the division for
+ * SUM and NONE; 0 for invalid and skipped samples, whose rows become +0).
+ *
+ * `sample_loss` (NULL: no loss; `*loss` is then 0) holds each sample's unweighted loss
+ * (finite, >= 0), `valid` (NULL: all valid) its validity weight (> 0 valid, 0 excluded: a
+ * mask, not a multiplier). `grad` (NULL: none) holds sample `i`'s gradient at
+ * `grad[i * row_stride .. i * row_stride + k]` (k >= 1, row_stride >= k). `factor` (NULL:
+ * not written) receives each sample's factor; `loss` the reduced weighted loss
+ * `loss_weight * sum(w_i * l_i)` (/ (tot + FLT_EPSILON) for MEAN); `stats` what the call did.
+ * `ema` may be NULL when momentum is 0. On error nothing was written.
+ *
+ * # Safety
+ * Every non-NULL pointer is valid for its size: `g`, `sample_loss`, `valid`, `factor`: `n`
+ * floats; `grad`: `(n - 1) * row_stride + k` floats.
+ */
+ghm_status ghm_g_loss_grad(const struct ghm_g_config *cfg,
+                           struct ghm_ema *ema,
+                           const float *g,
+                           const float *sample_loss,
+                           const float *valid,
+                           size_t n,
+                           float *grad,
+                           size_t k,
+                           size_t row_stride,
+                           float *factor,
+                           float *loss,
+                           struct ghm_stats *stats);
+
+/**
+ * Phase 1 of generic GHM: adds a chunk of `n` samples to `*h` (`sample_loss` and `valid` as
+ * in `ghm_g_loss_grad`).
+ *
+ * # Safety
+ * `g`, `sample_loss`, `valid`: NULL or valid for `n` floats; `h` points to a valid histogram.
+ */
+ghm_status ghm_g_accumulate(const struct ghm_g_config *cfg,
+                            const float *g,
+                            const float *sample_loss,
+                            const float *valid,
+                            size_t n,
+                            struct ghm_hist *h);
+
+/**
+ * Phase 2 of generic GHM, once per batch: EMA update (`ema` may be NULL when momentum is 0),
+ * the weights, the gradient factors per bin and the batch's loss into `*w`.
+ *
+ * # Safety
+ * `h` points to a valid histogram, `w` to writable memory for a `ghm_weights`, `ema` is NULL
+ * or valid.
+ */
+ghm_status ghm_g_finalize(const struct ghm_g_config *cfg,
+                          struct ghm_ema *ema,
+                          const struct ghm_hist *h,
+                          struct ghm_weights *w);
+
+/**
+ * Phase 3 of generic GHM: multiplies the gradient rows of a chunk of `n` samples by their
+ * factors (and writes the factors to `factor`, if not NULL). Unless skip_bad is 1 the chunk
+ * is checked first: nothing is written if a sample is bad. Pointers as `ghm_g_loss_grad`.
+ *
+ * # Safety
+ * As `ghm_g_loss_grad`; `w` points to valid weights.
+ */
+ghm_status ghm_g_apply(const struct ghm_g_config *cfg,
+                       const struct ghm_weights *w,
+                       const float *g,
+                       const float *valid,
+                       size_t n,
+                       float *grad,
+                       size_t k,
+                       size_t row_stride,
+                       float *factor);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -37,6 +37,12 @@ use crate::source::Batch;
 use crate::state::{Ema, Hist, Stats, Weights};
 use crate::view::{Blocks, View};
 
+mod generic;
+pub use generic::{
+    ghm_g_accumulate, ghm_g_apply, ghm_g_config, ghm_g_config_default, ghm_g_finalize,
+    ghm_g_loss_grad,
+};
+
 /// No elements.
 const EMPTY: Batch<'static> = Batch::Dense {
     pred: &[],

@@ -19,6 +19,7 @@ use crate::bins::Bins;
 use crate::config::{EmaStart, Loss, Normalize, Plan, Reduction, MAX_BINS};
 use crate::dispatch;
 use crate::error::Error;
+use crate::fault::Fault;
 use crate::model::G;
 use crate::source::Batch;
 use crate::state::{self, Ema, Hist, Stats, Weights};
@@ -178,10 +179,9 @@ impl<'a> GradRows<'a> {
         Ok(())
     }
 
-    /// Multiplies the rows of samples `first..first + factors.len()` by their factors; a
-    /// sample whose factor is 0 (invalid, skipped) gets a row of `+0.0`, as GHM-C's gradient.
+    /// Multiplies the rows of samples `first..first + factors.len()` by their factors (see
+    /// [`scaled`]).
     fn rescale(&mut self, first: usize, factors: &[f32]) {
-        let scaled = |v: f32, f: f32| if f == 0.0 { 0.0 } else { v * f };
         if self.k == 1 && self.stride == 1 {
             let rows = &mut self.data[first..first + factors.len()];
             for (v, &f) in rows.iter_mut().zip(factors) {
@@ -195,6 +195,17 @@ impl<'a> GradRows<'a> {
                 *v = scaled(*v, f);
             }
         }
+    }
+}
+
+/// A gradient value `v` times its sample's factor `f`; `+0.0` where the factor is 0 (invalid
+/// and skipped samples: a row of zeros, as GHM-C's gradient, whatever it held).
+#[inline(always)]
+pub(crate) fn scaled(v: f32, f: f32) -> f32 {
+    if f == 0.0 {
+        0.0
+    } else {
+        v * f
     }
 }
 
@@ -219,10 +230,32 @@ impl GhmG {
 
     /// The shared plan (validated, backend resolved) and the model.
     fn plan(&self) -> Result<(Plan, G), Error> {
-        if !(self.g_max > 0.0 && self.g_max.is_finite()) {
+        if self.bad_g_max().is_some() {
             return Err(Error::Config);
         }
-        let plan = Plan {
+        Ok((self.raw_plan().validated(self.backend)?, G::new(self.g_max)))
+    }
+
+    /// The shared plan, validated (for the C layer).
+    pub(crate) fn plan_of(&self) -> Result<Plan, Error> {
+        self.plan().map(|(plan, _)| plan)
+    }
+
+    /// `g_max` out of range, explained.
+    fn bad_g_max(&self) -> Option<Fault> {
+        let ok = self.g_max > 0.0 && self.g_max.is_finite();
+        let f = Fault::new(Error::Config, c"cfg", c"is not positive and finite").field(c"g_max");
+        (!ok).then_some(f.value(self.g_max as f64))
+    }
+
+    /// The first field out of range, explained.
+    pub(crate) fn bad_field(&self) -> Option<Fault> {
+        self.bad_g_max().or_else(|| self.raw_plan().bad_field())
+    }
+
+    /// The plan, unchecked (the backend still to resolve).
+    fn raw_plan(&self) -> Plan {
+        Plan {
             // Not read on this path: the model is `G`, passed to the kernels directly, and
             // the bins are made with GHM-C's last edge (`LAST_EDGE`). `finalize` reads no loss.
             loss: Loss::CLogits,
@@ -236,8 +269,7 @@ impl GhmG {
             normalize: Normalize::None,
             ema_start: self.ema_start,
             backend: Backend::Scalar,
-        };
-        Ok((plan.validated(self.backend)?, G::new(self.g_max)))
+        }
     }
 
     /// Generic GHM of a batch, in one call: counts the samples' bins, updates the EMA, and

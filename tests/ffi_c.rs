@@ -25,9 +25,16 @@ fn output(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-/// The functions `src/ffi.rs` exports: the `fn` after each `#[no_mangle]`.
+/// The functions the C layer (`src/ffi.rs` and `src/ffi/*.rs`) exports: the `fn` after each
+/// `#[no_mangle]`.
 fn no_mangle_functions() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(root().join("src/ffi.rs")).expect("src/ffi.rs");
+    let mut src = std::fs::read_to_string(root().join("src/ffi.rs")).expect("src/ffi.rs");
+    let dir = std::fs::read_dir(root().join("src/ffi")).expect("src/ffi/");
+    let mut files: Vec<_> = dir.map(|e| e.expect("src/ffi/ entry").path()).collect();
+    files.sort();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
+        src.push_str(&std::fs::read_to_string(f).expect("a src/ffi/ file"));
+    }
     let mut names = BTreeSet::new();
     let mut pending = false;
     for line in src.lines().map(str::trim) {

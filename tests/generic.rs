@@ -554,3 +554,25 @@ fn no_samples_write_nothing_and_return_zero() {
     assert_eq!(ema, ema0);
     assert_eq!(stats, Stats::default());
 }
+
+#[test]
+fn readme_custom_loss_recipe_is_the_example_code() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let example =
+        std::fs::read_to_string(format!("{root}/ffi-tests/examples/custom_loss.c")).unwrap();
+    let section = readme
+        .split("### GHM for a loss of your own (bring your own g)")
+        .nth(1)
+        .expect("the README's section");
+    let block = section
+        .split("```c\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its C block");
+    assert!(block.contains("ghm_g_loss_grad"), "the recipe calls GHM");
+    assert!(
+        example.contains(block),
+        "the README's recipe differs from custom_loss.c"
+    );
+}

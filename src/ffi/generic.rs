@@ -1,0 +1,670 @@
+//! The C ABI of generic GHM ("bring your own g", [`GhmG`]): the same steps as the rest of the
+//! C layer (NULL checks, configuration, sizes, overlaps, then the safe API; nothing written on
+//! error), over per-sample gradient norms, losses and validity weights, and gradient rows of
+//! `k` floats `row_stride` apart, rescaled in place.
+//!
+//! Aligned buffers go to the safe API as slices. If any is misaligned, the call runs through
+//! the phased API on aligned stack copies, [`BOUNCE`] samples at a time (the rows read and
+//! written in place, unaligned): the factors are the same, bit for bit.
+
+use core::ffi::CStr;
+
+use super::{disjoint, one, one_required, read, region, status, Buf, Named, Region, BOUNCE};
+use crate::config::{EmaStart, Plan, Reduction};
+use crate::error::Error;
+use crate::fault::Fault;
+use crate::generic::{self, GOut, GhmG, GradRows, Samples};
+use crate::state::{Ema, Hist, Stats, Weights};
+
+/// Generic GHM configuration ("bring your own g": GHM for any loss). Get the defaults from
+/// `ghm_g_config_default()`.
+///
+/// GHM needs one number per sample: its gradient norm g, how far the sample is from being
+/// learned, in [0, g_max]. The built-in losses use g = |sigmoid(x) - t| (GHM-C) and
+/// g = |d| / sqrt(d^2 + mu^2), d = x - t (GHM-R), both in [0, 1]. For your own loss, take its
+/// gradient with respect to what the network outputs for the sample, and a norm of it that
+/// stays in [0, g_max]. Two worked examples:
+///  - smooth-L1 box loss (beta): per offset d = pred - target, dl/dd = d / beta if |d| < beta,
+///    else sign(d), in [-1, 1]; g = mean of the 4 |dl/dd| (in [0, 1]); the 4 dl/dd are the
+///    sample's gradient row (k = 4), rescaled in place.
+///  - softmax cross-entropy over C classes: p = softmax(x), gradient row p - onehot(y);
+///    g = 1 - p_y = half the L1 norm of that row (in [0, 1]); the row is k = C floats.
+///
+/// An unbounded gradient (a raw L1 or L2 residual): g_max = a high percentile of the g seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ghm_g_config {
+    /// Number of bins, 1..=GHM_MAX_BINS (default 10).
+    pub bins: u32,
+    /// EMA momentum in [0, 1); 0 disables the EMA (default 0).
+    pub momentum: f32,
+    /// Multiplies the loss and the gradient factors (default 1).
+    pub loss_weight: f32,
+    /// GHM_REDUCTION_* (default MEAN: the loss and the factors divided by tot + FLT_EPSILON,
+    /// tot the number of valid samples).
+    pub reduction: u32,
+    /// Multiplies the gradient factors (default 1; -1 gives Darknet's delta).
+    pub grad_scale: f32,
+    /// The gradient norm that fills the last bin, positive and finite (default 1). A sample's
+    /// bin is that of min(g / g_max, 1): every g >= g_max is in the last bin. Use the largest
+    /// g the loss can produce if it is bounded, a high percentile of the observed g if not.
+    pub g_max: f32,
+    /// 1: exclude bad samples (factor 0, counted in stats.skipped); 0: fail with
+    /// GHM_ERR_INPUT (default 0).
+    pub skip_bad: u32,
+    /// GHM_EMA_START_* (default ZERO, mmdet).
+    pub ema_start: u32,
+}
+
+impl From<&GhmG> for ghm_g_config {
+    fn from(c: &GhmG) -> Self {
+        ghm_g_config {
+            bins: c.bins,
+            momentum: c.momentum,
+            loss_weight: c.loss_weight,
+            reduction: c.reduction as u32,
+            grad_scale: c.grad_scale,
+            g_max: c.g_max,
+            skip_bad: c.skip_bad as u32,
+            ema_start: c.ema_start as u32,
+        }
+    }
+}
+
+/// The configuration behind `cfg`, validated, with its region for the overlap checks.
+///
+/// # Safety
+/// `cfg` is NULL or points to a valid `ghm_g_config`.
+unsafe fn config(cfg: *const ghm_g_config) -> Result<(GhmG, Plan, Region), Fault> {
+    let b = one_required(cfg, c"cfg")?;
+    // SAFETY: valid per the C contract.
+    let c = unsafe { read(b) };
+    let g = GhmG {
+        bins: c.bins,
+        momentum: c.momentum,
+        loss_weight: c.loss_weight,
+        reduction: super::known::<Reduction>(c.reduction, c"reduction")?,
+        grad_scale: c.grad_scale,
+        g_max: c.g_max,
+        skip_bad: super::flag(c.skip_bad, c"skip_bad")?,
+        ema_start: super::known::<EmaStart>(c.ema_start, c"ema_start")?,
+        backend: None,
+    };
+    let plan = g
+        .plan_of()
+        .map_err(|e| g.bad_field().unwrap_or_else(|| e.into()))?;
+    Ok((g, plan, b.region()))
+}
+
+/// The samples as C passes them.
+struct Source {
+    g: Buf<f32>,
+    loss: Option<Buf<f32>>,
+    valid: Option<Buf<f32>>,
+    n: usize,
+}
+
+impl Source {
+    fn new(g: *const f32, loss: *const f32, valid: *const f32, n: usize) -> Result<Source, Fault> {
+        Ok(Source {
+            g: Buf::required(g, n, c"g")?,
+            loss: Buf::optional(loss, n, c"sample_loss")?,
+            valid: Buf::optional(valid, n, c"valid")?,
+            n,
+        })
+    }
+
+    fn named(&self) -> [Named; 3] {
+        [
+            (c"g", Some(self.g.region())),
+            (c"sample_loss", region(self.loss)),
+            (c"valid", region(self.valid)),
+        ]
+    }
+
+    fn aligned(&self) -> bool {
+        self.g.aligned()
+            && self.loss.is_none_or(|b| b.aligned())
+            && self.valid.is_none_or(|b| b.aligned())
+    }
+
+    /// The samples as slices.
+    ///
+    /// # Safety
+    /// Aligned ([`Source::aligned`]) and valid for reads, as the C contract says.
+    unsafe fn samples(&self) -> Samples<'_> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            Samples {
+                g: self.g.slice(),
+                loss: self.loss.map(|b| b.slice()),
+                valid: self.valid.map(|b| b.slice()),
+            }
+        }
+    }
+
+    /// Calls `f` with aligned stack copies of the samples, [`BOUNCE`] at a time, and the index
+    /// of each chunk's first sample.
+    ///
+    /// # Safety
+    /// The buffers are valid for reads.
+    unsafe fn chunks(
+        &self,
+        mut f: impl FnMut(usize, &Samples<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut g = [0.0f32; BOUNCE];
+        let mut l = [0.0f32; BOUNCE];
+        let mut w = [0.0f32; BOUNCE];
+        let mut start = 0;
+        while start < self.n {
+            let len = BOUNCE.min(self.n - start);
+            for j in 0..len {
+                // SAFETY: start + j < n; valid for reads (caller).
+                unsafe {
+                    g[j] = self.g.get(start + j);
+                    l[j] = self.loss.map_or(0.0, |b| b.get(start + j));
+                    w[j] = self.valid.map_or(1.0, |b| b.get(start + j));
+                }
+            }
+            let samples = Samples {
+                g: &g[..len],
+                loss: self.loss.map(|_| &l[..len]),
+                valid: Some(&w[..len]),
+            };
+            f(start, &samples)?;
+            start += len;
+        }
+        Ok(())
+    }
+
+    /// The first bad sample, explained (the caller knows there is one).
+    ///
+    /// # Safety
+    /// The buffers are valid for reads.
+    unsafe fn first_bad(&self) -> Fault {
+        let good = |v: f32| (0.0..=f32::MAX).contains(&v);
+        let bad = |name: &'static CStr, i: usize, v: f32| {
+            let why = c"is not finite and >= 0";
+            Fault::new(Error::Input, name, why).at(i).value(v as f64)
+        };
+        for i in 0..self.n {
+            // SAFETY: i < n; valid for reads (caller).
+            let (g, l, w) = unsafe {
+                (
+                    self.g.get(i),
+                    self.loss.map_or(0.0, |b| b.get(i)),
+                    self.valid.map_or(1.0, |b| b.get(i)),
+                )
+            };
+            if !good(g) {
+                return bad(c"g", i, g);
+            }
+            if !good(l) {
+                return bad(c"sample_loss", i, l);
+            }
+            if !good(w) {
+                return bad(c"valid", i, w);
+            }
+        }
+        Error::Input.into()
+    }
+}
+
+/// Gradient rows as C passes them: `k` floats per sample, `row_stride` apart.
+#[derive(Clone, Copy)]
+struct Rows {
+    buf: Buf<f32>,
+    k: usize,
+    stride: usize,
+    n: usize,
+}
+
+impl Rows {
+    /// `None` for NULL. [`Error::Shape`] if `k` is 0, rows overlap (`row_stride < k` with more
+    /// than one sample) or their extent overflows.
+    fn new(ptr: *mut f32, n: usize, k: usize, stride: usize) -> Result<Option<Rows>, Fault> {
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        let shape = |field: &'static CStr, v: usize, why: &'static CStr| {
+            Fault::new(Error::Shape, field, why).value(v as f64)
+        };
+        if k == 0 {
+            return Err(shape(c"k", k, c"is 0 while grad is not NULL"));
+        }
+        if n > 1 && stride < k {
+            return Err(shape(
+                c"row_stride",
+                stride,
+                c"is less than k: rows overlap",
+            ));
+        }
+        let extent = match n {
+            0 => 0,
+            _ => (n - 1)
+                .checked_mul(stride)
+                .and_then(|s| s.checked_add(k))
+                .ok_or(shape(c"row_stride", stride, c"times n overflows"))?,
+        };
+        let buf = Buf::required(ptr, extent, c"grad")?;
+        Ok(Some(Rows { buf, k, stride, n }))
+    }
+
+    /// The bytes the rows cover (not the gaps between them).
+    fn region(&self) -> Region {
+        let view = crate::view::View::new(0, self.stride);
+        self.buf.view_region(view, self.n, self.k)
+    }
+
+    /// The rows as the safe API's.
+    ///
+    /// # Safety
+    /// Aligned, valid for reads and writes, overlapping nothing else in use.
+    unsafe fn rows<'a>(self) -> GradRows<'a> {
+        // SAFETY: forwarded from the caller.
+        GradRows::strided(unsafe { self.buf.slice_mut() }, self.k, self.stride)
+    }
+
+    /// Multiplies the rows of samples `first..` by `factors`, unaligned, as
+    /// [`GradRows`] does.
+    ///
+    /// # Safety
+    /// Valid for reads and writes; the samples are inside the rows.
+    unsafe fn rescale(&self, first: usize, factors: &[f32]) {
+        for (i, &f) in factors.iter().enumerate() {
+            let at = (first + i) * self.stride;
+            for j in at..at + self.k {
+                // SAFETY: inside the rows' extent (caller); valid (caller).
+                unsafe { self.buf.set(j, generic::scaled(self.buf.get(j), f)) };
+            }
+        }
+    }
+}
+
+/// A refused call's error explained from its arguments.
+///
+/// # Safety
+/// `src`'s buffers are valid for reads.
+unsafe fn explain(
+    e: Error,
+    plan: &Plan,
+    src: Option<&Source>,
+    ema: Option<Option<&Ema>>,
+    h: Option<&Hist>,
+    w: Option<&Weights>,
+) -> Fault {
+    match e {
+        Error::State => {
+            if let Some(f) = h.and_then(|h| h.fault(plan.bins)) {
+                return f.named(c"h");
+            }
+            if let (Some(ema), true) = (ema, plan.momentum > 0.0) {
+                let Some(ema) = ema else {
+                    return Fault::new(e, c"ema", c"is NULL while cfg.momentum > 0");
+                };
+                if let Some(f) = ema.fault(plan.bins) {
+                    return f.named(c"ema");
+                }
+            }
+            if let Some(f) = w.and_then(|w| w.fault(plan.bins)) {
+                return f.named(c"w");
+            }
+            e.into()
+        }
+        // SAFETY: valid for reads (caller).
+        Error::Input => src.map_or(e.into(), |s| unsafe { s.first_bad() }),
+        Error::Config => {
+            let why = c"times grad_scale is so large that a bin's gradient factor overflows f32";
+            let f = Fault::new(e, c"cfg", why).field(c"loss_weight");
+            f.value(plan.loss_weight as f64)
+        }
+        _ => e.into(),
+    }
+}
+
+/// Generic GHM defaults: bins 10, momentum 0, loss_weight 1, MEAN, grad_scale 1, g_max 1,
+/// skip_bad 0, EMA from zeros.
+#[no_mangle]
+pub extern "C" fn ghm_g_config_default() -> ghm_g_config {
+    (&GhmG::default()).into()
+}
+
+/// Generic GHM ("bring your own g") of `n` samples, in one call: bins each sample's gradient
+/// norm `g[i]` (finite, >= 0; the bin of min(g / g_max, 1)), updates the EMA, and multiplies
+/// each sample's gradient row in place by its factor
+/// `grad_scale * loss_weight * w_bin / (tot + FLT_EPSILON)` (MEAN; without the division for
+/// SUM and NONE; 0 for invalid and skipped samples, whose rows become +0).
+///
+/// `sample_loss` (NULL: no loss; `*loss` is then 0) holds each sample's unweighted loss
+/// (finite, >= 0), `valid` (NULL: all valid) its validity weight (> 0 valid, 0 excluded: a
+/// mask, not a multiplier). `grad` (NULL: none) holds sample `i`'s gradient at
+/// `grad[i * row_stride .. i * row_stride + k]` (k >= 1, row_stride >= k). `factor` (NULL:
+/// not written) receives each sample's factor; `loss` the reduced weighted loss
+/// `loss_weight * sum(w_i * l_i)` (/ (tot + FLT_EPSILON) for MEAN); `stats` what the call did.
+/// `ema` may be NULL when momentum is 0. On error nothing was written.
+///
+/// # Safety
+/// Every non-NULL pointer is valid for its size: `g`, `sample_loss`, `valid`, `factor`: `n`
+/// floats; `grad`: `(n - 1) * row_stride + k` floats.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_g_loss_grad(
+    cfg: *const ghm_g_config,
+    ema: *mut Ema,
+    g: *const f32,
+    sample_loss: *const f32,
+    valid: *const f32,
+    n: usize,
+    grad: *mut f32,
+    k: usize,
+    row_stride: usize,
+    factor: *mut f32,
+    loss: *mut f32,
+    stats: *mut Stats,
+) -> super::ghm_status {
+    let run = || -> Result<(), Fault> {
+        let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
+        let src = Source::new(g, sample_loss, valid, n)?;
+        let rows = Rows::new(grad, n, k, row_stride)?;
+        let factor = Buf::optional(factor as *const f32, n, c"factor")?;
+        let loss = one(loss as *const f32, c"loss")?;
+        let stats = one(stats as *const Stats, c"stats")?;
+        let ema = one(ema as *const Ema, c"ema")?;
+        let [a, b, c] = src.named();
+        disjoint(
+            &[a, b, c, (c"cfg", Some(cfg_region))],
+            &[
+                (c"grad", rows.map(|r| r.region())),
+                (c"factor", region(factor)),
+                (c"loss", region(loss)),
+                (c"stats", region(stats)),
+                (c"ema", region(ema)),
+            ],
+        )?;
+        // SAFETY: valid per the C contract; outputs disjoint from everything (checked).
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let mut ema_local = ema.map(|e| read(e));
+                let mut stats_local = Stats::default();
+                let value = if src.aligned()
+                    && rows.is_none_or(|r| r.buf.aligned())
+                    && factor.is_none_or(|f| f.aligned())
+                {
+                    let out = GOut {
+                        rows: rows.map(|r| r.rows()),
+                        factor: factor.map(|f| f.slice_mut()),
+                        stats: Some(&mut stats_local),
+                    };
+                    cfg.loss_grad(ema_local.as_mut(), &src.samples(), out)?
+                } else {
+                    bounced(
+                        &cfg,
+                        &plan,
+                        ema_local.as_mut(),
+                        &src,
+                        rows,
+                        factor,
+                        &mut stats_local,
+                    )?
+                };
+                if let (Some(e), Some(v)) = (ema, ema_local) {
+                    if plan.momentum > 0.0 && n > 0 {
+                        e.set(0, v);
+                    }
+                }
+                if let (Some(s), true) = (stats, n > 0) {
+                    s.set(0, stats_local);
+                }
+                if let Some(l) = loss {
+                    l.set(0, value);
+                }
+            }
+            Ok(())
+        };
+        core().map_err(|e| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let ema = ema.map(|e| unsafe { read(e) });
+            // SAFETY: as above.
+            unsafe { explain(e, &plan, Some(&src), Some(ema.as_ref()), None, None) }
+        })
+    };
+    status(run())
+}
+
+/// The one call on aligned copies: accumulate every chunk, finalize, then each chunk's
+/// factors and rows. Returns the loss.
+///
+/// # Safety
+/// The buffers are valid as the C contract says; outputs overlap nothing.
+unsafe fn bounced(
+    cfg: &GhmG,
+    plan: &Plan,
+    ema: Option<&mut Ema>,
+    src: &Source,
+    rows: Option<Rows>,
+    factor: Option<Buf<f32>>,
+    stats: &mut Stats,
+) -> Result<f32, Error> {
+    if plan.momentum > 0.0 && ema.as_deref().is_none_or(|e| e.bins as usize != plan.bins) {
+        return Err(Error::State);
+    }
+    if src.n == 0 {
+        return Ok(0.0);
+    }
+    let mut hist = Hist::new(plan.bins as u32)?;
+    // SAFETY: forwarded from the caller.
+    unsafe { src.chunks(|_, s| cfg.accumulate(s, &mut hist)) }?;
+    let weights = cfg.finalize(ema, &hist)?;
+    if rows.is_some() || factor.is_some() {
+        // SAFETY: forwarded from the caller.
+        unsafe { apply_chunks(cfg, &weights, src, rows, factor) }?;
+    }
+    *stats = Stats::of(&hist, &weights);
+    Ok(weights.loss as f32)
+}
+
+/// Each chunk's factors (the samples already checked, or skipped), written to `factor` and
+/// applied to `rows`, unaligned.
+///
+/// # Safety
+/// As [`bounced`].
+unsafe fn apply_chunks(
+    cfg: &GhmG,
+    weights: &Weights,
+    src: &Source,
+    rows: Option<Rows>,
+    factor: Option<Buf<f32>>,
+) -> Result<(), Error> {
+    let cfg = GhmG {
+        skip_bad: true,
+        ..*cfg
+    };
+    let mut f = [0.0f32; BOUNCE];
+    // SAFETY: forwarded from the caller; every index is a sample's.
+    unsafe {
+        src.chunks(|start, s| {
+            let f = &mut f[..s.g.len()];
+            cfg.apply(weights, s, None, Some(f))?;
+            if let Some(out) = factor {
+                for (j, &v) in f.iter().enumerate() {
+                    out.set(start + j, v);
+                }
+            }
+            if let Some(rows) = rows {
+                rows.rescale(start, f);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Phase 1 of generic GHM: adds a chunk of `n` samples to `*h` (`sample_loss` and `valid` as
+/// in `ghm_g_loss_grad`).
+///
+/// # Safety
+/// `g`, `sample_loss`, `valid`: NULL or valid for `n` floats; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_g_accumulate(
+    cfg: *const ghm_g_config,
+    g: *const f32,
+    sample_loss: *const f32,
+    valid: *const f32,
+    n: usize,
+    h: *mut Hist,
+) -> super::ghm_status {
+    let run = || -> Result<(), Fault> {
+        let hist = one_required(h as *const Hist, c"h")?;
+        let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
+        let src = Source::new(g, sample_loss, valid, n)?;
+        let [a, b, c] = src.named();
+        disjoint(
+            &[a, b, c, (c"cfg", Some(cfg_region))],
+            &[(c"h", Some(hist.region()))],
+        )?;
+        // SAFETY: valid per the C contract; the histogram overlaps no input (checked).
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let mut acc = read(hist);
+                if src.aligned() {
+                    cfg.accumulate(&src.samples(), &mut acc)?;
+                } else {
+                    if acc.bins as usize != plan.bins {
+                        return Err(Error::State);
+                    }
+                    src.chunks(|_, s| cfg.accumulate(s, &mut acc))?;
+                }
+                hist.set(0, acc);
+            }
+            Ok(())
+        };
+        core().map_err(|e| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let h = unsafe { read(hist) };
+            // SAFETY: as above.
+            unsafe { explain(e, &plan, Some(&src), None, Some(&h), None) }
+        })
+    };
+    status(run())
+}
+
+/// Phase 2 of generic GHM, once per batch: EMA update (`ema` may be NULL when momentum is 0),
+/// the weights, the gradient factors per bin and the batch's loss into `*w`.
+///
+/// # Safety
+/// `h` points to a valid histogram, `w` to writable memory for a `ghm_weights`, `ema` is NULL
+/// or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_g_finalize(
+    cfg: *const ghm_g_config,
+    ema: *mut Ema,
+    h: *const Hist,
+    w: *mut Weights,
+) -> super::ghm_status {
+    let run = || -> Result<(), Fault> {
+        let hb = one_required(h, c"h")?;
+        let wb = one_required(w as *const Weights, c"w")?;
+        let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
+        let e = one(ema as *const Ema, c"ema")?;
+        disjoint(
+            &[(c"h", Some(hb.region())), (c"cfg", Some(cfg_region))],
+            &[(c"w", Some(wb.region())), (c"ema", region(e))],
+        )?;
+        // SAFETY: valid per the C contract; outputs overlap nothing (checked).
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let mut ema_local = e.map(|e| read(e));
+                let weights = cfg.finalize(ema_local.as_mut(), &read(hb))?;
+                if let (Some(e), Some(v)) = (e, ema_local) {
+                    if plan.momentum > 0.0 {
+                        e.set(0, v);
+                    }
+                }
+                wb.set(0, weights);
+            }
+            Ok(())
+        };
+        core().map_err(|err| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let (h, ema) = unsafe { (read(hb), e.map(|e| read(e))) };
+            // SAFETY: no samples are read.
+            unsafe { explain(err, &plan, None, Some(ema.as_ref()), Some(&h), None) }
+        })
+    };
+    status(run())
+}
+
+/// Phase 3 of generic GHM: multiplies the gradient rows of a chunk of `n` samples by their
+/// factors (and writes the factors to `factor`, if not NULL). Unless skip_bad is 1 the chunk
+/// is checked first: nothing is written if a sample is bad. Pointers as `ghm_g_loss_grad`.
+///
+/// # Safety
+/// As `ghm_g_loss_grad`; `w` points to valid weights.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_g_apply(
+    cfg: *const ghm_g_config,
+    w: *const Weights,
+    g: *const f32,
+    valid: *const f32,
+    n: usize,
+    grad: *mut f32,
+    k: usize,
+    row_stride: usize,
+    factor: *mut f32,
+) -> super::ghm_status {
+    let run = || -> Result<(), Fault> {
+        let wb = one_required(w, c"w")?;
+        let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
+        let src = Source::new(g, core::ptr::null(), valid, n)?;
+        let rows = Rows::new(grad, n, k, row_stride)?;
+        let factor = Buf::optional(factor as *const f32, n, c"factor")?;
+        let [a, b, c] = src.named();
+        disjoint(
+            &[
+                a,
+                b,
+                c,
+                (c"cfg", Some(cfg_region)),
+                (c"w", Some(wb.region())),
+            ],
+            &[
+                (c"grad", rows.map(|r| r.region())),
+                (c"factor", region(factor)),
+            ],
+        )?;
+        // SAFETY: valid per the C contract; outputs overlap nothing (checked).
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let weights = read(wb);
+                if src.aligned()
+                    && rows.is_none_or(|r| r.buf.aligned())
+                    && factor.is_none_or(|f| f.aligned())
+                {
+                    let rows = rows.map(|r| r.rows());
+                    cfg.apply(
+                        &weights,
+                        &src.samples(),
+                        rows,
+                        factor.map(|f| f.slice_mut()),
+                    )?;
+                } else {
+                    // Refuse bad weights and bad samples before the first chunk is written.
+                    weights.check(plan.bins)?;
+                    if !plan.skip_bad {
+                        let mut h = Hist::new(plan.bins as u32)?;
+                        src.chunks(|_, s| cfg.accumulate(s, &mut h))?;
+                    }
+                    if rows.is_some() || factor.is_some() {
+                        apply_chunks(&cfg, &weights, &src, rows, factor)?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        core().map_err(|e| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let w = unsafe { read(wb) };
+            // SAFETY: as above.
+            unsafe { explain(e, &plan, Some(&src), None, None, Some(&w)) }
+        })
+    };
+    status(run())
+}
