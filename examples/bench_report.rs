@@ -15,7 +15,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use ghm::{Backend, Blocks, Dense, Ema, GhmC, GhmR, Labels, Layout, Out, View};
+use ghm::{
+    Backend, Blocks, Dense, Ema, GOut, GhmC, GhmG, GhmR, GradRows, Labels, Layout, Out, Samples,
+    View,
+};
 
 /// SplitMix64.
 struct Rng(u64);
@@ -83,6 +86,41 @@ impl Data {
             });
         }
         d
+    }
+}
+
+/// The generic row's name.
+const GENERIC: &str = "generic GHM, rows of 4";
+/// Floats per sample of the generic row's gradient rows.
+const GEN_K: usize = 4;
+
+/// Generic GHM's inputs, from GHM-R's data: each sample's `g` and ASL1 loss (`mu` 0.02) and a
+/// gradient row of 4 floats, rescaled in place by every call. The rows hold zeros, which stay
+/// zeros: values would be multiplied again by every timed call, and drift into subnormals
+/// (slow on x86) or overflow; the traffic and the operations are the same.
+struct Generic {
+    g: Vec<f32>,
+    loss: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+impl Generic {
+    fn new(d: &Data) -> Generic {
+        let (g, loss) = d
+            .reg_pred
+            .iter()
+            .zip(&d.reg_target)
+            .map(|(&x, &t)| {
+                let diff = x - t;
+                let root = (diff * diff + 0.0004f32).sqrt();
+                (diff.abs() / root, root - 0.02)
+            })
+            .unzip();
+        Generic {
+            g,
+            loss,
+            rows: vec![0.0; d.reg_pred.len() * GEN_K],
+        }
     }
 }
 
@@ -165,6 +203,9 @@ struct Floor {
     c: Vec<f32>,
     o: Vec<f32>,
     o2: Vec<f32>,
+    /// Generic GHM's floor instead (see [`Floor::generic`]): gradient rows of this many floats
+    /// per sample, in `o` (0: the two-pass kernels' floor).
+    rows_k: usize,
 }
 
 impl Floor {
@@ -181,10 +222,49 @@ impl Floor {
             c: vec![0.5; n],
             o: vec![0.0; n],
             o2: vec![0.0; n],
+            rows_k: 0,
         }
     }
 
+    /// Generic GHM's own traffic over `n` samples with gradient rows of `k` floats: a pass
+    /// that reads three f32 per sample (`g`, the loss, the validity weight), then one that
+    /// reads two (`g`, the validity weight) and reads and writes the sample's `k` floats.
+    fn generic(n: usize, k: usize) -> Floor {
+        let mut f = Floor::new(n);
+        f.o = vec![0.0; n * k]; // zeros, as the kernel's rows (see `Generic`)
+        f.rows_k = k;
+        f
+    }
+
+    /// [`Floor::generic`]'s passes. (The first sums into 16 lanes, so that it is not bound by
+    /// one chain of additions.)
+    fn run_generic(&mut self) {
+        let (a, b, c) = (black_box(&self.a), black_box(&self.b), black_box(&self.c));
+        let mut acc = [0.0f32; 16];
+        for ((a, b), c) in a
+            .chunks_exact(16)
+            .zip(b.chunks_exact(16))
+            .zip(c.chunks_exact(16))
+        {
+            for j in 0..16 {
+                acc[j] += a[j] + b[j] * c[j];
+            }
+        }
+        black_box(acc);
+        let k = self.rows_k;
+        for ((row, &a), &c) in self.o.chunks_exact_mut(k).zip(a).zip(c) {
+            let f = a * c;
+            for v in row {
+                *v *= f;
+            }
+        }
+        black_box(&mut self.o);
+    }
+
     fn run(&mut self) {
+        if self.rows_k > 0 {
+            return self.run_generic();
+        }
         let (a, b, c) = (black_box(&self.a), black_box(&self.b), black_box(&self.c));
         for r in self.geom.ranges() {
             let (a, b, c) = (&a[r.clone()], &b[r.clone()], &c[r.clone()]);
@@ -269,6 +349,7 @@ fn main() -> Result<(), ghm::Error> {
         let d = Data::new(n);
         let mut floor = Floor::new(n);
         let mut grad = vec![0.0f32; n];
+        let mut gen = Generic::new(&d);
         // The same data through views, in place in larger buffers as a trainer holds it (see
         // `Spread`), each with the floor over the same layout.
         let mut spreads: Vec<(Spread, Floor, Vec<f32>)> = Spread::KINDS
@@ -297,8 +378,15 @@ fn main() -> Result<(), ghm::Error> {
                 skip_bad: true,
                 ..c
             };
+            let g = GhmG {
+                bins: 10,
+                momentum: 0.75,
+                backend: Some(backend),
+                ..GhmG::default()
+            };
             let mut ema_c = Ema::new(30)?;
             let mut ema_r = Ema::new(10)?;
+            let mut ema_g = Ema::new(10)?;
             let reps = if backend == Backend::Scalar {
                 reps_for(n).div_ceil(8)
             } else {
@@ -347,6 +435,18 @@ fn main() -> Result<(), ghm::Error> {
                             r.loss_grad(Some(&mut ema_r), &input, Out::grad(&mut grad))
                                 .unwrap(),
                         );
+                    })
+                }),
+                // Per sample: its g, loss and validity, and a gradient row of 4 floats.
+                (GENERIC, {
+                    let samples = Samples::new(&gen.g).loss(&gen.loss).valid(&d.weights);
+                    let mut floor = Floor::generic(n, GEN_K);
+                    paired(runs, &mut floor, reps, || {
+                        let out = GOut {
+                            rows: Some(GradRows::new(&mut gen.rows, GEN_K)),
+                            ..GOut::default()
+                        };
+                        black_box(g.loss_grad(Some(&mut ema_g), &samples, out).unwrap());
                     })
                 }),
             ];
@@ -547,6 +647,13 @@ fn targets(rows: &Rows) {
             "  GHM-R no slower than GHM-C: R / C {}  {}",
             shown.join(", "),
             verdict(r_over_c.iter().all(|&(_, q)| q <= 1.0))
+        );
+    }
+    if let Some(big) = rows.get(GENERIC, auto, BIG) {
+        println!(
+            "  generic GHM (rows of 4) at 16Mi <= 1.3x its own floor: {:.2}x  {}",
+            big.ratio,
+            verdict(big.ratio <= 1.3)
         );
     }
     // Per element against the contiguous row, and against its own floor: the kernel / floor

@@ -2459,9 +2459,9 @@ static void test_generic(void) {
     CHECK(ghm_hist_merge(&h, &h2) == GHM_OK, "merge");
     CHECK(ghm_g_finalize(&gg, &eg, &h, &w) == GHM_OK, "finalize");
     memcpy(rows, rows0, rn * sizeof(float));
-    CHECK(ghm_g_apply(&gg, &w, g, lw, cut, rows, GK, GS, f) == GHM_OK, "apply 1");
-    CHECK(ghm_g_apply(&gg, &w, pg, lw + cut, GN - cut, rows + cut * GS, GK, GS, f + cut) ==
-              GHM_OK,
+    CHECK(ghm_g_apply(&gg, &w, g, l, lw, cut, rows, GK, GS, f) == GHM_OK, "apply 1");
+    CHECK(ghm_g_apply(&gg, &w, pg, NULL, lw + cut, GN - cut, rows + cut * GS, GK, GS,
+                      f + cut) == GHM_OK,
           "apply 2");
     CHECK(first_diff(rows, rows2, rn) < 0, "phased rows differ at %ld",
           first_diff(rows, rows2, rn));

@@ -977,7 +977,9 @@ ghm_status ghm_g_finalize(const struct ghm_g_config *cfg,
 /**
  * Phase 3 of generic GHM: multiplies the gradient rows of a chunk of `n` samples by their
  * factors (and writes the factors to `factor`, if not NULL). Unless skip_bad is 1 the chunk
- * is checked first: nothing is written if a sample is bad. Pointers as `ghm_g_loss_grad`.
+ * is checked first: nothing is written if a sample is bad. Pass the chunk's `sample_loss`
+ * as to `ghm_g_accumulate` (or NULL): with skip_bad, a sample whose loss is bad gets factor
+ * 0, as accumulate excluded it. Pointers as `ghm_g_loss_grad`.
  *
  * # Safety
  * As `ghm_g_loss_grad`; `w` points to valid weights.
@@ -985,6 +987,7 @@ ghm_status ghm_g_finalize(const struct ghm_g_config *cfg,
 ghm_status ghm_g_apply(const struct ghm_g_config *cfg,
                        const struct ghm_weights *w,
                        const float *g,
+                       const float *sample_loss,
                        const float *valid,
                        size_t n,
                        float *grad,

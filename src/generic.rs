@@ -126,12 +126,14 @@ impl<'a> Samples<'a> {
     }
 
     /// Samples `range` as the kernels' batch: the prediction is `g`, the target the loss
-    /// (or `g` again, when there is none: its per-bin sums are then dropped).
-    fn batch(&self, range: core::ops::Range<usize>) -> Batch<'a> {
+    /// (or `g` again, when there is none or `loss` is false: pass 2 of samples already
+    /// checked need not read the losses; their per-bin sums are dropped).
+    fn batch(&self, range: core::ops::Range<usize>, loss: bool) -> Batch<'a> {
         let g = &self.g[range.clone()];
+        let l = self.loss.filter(|_| loss);
         Batch::Dense {
             pred: g,
-            target: self.loss.map_or(g, |l| &l[range.clone()]),
+            target: l.map_or(g, |l| &l[range.clone()]),
             weight: self.valid.map(|w| &w[range]),
             blocks: None,
         }
@@ -180,20 +182,34 @@ impl<'a> GradRows<'a> {
     }
 
     /// Multiplies the rows of samples `first..first + factors.len()` by their factors (see
-    /// [`scaled`]).
+    /// [`scaled`]). Packed rows of 1, 2, 3, 4 or 8 floats take a loop compiled for their
+    /// width, which the compiler vectorizes across samples.
     fn rescale(&mut self, first: usize, factors: &[f32]) {
-        if self.k == 1 && self.stride == 1 {
-            let rows = &mut self.data[first..first + factors.len()];
-            for (v, &f) in rows.iter_mut().zip(factors) {
-                *v = scaled(*v, f);
+        if self.stride == self.k {
+            let rows = &mut self.data[first * self.k..(first + factors.len()) * self.k];
+            match self.k {
+                1 => return rescale_packed::<1>(rows, factors),
+                2 => return rescale_packed::<2>(rows, factors),
+                3 => return rescale_packed::<3>(rows, factors),
+                4 => return rescale_packed::<4>(rows, factors),
+                8 => return rescale_packed::<8>(rows, factors),
+                _ => {}
             }
-            return;
         }
         for (i, &f) in factors.iter().enumerate() {
             let at = (first + i) * self.stride;
             for v in &mut self.data[at..at + self.k] {
                 *v = scaled(*v, f);
             }
+        }
+    }
+}
+
+/// [`GradRows::rescale`] for packed rows of `K` floats.
+fn rescale_packed<const K: usize>(rows: &mut [f32], factors: &[f32]) {
+    for (row, &f) in rows.chunks_exact_mut(K).zip(factors) {
+        for v in row {
+            *v = scaled(*v, f);
         }
     }
 }
@@ -376,7 +392,7 @@ fn check_outputs(
 
 /// Pass 1 of the samples: counts, `tot`, skipped and, with losses, the per-bin loss sums.
 fn pass1(plan: &Plan, model: G, bins: &Bins, samples: &Samples<'_>) -> Result<Hist, Error> {
-    let batch = samples.batch(0..samples.g.len());
+    let batch = samples.batch(0..samples.g.len(), true);
     let mut hist = dispatch::accumulate_sums(plan.backend, model, bins, &batch, plan.skip_bad)?;
     if samples.loss.is_none() {
         // The sums are of `g` (the stand-in target): no loss.
@@ -409,7 +425,9 @@ fn pass2(
             Some(f) => &mut f[range.clone()],
             None => &mut buf[..len],
         };
-        let batch = samples.batch(range);
+        // With `skip_bad`, a sample whose loss is bad was excluded by pass 1 and must get
+        // factor 0 here too: the losses are read again. Otherwise every sample is good.
+        let batch = samples.batch(range, plan.skip_bad);
         let lw = plan.loss_weight;
         dispatch::apply_grad(plan.backend, model, bins, weights, lw, &batch, f)?;
         if let Some(rows) = rows.as_mut() {

@@ -32,7 +32,10 @@ fn no_mangle_functions() -> BTreeSet<String> {
     let dir = std::fs::read_dir(root().join("src/ffi")).expect("src/ffi/");
     let mut files: Vec<_> = dir.map(|e| e.expect("src/ffi/ entry").path()).collect();
     files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+    {
         src.push_str(&std::fs::read_to_string(f).expect("a src/ffi/ file"));
     }
     let mut names = BTreeSet::new();

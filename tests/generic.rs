@@ -283,37 +283,52 @@ fn g_max_scales_the_bins_and_caps_the_last() {
 }
 
 #[test]
-fn strided_rows_of_k_floats_are_multiplied_by_their_factor() {
+fn rows_of_k_floats_packed_or_strided_are_multiplied_by_their_factor() {
     let mut rng = Rng(15);
-    let (n, k, stride) = (333, 4, 6);
+    let n = 333;
     let g = norms(&mut rng, n, 10);
     let w = mask(&mut rng, n);
-    let data: Vec<f32> = (0..(n - 1) * stride + k + 3)
-        .map(|_| rng.range(-2.0, 2.0) as f32)
-        .collect();
-    for backend in backends() {
-        let mut rows = data.clone();
-        let mut f = vec![0.0; n];
-        let out = GOut {
-            rows: Some(GradRows::strided(&mut rows, k, stride)),
-            factor: Some(&mut f),
-            stats: None,
-        };
-        let cfg = generic(10, 0.0, Reduction::Mean, backend);
-        let loss = cfg
-            .loss_grad(None, &Samples::new(&g).valid(&w), out)
-            .unwrap();
-        assert_eq!(loss, 0.0, "no losses given");
-        for (j, (&got, &was)) in rows.iter().zip(&data).enumerate() {
-            let (i, c) = (j / stride, j % stride);
-            let want = if i >= n || c >= k {
-                was // between the rows, or past the last: untouched
-            } else if f[i] == 0.0 {
-                0.0
-            } else {
-                was * f[i]
+    // Packed widths with a loop of their own (1, 2, 3, 4, 8), others, and strided rows.
+    let shapes = [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (4, 4),
+        (5, 5),
+        (8, 8),
+        (4, 6),
+        (1, 3),
+        (9, 9),
+    ];
+    for (k, stride) in shapes {
+        let data: Vec<f32> = (0..(n - 1) * stride + k + 3)
+            .map(|_| rng.range(-2.0, 2.0) as f32)
+            .collect();
+        for backend in backends() {
+            let mut rows = data.clone();
+            let mut f = vec![0.0; n];
+            let out = GOut {
+                rows: Some(GradRows::strided(&mut rows, k, stride)),
+                factor: Some(&mut f),
+                stats: None,
             };
-            assert_eq!(got.to_bits(), want.to_bits(), "{backend:?}, float {j}");
+            let cfg = generic(10, 0.0, Reduction::Mean, backend);
+            let loss = cfg
+                .loss_grad(None, &Samples::new(&g).valid(&w), out)
+                .unwrap();
+            assert_eq!(loss, 0.0, "no losses given");
+            for (j, (&got, &was)) in rows.iter().zip(&data).enumerate() {
+                let (i, c) = (j / stride, j % stride);
+                let want = if i >= n || c >= k {
+                    was // between the rows, or past the last: untouched
+                } else if f[i] == 0.0 {
+                    0.0
+                } else {
+                    was * f[i]
+                };
+                let what = format!("{backend:?}, k {k}, stride {stride}, float {j}");
+                assert_eq!(got.to_bits(), want.to_bits(), "{what}");
+            }
         }
     }
 }
@@ -531,6 +546,42 @@ fn skip_bad_zeroes_the_bad_samples_and_counts_them() {
             let zero = v.to_bits() == 0;
             assert_eq!(zero, bad.contains(&i), "{backend:?}, sample {i}: {v}");
         }
+    }
+}
+
+/// With `skip_bad`, a sample whose loss is bad (its `g` good) is excluded by pass 1, so pass 2
+/// gives it factor 0 too: in the one call, and in the phased apply given the same losses.
+#[test]
+fn skip_bad_excludes_a_bad_loss_in_both_passes() {
+    let n = 300;
+    let g: Vec<f32> = (0..n).map(|i| (i % 10) as f32 / 10.0).collect();
+    let mut l = vec![1.0f32; n];
+    l[7] = f32::NAN;
+    l[123] = -2.0;
+    for backend in backends() {
+        let cfg = GhmG {
+            skip_bad: true,
+            ..generic(10, 0.0, Reduction::Mean, backend)
+        };
+        let samples = Samples::new(&g).loss(&l);
+        let mut f = vec![1.0f32; n];
+        let mut stats = Stats::default();
+        let out = GOut {
+            factor: Some(&mut f),
+            stats: Some(&mut stats),
+            ..GOut::default()
+        };
+        cfg.loss_grad(None, &samples, out).unwrap();
+        assert_eq!(stats.skipped, 2, "{backend:?}");
+        let mut h = Hist::new(10).unwrap();
+        cfg.accumulate(&samples, &mut h).unwrap();
+        let w = cfg.finalize(None, &h).unwrap();
+        let mut f2 = vec![1.0f32; n];
+        cfg.apply(&w, &samples, None, Some(&mut f2)).unwrap();
+        for f in [&f, &f2] {
+            assert!(f[7] == 0.0 && f[123] == 0.0 && f[8] != 0.0, "{backend:?}");
+        }
+        assert_eq!(bits(&f), bits(&f2), "{backend:?}");
     }
 }
 

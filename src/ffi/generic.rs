@@ -594,7 +594,9 @@ pub unsafe extern "C" fn ghm_g_finalize(
 
 /// Phase 3 of generic GHM: multiplies the gradient rows of a chunk of `n` samples by their
 /// factors (and writes the factors to `factor`, if not NULL). Unless skip_bad is 1 the chunk
-/// is checked first: nothing is written if a sample is bad. Pointers as `ghm_g_loss_grad`.
+/// is checked first: nothing is written if a sample is bad. Pass the chunk's `sample_loss`
+/// as to `ghm_g_accumulate` (or NULL): with skip_bad, a sample whose loss is bad gets factor
+/// 0, as accumulate excluded it. Pointers as `ghm_g_loss_grad`.
 ///
 /// # Safety
 /// As `ghm_g_loss_grad`; `w` points to valid weights.
@@ -603,6 +605,7 @@ pub unsafe extern "C" fn ghm_g_apply(
     cfg: *const ghm_g_config,
     w: *const Weights,
     g: *const f32,
+    sample_loss: *const f32,
     valid: *const f32,
     n: usize,
     grad: *mut f32,
@@ -613,7 +616,7 @@ pub unsafe extern "C" fn ghm_g_apply(
     let run = || -> Result<(), Fault> {
         let wb = one_required(w, c"w")?;
         let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
-        let src = Source::new(g, core::ptr::null(), valid, n)?;
+        let src = Source::new(g, sample_loss, valid, n)?;
         let rows = Rows::new(grad, n, k, row_stride)?;
         let factor = Buf::optional(factor as *const f32, n, c"factor")?;
         let [a, b, c] = src.named();
