@@ -2357,7 +2357,7 @@ static ghm_status g_call(const ghm_g_config *cfg, ghm_ema *ema, const float *g, 
   float *pv = v ? (float *)placed(v, GN * sizeof(float), off, &b[2]) : NULL;
   float *pr = (float *)placed(rows, rn * sizeof(float), off, &b[3]);
   float *pf = (float *)placed(factor, GN * sizeof(float), off, &b[4]);
-  ghm_status s = ghm_g_loss_grad(cfg, ema, pg, pl, pv, GN, pr, GK, GS, pf, loss, stats);
+  ghm_status s = ghm_g_loss_grad(cfg, ema, pg, pl, pv, GN, pr, GK, GS, 1, pf, loss, stats);
   memcpy(rows, pr, rn * sizeof(float));
   memcpy(factor, pf, GN * sizeof(float));
   free(b[0]);
@@ -2399,7 +2399,7 @@ static void test_generic(void) {
   for (rep = 0; rep < 2; rep++) {
     CHECK(ghm_c_loss_grad(&c, &ec, x, t, lw, GN, gc, &loss_c, NULL, &sc) == GHM_OK, "ghm-c");
     memcpy(r1, d, GN * sizeof(float));
-    st = ghm_g_loss_grad(&gg, &eg, g, l, lw, GN, r1, 1, 1, NULL, &loss_g, &sg);
+    st = ghm_g_loss_grad(&gg, &eg, g, l, lw, GN, r1, 1, 1, 1, NULL, &loss_g, &sg);
     CHECK(st == GHM_OK, "generic: %s", sname(st));
     CHECK(first_diff(r1, gc, GN) < 0, "batch %zu: gradient %ld differs", rep,
           first_diff(r1, gc, GN));
@@ -2447,6 +2447,25 @@ static void test_generic(void) {
       CHECK(same_bytes(&eg, &eg2, sizeof eg), "misaligned EMA");
     }
   }
+  /* Planar rows ([GK][GN]: row_stride 1, elem_stride GN + 7): the same products. */
+  {
+    const size_t es = GN + 7, pn = (GK - 1) * es + GN;
+    float *planar = fvec(pn);
+    size_t j;
+    for (i = 0; i < GN; i++)
+      for (j = 0; j < GK; j++) planar[j * es + i] = rows0[i * GS + j];
+    ghm_ema_init(&eg, 30);
+    st = ghm_g_loss_grad(&gg, &eg, g, l, lw, GN, planar, GK, 1, es, NULL, NULL, NULL);
+    CHECK(st == GHM_OK, "planar: %s", sname(st));
+    for (i = 0; i < GN; i++)
+      for (j = 0; j < GK; j++)
+        if (memcmp(&planar[j * es + i], &rows2[i * GS + j], sizeof(float))) {
+          CHECK(0, "planar sample %zu float %zu differs", i, j);
+          i = GN;
+          break;
+        }
+    free(planar);
+  }
   /* Phased: two chunks (one misaligned), merged, finalized, applied. */
   {
     void *blk;
@@ -2459,8 +2478,8 @@ static void test_generic(void) {
     CHECK(ghm_hist_merge(&h, &h2) == GHM_OK, "merge");
     CHECK(ghm_g_finalize(&gg, &eg, &h, &w) == GHM_OK, "finalize");
     memcpy(rows, rows0, rn * sizeof(float));
-    CHECK(ghm_g_apply(&gg, &w, g, l, lw, cut, rows, GK, GS, f) == GHM_OK, "apply 1");
-    CHECK(ghm_g_apply(&gg, &w, pg, NULL, lw + cut, GN - cut, rows + cut * GS, GK, GS,
+    CHECK(ghm_g_apply(&gg, &w, g, l, lw, cut, rows, GK, GS, 1, f) == GHM_OK, "apply 1");
+    CHECK(ghm_g_apply(&gg, &w, pg, NULL, lw + cut, GN - cut, rows + cut * GS, GK, GS, 1,
                       f + cut) == GHM_OK,
           "apply 2");
     CHECK(first_diff(rows, rows2, rn) < 0, "phased rows differ at %ld",
@@ -2526,8 +2545,8 @@ static void test_generic(void) {
         case 10: rp = (float *)gb; k = 1; stride = 1; break;
         case 11: fp = vb; break;
       }
-      st = ghm_g_loss_grad(cp, ci == 4 ? NULL : &eg, gp, lb, vp, GN, rp, k, stride, fp, &lossv,
-                           &sg);
+      st = ghm_g_loss_grad(cp, ci == 4 ? NULL : &eg, gp, lb, vp, GN, rp, k, stride, 1, fp,
+                           &lossv, &sg);
       CHECK(st == cases[ci].want, "%s: %s, want %s", cases[ci].what, sname(st),
             sname(cases[ci].want));
       expect_report(cases[ci].want, cases[ci].arg, cases[ci].index, cases[ci].what);
@@ -2554,7 +2573,7 @@ static void test_generic(void) {
     bad.skip_bad = 1;
     bad.momentum = 0.0f;
     memcpy(rows, rows0, rn * sizeof(float));
-    st = ghm_g_loss_grad(&bad, NULL, gb, l, NULL, GN, rows, GK, GS, f, NULL, &sg);
+    st = ghm_g_loss_grad(&bad, NULL, gb, l, NULL, GN, rows, GK, GS, 1, f, NULL, &sg);
     CHECK(st == GHM_OK && sg.skipped == 2, "skip_bad: %s, skipped %llu", sname(st),
           (unsigned long long)sg.skipped);
     CHECK(f[0] == 0.0f && f[GN - 1] == 0.0f && f[1] != 0.0f, "skip_bad: factors");

@@ -924,15 +924,17 @@ struct ghm_g_config ghm_g_config_default(void);
  *
  * `sample_loss` (NULL: no loss; `*loss` is then 0) holds each sample's unweighted loss
  * (finite, >= 0), `valid` (NULL: all valid) its validity weight (> 0 valid, 0 excluded: a
- * mask, not a multiplier). `grad` (NULL: none) holds sample `i`'s gradient at
- * `grad[i * row_stride .. i * row_stride + k]` (k >= 1, row_stride >= k). `factor` (NULL:
+ * mask, not a multiplier). `grad` (NULL: none) holds sample `i`'s gradient: its float `j` at
+ * `grad[i * row_stride + j * elem_stride]` (k >= 1; rows of adjacent floats: elem_stride 1,
+ * row_stride >= k; planar rows, `[k][n]` as Darknet's box deltas: row_stride 1,
+ * elem_stride >= n; no float may belong to two samples). `factor` (NULL:
  * not written) receives each sample's factor; `loss` the reduced weighted loss
  * `loss_weight * sum(w_i * l_i)` (/ (tot + FLT_EPSILON) for MEAN); `stats` what the call did.
  * `ema` may be NULL when momentum is 0. On error nothing was written.
  *
  * # Safety
  * Every non-NULL pointer is valid for its size: `g`, `sample_loss`, `valid`, `factor`: `n`
- * floats; `grad`: `(n - 1) * row_stride + k` floats.
+ * floats; `grad`: `(n - 1) * row_stride + (k - 1) * elem_stride + 1` floats.
  */
 ghm_status ghm_g_loss_grad(const struct ghm_g_config *cfg,
                            struct ghm_ema *ema,
@@ -943,6 +945,7 @@ ghm_status ghm_g_loss_grad(const struct ghm_g_config *cfg,
                            float *grad,
                            size_t k,
                            size_t row_stride,
+                           size_t elem_stride,
                            float *factor,
                            float *loss,
                            struct ghm_stats *stats);
@@ -993,6 +996,7 @@ ghm_status ghm_g_apply(const struct ghm_g_config *cfg,
                        float *grad,
                        size_t k,
                        size_t row_stride,
+                       size_t elem_stride,
                        float *factor);
 
 #ifdef __cplusplus

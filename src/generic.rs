@@ -140,42 +140,66 @@ impl<'a> Samples<'a> {
     }
 }
 
-/// Each sample's gradient, rescaled in place: `k` floats per sample, sample `i`'s at
-/// `data[i * stride..i * stride + k]` (a box's 4 coordinates, a softmax row's `C` logits...).
+/// Each sample's gradient, rescaled in place: `k` floats per sample, float `j` of sample `i`
+/// at `data[i * stride + j * elem_stride]`. Rows of adjacent floats (`elem_stride` 1: a box's
+/// 4 coordinates, a softmax row's `C` logits), or planar ones (`stride` 1, `elem_stride` the
+/// sample count: `[4][N]` box deltas, as Darknet lays them out per anchor).
 #[derive(Debug)]
 pub struct GradRows<'a> {
-    /// The rows; at least `(n - 1) * stride + k` floats for `n` samples.
+    /// The rows; at least `(n - 1) * stride + (k - 1) * elem_stride + 1` floats for `n`
+    /// samples.
     pub data: &'a mut [f32],
     /// Floats per sample, at least 1.
     pub k: usize,
-    /// Floats from one sample's row to the next, at least `k` (rows may not overlap).
+    /// Floats from one sample's first float to the next sample's.
     pub stride: usize,
+    /// Floats from one float of a row to the next.
+    pub elem_stride: usize,
 }
 
 impl<'a> GradRows<'a> {
     /// Rows of `k` floats, packed (`stride = k`).
     pub fn new(data: &'a mut [f32], k: usize) -> Self {
-        GradRows { data, k, stride: k }
+        GradRows::strided(data, k, k)
     }
 
-    /// Rows of `k` floats, `stride` apart.
+    /// Rows of `k` adjacent floats, `stride` apart.
     pub fn strided(data: &'a mut [f32], k: usize, stride: usize) -> Self {
-        GradRows { data, k, stride }
+        GradRows::laid_out(data, k, stride, 1)
     }
 
-    /// [`Error::Shape`] unless the rows of `n` samples fit, `k >= 1` and they do not overlap.
+    /// Rows of `k` floats `elem_stride` apart, `stride` from one row to the next.
+    pub fn laid_out(data: &'a mut [f32], k: usize, stride: usize, elem_stride: usize) -> Self {
+        GradRows {
+            data,
+            k,
+            stride,
+            elem_stride,
+        }
+    }
+
+    /// [`Error::Shape`] unless `k >= 1`, the rows of `n` samples fit and no two of their
+    /// floats are the same: one of the two strides must step over everything the other
+    /// covers (rows of adjacent floats: `stride >= (k - 1) * elem_stride + 1`; planar rows:
+    /// `elem_stride >= (n - 1) * stride + 1`).
     fn check(&self, n: usize) -> Result<(), Error> {
-        if self.k == 0 || (n > 1 && self.stride < self.k) {
+        let (k, s, e) = (self.k, self.stride, self.elem_stride);
+        if k == 0 {
             return Err(Error::Shape);
         }
-        let need = match n {
-            0 => 0,
-            _ => (n - 1)
-                .checked_mul(self.stride)
-                .and_then(|s| s.checked_add(self.k))
-                .ok_or(Error::Shape)?,
-        };
-        if self.data.len() < need {
+        if n == 0 {
+            return Ok(());
+        }
+        let span = |count: usize, step: usize| (count - 1).checked_mul(step);
+        let (rows, floats) = (
+            span(n, s).ok_or(Error::Shape)?,
+            span(k, e).ok_or(Error::Shape)?,
+        );
+        // Each row's floats inside one step of the rows, or each float's samples inside one
+        // step of the floats (one sample, or one float, always).
+        let disjoint = n == 1 || k == 1 || (e >= 1 && s > floats) || (s >= 1 && e > rows);
+        let need = rows.checked_add(floats).and_then(|x| x.checked_add(1));
+        if !disjoint || need.is_none_or(|need| self.data.len() < need) {
             return Err(Error::Shape);
         }
         Ok(())
@@ -183,11 +207,13 @@ impl<'a> GradRows<'a> {
 
     /// Multiplies the rows of samples `first..first + factors.len()` by their factors (see
     /// [`scaled`]). Packed rows of 1, 2, 3, 4 or 8 floats take a loop compiled for their
-    /// width, which the compiler vectorizes across samples.
+    /// width, which the compiler vectorizes across samples; planar rows (`stride` 1) a
+    /// contiguous loop per float.
     fn rescale(&mut self, first: usize, factors: &[f32]) {
-        if self.stride == self.k {
-            let rows = &mut self.data[first * self.k..(first + factors.len()) * self.k];
-            match self.k {
+        let (k, s, e) = (self.k, self.stride, self.elem_stride);
+        if s == k && (e == 1 || k == 1) {
+            let rows = &mut self.data[first * k..(first + factors.len()) * k];
+            match k {
                 1 => return rescale_packed::<1>(rows, factors),
                 2 => return rescale_packed::<2>(rows, factors),
                 3 => return rescale_packed::<3>(rows, factors),
@@ -196,9 +222,20 @@ impl<'a> GradRows<'a> {
                 _ => {}
             }
         }
+        if s == 1 {
+            for j in 0..k {
+                let at = first + j * e;
+                let floats = &mut self.data[at..at + factors.len()];
+                for (v, &f) in floats.iter_mut().zip(factors) {
+                    *v = scaled(*v, f);
+                }
+            }
+            return;
+        }
         for (i, &f) in factors.iter().enumerate() {
-            let at = (first + i) * self.stride;
-            for v in &mut self.data[at..at + self.k] {
+            let at = (first + i) * s;
+            for j in 0..k {
+                let v = &mut self.data[at + j * e];
                 *v = scaled(*v, f);
             }
         }

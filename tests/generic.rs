@@ -283,32 +283,44 @@ fn g_max_scales_the_bins_and_caps_the_last() {
 }
 
 #[test]
-fn rows_of_k_floats_packed_or_strided_are_multiplied_by_their_factor() {
+fn rows_of_k_floats_in_any_layout_are_multiplied_by_their_factor() {
     let mut rng = Rng(15);
     let n = 333;
     let g = norms(&mut rng, n, 10);
     let w = mask(&mut rng, n);
-    // Packed widths with a loop of their own (1, 2, 3, 4, 8), others, and strided rows.
+    // (k, stride, elem_stride): packed widths with a loop of their own (1, 2, 3, 4, 8),
+    // others, strided rows, planar rows ([k][n], as Darknet's box deltas) with and without a
+    // gap, and rows of spaced floats.
     let shapes = [
-        (1, 1),
-        (2, 2),
-        (3, 3),
-        (4, 4),
-        (5, 5),
-        (8, 8),
-        (4, 6),
-        (1, 3),
-        (9, 9),
+        (1, 1, 1),
+        (2, 2, 1),
+        (3, 3, 1),
+        (4, 4, 1),
+        (5, 5, 1),
+        (8, 8, 1),
+        (9, 9, 1),
+        (4, 6, 1),
+        (1, 3, 7),
+        (4, 1, n),
+        (4, 1, n + 5),
+        (3, 2, 2 * n),
+        (3, 7, 2),
     ];
-    for (k, stride) in shapes {
-        let data: Vec<f32> = (0..(n - 1) * stride + k + 3)
-            .map(|_| rng.range(-2.0, 2.0) as f32)
-            .collect();
+    for (k, stride, elem) in shapes {
+        let len = (n - 1) * stride + (k - 1) * elem + 1 + 3;
+        let data: Vec<f32> = (0..len).map(|_| rng.range(-2.0, 2.0) as f32).collect();
+        // The sample of each float of `data`, if any.
+        let mut owner = vec![None; len];
+        for i in 0..n {
+            for j in 0..k {
+                assert!(owner[i * stride + j * elem].replace(i).is_none(), "overlap");
+            }
+        }
         for backend in backends() {
             let mut rows = data.clone();
             let mut f = vec![0.0; n];
             let out = GOut {
-                rows: Some(GradRows::strided(&mut rows, k, stride)),
+                rows: Some(GradRows::laid_out(&mut rows, k, stride, elem)),
                 factor: Some(&mut f),
                 stats: None,
             };
@@ -317,19 +329,32 @@ fn rows_of_k_floats_packed_or_strided_are_multiplied_by_their_factor() {
                 .loss_grad(None, &Samples::new(&g).valid(&w), out)
                 .unwrap();
             assert_eq!(loss, 0.0, "no losses given");
-            for (j, (&got, &was)) in rows.iter().zip(&data).enumerate() {
-                let (i, c) = (j / stride, j % stride);
-                let want = if i >= n || c >= k {
-                    was // between the rows, or past the last: untouched
-                } else if f[i] == 0.0 {
-                    0.0
-                } else {
-                    was * f[i]
+            for (x, ((&got, &was), o)) in rows.iter().zip(&data).zip(&owner).enumerate() {
+                let want = match *o {
+                    None => was, // between the rows, or past the last: untouched
+                    Some(i) if f[i] == 0.0 => 0.0,
+                    Some(i) => was * f[i],
                 };
-                let what = format!("{backend:?}, k {k}, stride {stride}, float {j}");
+                let what = format!("{backend:?}, k {k}, stride {stride}, elem {elem}, float {x}");
                 assert_eq!(got.to_bits(), want.to_bits(), "{what}");
             }
         }
+    }
+    // Layouts whose rows share a float, or that do not fit, are refused.
+    let mut data = vec![0.0f32; 4 * n];
+    for (k, stride, elem, len) in [
+        (4, 2, 1, 4 * n),     // rows of 4 floats 2 apart
+        (4, 1, n - 1, 4 * n), // planar, one float short of the rows
+        (2, 2, 2, 4 * n),     // every float shared
+        (4, 4, 1, 4 * n - 1), // one float short
+        (0, 1, 1, 4 * n),     // no float
+    ] {
+        let out = GOut {
+            rows: Some(GradRows::laid_out(&mut data[..len], k, stride, elem)),
+            ..GOut::default()
+        };
+        let r = GhmG::default().loss_grad(None, &Samples::new(&g), out);
+        assert_eq!(r, Err(Error::Shape), "k {k}, stride {stride}, elem {elem}");
     }
 }
 

@@ -210,19 +210,27 @@ impl Source {
     }
 }
 
-/// Gradient rows as C passes them: `k` floats per sample, `row_stride` apart.
+/// Gradient rows as C passes them: `k` floats per sample, float `j` of sample `i` at
+/// `grad[i * row_stride + j * elem_stride]`.
 #[derive(Clone, Copy)]
 struct Rows {
     buf: Buf<f32>,
     k: usize,
     stride: usize,
+    elem: usize,
     n: usize,
 }
 
 impl Rows {
-    /// `None` for NULL. [`Error::Shape`] if `k` is 0, rows overlap (`row_stride < k` with more
-    /// than one sample) or their extent overflows.
-    fn new(ptr: *mut f32, n: usize, k: usize, stride: usize) -> Result<Option<Rows>, Fault> {
+    /// `None` for NULL. [`Error::Shape`] if `k` is 0, two samples share a float (neither
+    /// stride steps over all the other covers) or the extent overflows.
+    fn new(
+        ptr: *mut f32,
+        n: usize,
+        k: usize,
+        stride: usize,
+        elem: usize,
+    ) -> Result<Option<Rows>, Fault> {
         if ptr.is_null() {
             return Ok(None);
         }
@@ -232,28 +240,54 @@ impl Rows {
         if k == 0 {
             return Err(shape(c"k", k, c"is 0 while grad is not NULL"));
         }
-        if n > 1 && stride < k {
-            return Err(shape(
-                c"row_stride",
+        if n == 0 {
+            return Ok(Some(Rows {
+                buf: Buf::required(ptr, 0, c"grad")?,
+                k,
                 stride,
-                c"is less than k: rows overlap",
-            ));
+                elem,
+                n,
+            }));
         }
-        let extent = match n {
-            0 => 0,
-            _ => (n - 1)
-                .checked_mul(stride)
-                .and_then(|s| s.checked_add(k))
-                .ok_or(shape(c"row_stride", stride, c"times n overflows"))?,
-        };
+        let huge = shape(c"row_stride", stride, c"times the sample count overflows");
+        let rows = (n - 1).checked_mul(stride).ok_or(huge)?;
+        let floats =
+            (k - 1)
+                .checked_mul(elem)
+                .ok_or(shape(c"elem_stride", elem, c"times k overflows"))?;
+        let disjoint =
+            n == 1 || k == 1 || (elem >= 1 && stride > floats) || (stride >= 1 && elem > rows);
+        if !disjoint {
+            let why = c"makes two samples share a float (it must step over a whole row)";
+            return Err(shape(c"row_stride", stride, why));
+        }
+        let extent = rows
+            .checked_add(floats)
+            .and_then(|x| x.checked_add(1))
+            .ok_or(huge)?;
         let buf = Buf::required(ptr, extent, c"grad")?;
-        Ok(Some(Rows { buf, k, stride, n }))
+        Ok(Some(Rows {
+            buf,
+            k,
+            stride,
+            elem,
+            n,
+        }))
     }
 
-    /// The bytes the rows cover (not the gaps between them).
+    /// The bytes the rows cover, for the overlap checks: exact for rows of adjacent floats
+    /// and for planar rows (`row_stride` 1); otherwise each row (or each float's samples) is
+    /// taken as the whole span it reaches, gaps included.
     fn region(&self) -> Region {
-        let view = crate::view::View::new(0, self.stride);
-        self.buf.view_region(view, self.n, self.k)
+        use crate::view::View;
+        let (n, k, s, e) = (self.n, self.k, self.stride, self.elem);
+        if n <= 1 || k == 1 || e == 1 || s > (k - 1) * e {
+            // n rows, each (k - 1) * e + 1 floats, s apart.
+            let span = (k - 1) * e + 1;
+            return self.buf.view_region(View::new(0, s), n, span);
+        }
+        // k runs of samples, each (n - 1) * s + 1 floats, e apart.
+        self.buf.view_region(View::new(0, e), k, (n - 1) * s + 1)
     }
 
     /// The rows as the safe API's.
@@ -262,7 +296,8 @@ impl Rows {
     /// Aligned, valid for reads and writes, overlapping nothing else in use.
     unsafe fn rows<'a>(self) -> GradRows<'a> {
         // SAFETY: forwarded from the caller.
-        GradRows::strided(unsafe { self.buf.slice_mut() }, self.k, self.stride)
+        let data = unsafe { self.buf.slice_mut() };
+        GradRows::laid_out(data, self.k, self.stride, self.elem)
     }
 
     /// Multiplies the rows of samples `first..` by `factors`, unaligned, as
@@ -273,9 +308,10 @@ impl Rows {
     unsafe fn rescale(&self, first: usize, factors: &[f32]) {
         for (i, &f) in factors.iter().enumerate() {
             let at = (first + i) * self.stride;
-            for j in at..at + self.k {
+            for j in 0..self.k {
+                let x = at + j * self.elem;
                 // SAFETY: inside the rows' extent (caller); valid (caller).
-                unsafe { self.buf.set(j, generic::scaled(self.buf.get(j), f)) };
+                unsafe { self.buf.set(x, generic::scaled(self.buf.get(x), f)) };
             }
         }
     }
@@ -337,15 +373,17 @@ pub extern "C" fn ghm_g_config_default() -> ghm_g_config {
 ///
 /// `sample_loss` (NULL: no loss; `*loss` is then 0) holds each sample's unweighted loss
 /// (finite, >= 0), `valid` (NULL: all valid) its validity weight (> 0 valid, 0 excluded: a
-/// mask, not a multiplier). `grad` (NULL: none) holds sample `i`'s gradient at
-/// `grad[i * row_stride .. i * row_stride + k]` (k >= 1, row_stride >= k). `factor` (NULL:
+/// mask, not a multiplier). `grad` (NULL: none) holds sample `i`'s gradient: its float `j` at
+/// `grad[i * row_stride + j * elem_stride]` (k >= 1; rows of adjacent floats: elem_stride 1,
+/// row_stride >= k; planar rows, `[k][n]` as Darknet's box deltas: row_stride 1,
+/// elem_stride >= n; no float may belong to two samples). `factor` (NULL:
 /// not written) receives each sample's factor; `loss` the reduced weighted loss
 /// `loss_weight * sum(w_i * l_i)` (/ (tot + FLT_EPSILON) for MEAN); `stats` what the call did.
 /// `ema` may be NULL when momentum is 0. On error nothing was written.
 ///
 /// # Safety
 /// Every non-NULL pointer is valid for its size: `g`, `sample_loss`, `valid`, `factor`: `n`
-/// floats; `grad`: `(n - 1) * row_stride + k` floats.
+/// floats; `grad`: `(n - 1) * row_stride + (k - 1) * elem_stride + 1` floats.
 #[no_mangle]
 pub unsafe extern "C" fn ghm_g_loss_grad(
     cfg: *const ghm_g_config,
@@ -357,6 +395,7 @@ pub unsafe extern "C" fn ghm_g_loss_grad(
     grad: *mut f32,
     k: usize,
     row_stride: usize,
+    elem_stride: usize,
     factor: *mut f32,
     loss: *mut f32,
     stats: *mut Stats,
@@ -364,7 +403,7 @@ pub unsafe extern "C" fn ghm_g_loss_grad(
     let run = || -> Result<(), Fault> {
         let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
         let src = Source::new(g, sample_loss, valid, n)?;
-        let rows = Rows::new(grad, n, k, row_stride)?;
+        let rows = Rows::new(grad, n, k, row_stride, elem_stride)?;
         let factor = Buf::optional(factor as *const f32, n, c"factor")?;
         let loss = one(loss as *const f32, c"loss")?;
         let stats = one(stats as *const Stats, c"stats")?;
@@ -611,13 +650,14 @@ pub unsafe extern "C" fn ghm_g_apply(
     grad: *mut f32,
     k: usize,
     row_stride: usize,
+    elem_stride: usize,
     factor: *mut f32,
 ) -> super::ghm_status {
     let run = || -> Result<(), Fault> {
         let wb = one_required(w, c"w")?;
         let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
         let src = Source::new(g, sample_loss, valid, n)?;
-        let rows = Rows::new(grad, n, k, row_stride)?;
+        let rows = Rows::new(grad, n, k, row_stride, elem_stride)?;
         let factor = Buf::optional(factor as *const f32, n, c"factor")?;
         let [a, b, c] = src.named();
         disjoint(
