@@ -2357,7 +2357,15 @@ static ghm_status g_call(const ghm_g_config *cfg, ghm_ema *ema, const float *g, 
   float *pv = v ? (float *)placed(v, GN * sizeof(float), off, &b[2]) : NULL;
   float *pr = (float *)placed(rows, rn * sizeof(float), off, &b[3]);
   float *pf = (float *)placed(factor, GN * sizeof(float), off, &b[4]);
-  ghm_status s = ghm_g_loss_grad(cfg, ema, pg, pl, pv, GN, pr, GK, GS, 1, pf, loss, stats);
+  ghm_g_rows rw;
+  ghm_status s;
+  rw.grad = pr;
+  rw.k = GK;
+  rw.row_stride = GS;
+  rw.elem_stride = 1;
+  rw.block_len = 0;
+  rw.block_stride = 0;
+  s = ghm_g_loss_grad(cfg, ema, pg, pl, pv, GN, &rw, pf, loss, stats);
   memcpy(rows, pr, rn * sizeof(float));
   memcpy(factor, pf, GN * sizeof(float));
   free(b[0]);
@@ -2366,6 +2374,18 @@ static ghm_status g_call(const ghm_g_config *cfg, ghm_ema *ema, const float *g, 
   free(b[3]);
   free(b[4]);
   return s;
+}
+
+static ghm_g_rows g_rows(float *grad, size_t k, size_t row_stride, size_t elem_stride,
+                         size_t block_len, size_t block_stride) {
+  ghm_g_rows r;
+  r.grad = grad;
+  r.k = k;
+  r.row_stride = row_stride;
+  r.elem_stride = elem_stride;
+  r.block_len = block_len;
+  r.block_stride = block_stride;
+  return r;
 }
 
 static void test_generic(void) {
@@ -2379,6 +2399,7 @@ static void test_generic(void) {
   ghm_ema ec, eg, eg2;
   ghm_hist h, h2;
   ghm_weights w;
+  ghm_g_rows rw;
   float loss_c = 0, loss_g = 0, loss_g2 = 0;
   size_t i, rep, off;
   ghm_status st;
@@ -2399,7 +2420,8 @@ static void test_generic(void) {
   for (rep = 0; rep < 2; rep++) {
     CHECK(ghm_c_loss_grad(&c, &ec, x, t, lw, GN, gc, &loss_c, NULL, &sc) == GHM_OK, "ghm-c");
     memcpy(r1, d, GN * sizeof(float));
-    st = ghm_g_loss_grad(&gg, &eg, g, l, lw, GN, r1, 1, 1, 1, NULL, &loss_g, &sg);
+    rw = g_rows(r1, 1, 1, 1, 0, 0);
+    st = ghm_g_loss_grad(&gg, &eg, g, l, lw, GN, &rw, NULL, &loss_g, &sg);
     CHECK(st == GHM_OK, "generic: %s", sname(st));
     CHECK(first_diff(r1, gc, GN) < 0, "batch %zu: gradient %ld differs", rep,
           first_diff(r1, gc, GN));
@@ -2455,7 +2477,8 @@ static void test_generic(void) {
     for (i = 0; i < GN; i++)
       for (j = 0; j < GK; j++) planar[j * es + i] = rows0[i * GS + j];
     ghm_ema_init(&eg, 30);
-    st = ghm_g_loss_grad(&gg, &eg, g, l, lw, GN, planar, GK, 1, es, NULL, NULL, NULL);
+    rw = g_rows(planar, GK, 1, es, 0, 0);
+    st = ghm_g_loss_grad(&gg, &eg, g, l, lw, GN, &rw, NULL, NULL, NULL);
     CHECK(st == GHM_OK, "planar: %s", sname(st));
     for (i = 0; i < GN; i++)
       for (j = 0; j < GK; j++)
@@ -2465,6 +2488,26 @@ static void test_generic(void) {
           break;
         }
     free(planar);
+  }
+  /* Darknet's delta buffer [2][3][4 + 1 + 2][7]: blocks of 7 planar rows of 4, 49 apart. */
+  {
+    enum { HW = 7, CH = 7, NS = 2 * 3 * HW };
+    float delta[NS * CH], before[NS * CH], fd[NS];
+    size_t x;
+    for (x = 0; x < NS * CH; x++) delta[x] = before[x] = rndf(-1.0f, 1.0f);
+    rw = g_rows(delta, 4, 1, HW, HW, CH * HW);
+    bad = gg;
+    bad.momentum = 0.0f; /* no EMA */
+    st = ghm_g_loss_grad(&bad, NULL, g, l, NULL, NS, &rw, fd, NULL, NULL);
+    CHECK(st == GHM_OK, "darknet blocks: %s", sname(st));
+    for (x = 0; x < NS * CH; x++) {
+      size_t block = x / (CH * HW), c = x / HW % CH, sample = block * HW + x % HW;
+      float want = c >= 4 ? before[x] : fd[sample] == 0.0f ? 0.0f : before[x] * fd[sample];
+      if (memcmp(&delta[x], &want, sizeof want)) {
+        CHECK(0, "darknet blocks: float %zu (channel %zu) %g, want %g", x, c, delta[x], want);
+        break;
+      }
+    }
   }
   /* Phased: two chunks (one misaligned), merged, finalized, applied. */
   {
@@ -2478,9 +2521,10 @@ static void test_generic(void) {
     CHECK(ghm_hist_merge(&h, &h2) == GHM_OK, "merge");
     CHECK(ghm_g_finalize(&gg, &eg, &h, &w) == GHM_OK, "finalize");
     memcpy(rows, rows0, rn * sizeof(float));
-    CHECK(ghm_g_apply(&gg, &w, g, l, lw, cut, rows, GK, GS, 1, f) == GHM_OK, "apply 1");
-    CHECK(ghm_g_apply(&gg, &w, pg, NULL, lw + cut, GN - cut, rows + cut * GS, GK, GS, 1,
-                      f + cut) == GHM_OK,
+    rw = g_rows(rows, GK, GS, 1, 0, 0);
+    CHECK(ghm_g_apply(&gg, &w, g, l, lw, cut, &rw, f) == GHM_OK, "apply 1");
+    rw.grad = rows + cut * GS;
+    CHECK(ghm_g_apply(&gg, &w, pg, NULL, lw + cut, GN - cut, &rw, f + cut) == GHM_OK,
           "apply 2");
     CHECK(first_diff(rows, rows2, rn) < 0, "phased rows differ at %ld",
           first_diff(rows, rows2, rn));
@@ -2507,9 +2551,9 @@ static void test_generic(void) {
         {"g NaN", GHM_ERR_INPUT, "g", 17},
         {"sample_loss -1", GHM_ERR_INPUT, "sample_loss", 5},
         {"valid inf", GHM_ERR_INPUT, "valid", 9},
-        {"k 0", GHM_ERR_SHAPE, "k", -1},
-        {"row_stride < k", GHM_ERR_SHAPE, "row_stride", -1},
-        {"grad over g", GHM_ERR_ALIAS, "grad", -1},
+        {"k 0", GHM_ERR_SHAPE, "rows", -1},
+        {"row_stride < k", GHM_ERR_SHAPE, "rows", -1},
+        {"grad over g", GHM_ERR_ALIAS, "rows", -1},
         {"factor over valid", GHM_ERR_ALIAS, "factor", -1},
     };
     size_t ci, nc = sizeof cases / sizeof cases[0];
@@ -2545,8 +2589,8 @@ static void test_generic(void) {
         case 10: rp = (float *)gb; k = 1; stride = 1; break;
         case 11: fp = vb; break;
       }
-      st = ghm_g_loss_grad(cp, ci == 4 ? NULL : &eg, gp, lb, vp, GN, rp, k, stride, 1, fp,
-                           &lossv, &sg);
+      rw = g_rows(rp, k, stride, 1, 0, 0);
+      st = ghm_g_loss_grad(cp, ci == 4 ? NULL : &eg, gp, lb, vp, GN, &rw, fp, &lossv, &sg);
       CHECK(st == cases[ci].want, "%s: %s, want %s", cases[ci].what, sname(st),
             sname(cases[ci].want));
       expect_report(cases[ci].want, cases[ci].arg, cases[ci].index, cases[ci].what);
@@ -2573,7 +2617,8 @@ static void test_generic(void) {
     bad.skip_bad = 1;
     bad.momentum = 0.0f;
     memcpy(rows, rows0, rn * sizeof(float));
-    st = ghm_g_loss_grad(&bad, NULL, gb, l, NULL, GN, rows, GK, GS, 1, f, NULL, &sg);
+    rw = g_rows(rows, GK, GS, 1, 0, 0);
+    st = ghm_g_loss_grad(&bad, NULL, gb, l, NULL, GN, &rw, f, NULL, &sg);
     CHECK(st == GHM_OK && sg.skipped == 2, "skip_bad: %s, skipped %llu", sname(st),
           (unsigned long long)sg.skipped);
     CHECK(f[0] == 0.0f && f[GN - 1] == 0.0f && f[1] != 0.0f, "skip_bad: factors");

@@ -463,6 +463,43 @@ typedef struct ghm_g_config {
 } ghm_g_config;
 
 /**
+ * Where each sample's gradient lies, for generic GHM: `k` floats per sample, float `j` of
+ * sample `i` of block `b` at
+ * `grad[b * block_stride + i * row_stride + j * elem_stride]`, `block_len` samples to a block.
+ * Rows of adjacent floats: elem_stride 1, row_stride >= k. Planar rows (`[k][n]`):
+ * row_stride 1, elem_stride >= n. Darknet's box deltas in place, for a layer's
+ * `[batch][anchor][4 + 1 + C][h * w]` delta buffer: grad = delta, k 4, row_stride 1,
+ * elem_stride h * w, block_len h * w, block_stride (5 + C) * h * w (the samples in image,
+ * anchor, position order). No float may belong to two samples.
+ */
+typedef struct ghm_g_rows {
+  /**
+   * Float 0 of sample 0's gradient (multiplied in place by the sample's factor).
+   */
+  float *grad;
+  /**
+   * Floats per sample, at least 1.
+   */
+  size_t k;
+  /**
+   * Floats from one sample's first float to the next sample's (in a block).
+   */
+  size_t row_stride;
+  /**
+   * Floats from one float of a sample to its next.
+   */
+  size_t elem_stride;
+  /**
+   * Samples per block; 0: one block of all the samples.
+   */
+  size_t block_len;
+  /**
+   * Floats from one block's first float to the next block's.
+   */
+  size_t block_stride;
+} ghm_g_rows;
+
+/**
  * Success.
  */
 #define GHM_OK 0
@@ -924,17 +961,15 @@ struct ghm_g_config ghm_g_config_default(void);
  *
  * `sample_loss` (NULL: no loss; `*loss` is then 0) holds each sample's unweighted loss
  * (finite, >= 0), `valid` (NULL: all valid) its validity weight (> 0 valid, 0 excluded: a
- * mask, not a multiplier). `grad` (NULL: none) holds sample `i`'s gradient: its float `j` at
- * `grad[i * row_stride + j * elem_stride]` (k >= 1; rows of adjacent floats: elem_stride 1,
- * row_stride >= k; planar rows, `[k][n]` as Darknet's box deltas: row_stride 1,
- * elem_stride >= n; no float may belong to two samples). `factor` (NULL:
+ * mask, not a multiplier). `rows` (NULL: none) says where each sample's gradient lies (see
+ * `ghm_g_rows`: adjacent floats, planar rows, blocks inside a trainer's delta buffer). `factor` (NULL:
  * not written) receives each sample's factor; `loss` the reduced weighted loss
  * `loss_weight * sum(w_i * l_i)` (/ (tot + FLT_EPSILON) for MEAN); `stats` what the call did.
  * `ema` may be NULL when momentum is 0. On error nothing was written.
  *
  * # Safety
  * Every non-NULL pointer is valid for its size: `g`, `sample_loss`, `valid`, `factor`: `n`
- * floats; `grad`: `(n - 1) * row_stride + (k - 1) * elem_stride + 1` floats.
+ * floats; `rows` one `ghm_g_rows`, whose `grad` holds every sample's floats.
  */
 ghm_status ghm_g_loss_grad(const struct ghm_g_config *cfg,
                            struct ghm_ema *ema,
@@ -942,10 +977,7 @@ ghm_status ghm_g_loss_grad(const struct ghm_g_config *cfg,
                            const float *sample_loss,
                            const float *valid,
                            size_t n,
-                           float *grad,
-                           size_t k,
-                           size_t row_stride,
-                           size_t elem_stride,
+                           const struct ghm_g_rows *rows,
                            float *factor,
                            float *loss,
                            struct ghm_stats *stats);
@@ -993,10 +1025,7 @@ ghm_status ghm_g_apply(const struct ghm_g_config *cfg,
                        const float *sample_loss,
                        const float *valid,
                        size_t n,
-                       float *grad,
-                       size_t k,
-                       size_t row_stride,
-                       size_t elem_stride,
+                       const struct ghm_g_rows *rows,
                        float *factor);
 
 #ifdef __cplusplus

@@ -40,7 +40,7 @@ use crate::view::{Blocks, View};
 mod generic;
 pub use generic::{
     ghm_g_accumulate, ghm_g_apply, ghm_g_config, ghm_g_config_default, ghm_g_finalize,
-    ghm_g_loss_grad,
+    ghm_g_loss_grad, ghm_g_rows,
 };
 
 /// No elements.

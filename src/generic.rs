@@ -143,18 +143,24 @@ impl<'a> Samples<'a> {
 /// Each sample's gradient, rescaled in place: `k` floats per sample, float `j` of sample `i`
 /// at `data[i * stride + j * elem_stride]`. Rows of adjacent floats (`elem_stride` 1: a box's
 /// 4 coordinates, a softmax row's `C` logits), or planar ones (`stride` 1, `elem_stride` the
-/// sample count: `[4][N]` box deltas, as Darknet lays them out per anchor).
+/// sample count: `[4][N]` box deltas). With blocks ([`GradRows::blocks`]) the samples are
+/// `block_len` to a block, block `b` starting `b * block_stride` floats in: a trainer's delta
+/// buffer holding other outputs between them (Darknet's `[batch][anchor][4 + 1 + C][h * w]`:
+/// the box deltas of one image and anchor are a block of `h * w` planar rows).
 #[derive(Debug)]
 pub struct GradRows<'a> {
-    /// The rows; at least `(n - 1) * stride + (k - 1) * elem_stride + 1` floats for `n`
-    /// samples.
+    /// The rows; at least the extent of the samples' floats.
     pub data: &'a mut [f32],
     /// Floats per sample, at least 1.
     pub k: usize,
-    /// Floats from one sample's first float to the next sample's.
+    /// Floats from one sample's first float to the next sample's (within a block).
     pub stride: usize,
     /// Floats from one float of a row to the next.
     pub elem_stride: usize,
+    /// Samples per block; 0: one block of all the samples.
+    pub block_len: usize,
+    /// Floats from one block's first float to the next block's.
+    pub block_stride: usize,
 }
 
 impl<'a> GradRows<'a> {
@@ -175,13 +181,34 @@ impl<'a> GradRows<'a> {
             k,
             stride,
             elem_stride,
+            block_len: 0,
+            block_stride: 0,
+        }
+    }
+
+    /// The same rows in blocks of `len` samples, `stride` floats apart (block `b`'s first
+    /// float at `b * stride`). For the phased [`GhmG::apply`], a chunk's rows start at a
+    /// block's first float and its samples at that block's first sample.
+    pub fn blocks(mut self, len: usize, stride: usize) -> Self {
+        self.block_len = len;
+        self.block_stride = stride;
+        self
+    }
+
+    /// The samples of each block (all `n` without blocks) and the number of blocks.
+    fn block_shape(&self, n: usize) -> (usize, usize) {
+        match self.block_len {
+            0 => (n, 1),
+            len if len >= n => (n, 1),
+            len => (len, n.div_ceil(len)),
         }
     }
 
     /// [`Error::Shape`] unless `k >= 1`, the rows of `n` samples fit and no two of their
-    /// floats are the same: one of the two strides must step over everything the other
-    /// covers (rows of adjacent floats: `stride >= (k - 1) * elem_stride + 1`; planar rows:
-    /// `elem_stride >= (n - 1) * stride + 1`).
+    /// floats are the same: within a block one of the two strides must step over everything
+    /// the other covers (rows of adjacent floats: `stride >= (k - 1) * elem_stride + 1`;
+    /// planar rows: `elem_stride >= (len - 1) * stride + 1`), and blocks must not overlap
+    /// (`block_stride` at least a block's extent).
     fn check(&self, n: usize) -> Result<(), Error> {
         let (k, s, e) = (self.k, self.stride, self.elem_stride);
         if k == 0 {
@@ -190,29 +217,55 @@ impl<'a> GradRows<'a> {
         if n == 0 {
             return Ok(());
         }
+        let (len, count) = self.block_shape(n);
         let span = |count: usize, step: usize| (count - 1).checked_mul(step);
         let (rows, floats) = (
-            span(n, s).ok_or(Error::Shape)?,
+            span(len, s).ok_or(Error::Shape)?,
             span(k, e).ok_or(Error::Shape)?,
         );
         // Each row's floats inside one step of the rows, or each float's samples inside one
         // step of the floats (one sample, or one float, always).
-        let disjoint = n == 1 || k == 1 || (e >= 1 && s > floats) || (s >= 1 && e > rows);
-        let need = rows.checked_add(floats).and_then(|x| x.checked_add(1));
-        if !disjoint || need.is_none_or(|need| self.data.len() < need) {
+        let disjoint = len == 1 || k == 1 || (e >= 1 && s > floats) || (s >= 1 && e > rows);
+        let block = rows.checked_add(floats).and_then(|x| x.checked_add(1));
+        let block = block.ok_or(Error::Shape)?;
+        let apart = count == 1 || self.block_stride >= block;
+        // The last block may hold fewer samples.
+        let last = n - (count - 1) * len;
+        let last_extent = (last - 1) * s + floats + 1; // at most `block`
+        let need = span(count, self.block_stride).and_then(|x| x.checked_add(last_extent));
+        if !disjoint || !apart || need.is_none_or(|need| self.data.len() < need) {
             return Err(Error::Shape);
         }
         Ok(())
     }
 
     /// Multiplies the rows of samples `first..first + factors.len()` by their factors (see
-    /// [`scaled`]). Packed rows of 1, 2, 3, 4 or 8 floats take a loop compiled for their
-    /// width, which the compiler vectorizes across samples; planar rows (`stride` 1) a
-    /// contiguous loop per float.
+    /// [`scaled`]), a block's part at a time.
     fn rescale(&mut self, first: usize, factors: &[f32]) {
+        let len = match self.block_len {
+            0 => usize::MAX,
+            len => len,
+        };
+        let (mut s, mut done) = (first, 0);
+        while done < factors.len() {
+            let (b, i) = (s / len, s % len);
+            let part = (len - i).min(factors.len() - done);
+            let base = b * self.block_stride;
+            self.rescale_in_block(base, i, &factors[done..done + part]);
+            s += part;
+            done += part;
+        }
+    }
+
+    /// [`GradRows::rescale`] for samples `first..` of the block starting at float `base`.
+    /// Packed rows of 1, 2, 3, 4 or 8 floats take a loop compiled for their width, which the
+    /// compiler vectorizes across samples; planar rows (`stride` 1) a contiguous loop per
+    /// float.
+    fn rescale_in_block(&mut self, base: usize, first: usize, factors: &[f32]) {
         let (k, s, e) = (self.k, self.stride, self.elem_stride);
+        let data = &mut self.data[base..];
         if s == k && (e == 1 || k == 1) {
-            let rows = &mut self.data[first * k..(first + factors.len()) * k];
+            let rows = &mut data[first * k..(first + factors.len()) * k];
             match k {
                 1 => return rescale_packed::<1>(rows, factors),
                 2 => return rescale_packed::<2>(rows, factors),
@@ -225,7 +278,7 @@ impl<'a> GradRows<'a> {
         if s == 1 {
             for j in 0..k {
                 let at = first + j * e;
-                let floats = &mut self.data[at..at + factors.len()];
+                let floats = &mut data[at..at + factors.len()];
                 for (v, &f) in floats.iter_mut().zip(factors) {
                     *v = scaled(*v, f);
                 }
@@ -235,7 +288,7 @@ impl<'a> GradRows<'a> {
         for (i, &f) in factors.iter().enumerate() {
             let at = (first + i) * s;
             for j in 0..k {
-                let v = &mut self.data[at + j * e];
+                let v = &mut data[at + j * e];
                 *v = scaled(*v, f);
             }
         }

@@ -358,6 +358,65 @@ fn rows_of_k_floats_in_any_layout_are_multiplied_by_their_factor() {
     }
 }
 
+/// Darknet's box deltas in place: `[batch][anchor][4 + 1 + C][h * w]`, a block of `h * w`
+/// planar rows of 4 per image and anchor, the objectness and class channels between them
+/// untouched. A last block may be partial.
+#[test]
+fn rows_in_blocks_as_darknets_delta_buffer() {
+    let mut rng = Rng(18);
+    let (batch, anchors, hw, classes) = (2, 3, 7, 2);
+    let ch = 4 + 1 + classes;
+    let delta: Vec<f32> = (0..batch * anchors * ch * hw)
+        .map(|_| rng.range(-1.0, 1.0) as f32)
+        .collect();
+    let full = batch * anchors * hw;
+    for n in [full, full - 3] {
+        let g = norms(&mut rng, n, 10);
+        for backend in backends() {
+            let cfg = generic(10, 0.0, Reduction::Sum, backend);
+            let mut d = delta.clone();
+            let mut f = vec![0.0; n];
+            let rows = GradRows::laid_out(&mut d, 4, 1, hw).blocks(hw, ch * hw);
+            let out = GOut {
+                rows: Some(rows),
+                factor: Some(&mut f),
+                stats: None,
+            };
+            cfg.loss_grad(None, &Samples::new(&g), out).unwrap();
+            for (x, (&got, &was)) in d.iter().zip(&delta).enumerate() {
+                let (block, c, pos) = (x / (ch * hw), x / hw % ch, x % hw);
+                let sample = block * hw + pos;
+                let want = if c < 4 && sample < n {
+                    scaled(was, f[sample])
+                } else {
+                    was
+                };
+                let what = format!("{backend:?}, n {n}, float {x} (channel {c})");
+                assert_eq!(got.to_bits(), want.to_bits(), "{what}");
+            }
+        }
+    }
+    // Blocks closer than a block's extent overlap: refused.
+    let g = vec![0.5f32; full];
+    let mut d = delta.clone();
+    let rows = GradRows::laid_out(&mut d, 4, 1, hw).blocks(hw, 4 * hw - 1);
+    let out = GOut {
+        rows: Some(rows),
+        ..GOut::default()
+    };
+    let r = GhmG::default().loss_grad(None, &Samples::new(&g), out);
+    assert_eq!(r, Err(Error::Shape));
+    assert_eq!(bits(&d), bits(&delta));
+}
+
+fn scaled(v: f32, f: f32) -> f32 {
+    if f == 0.0 {
+        0.0
+    } else {
+        v * f
+    }
+}
+
 #[test]
 fn the_phased_path_gives_the_one_call_bit_for_bit() {
     let mut rng = Rng(16);

@@ -65,9 +65,11 @@ static float smooth_l1_ghm(const ghm_g_config *cfg, ghm_ema *ema, const float *p
     g[i] = gsum / 4.0f; /* the sample's gradient norm: mean |dl/dd|, in [0, 1] = [0, g_max] */
     loss[i] = l;
   }
-  /* Each sample's 4 gradients (a row of k = 4 adjacent floats, rows 4 apart) times its GHM
-   * factor, in place. */
-  if (ghm_g_loss_grad(cfg, ema, g, loss, NULL, n, grad, 4, 4, 1, NULL, &total, NULL) != GHM_OK) {
+  /* Each sample's 4 gradients (a row of k = 4 adjacent floats, rows 4 apart, one block)
+   * times its GHM factor, in place. */
+  ghm_g_rows rows = {NULL, 4, 4, 1, 0, 0};
+  rows.grad = grad;
+  if (ghm_g_loss_grad(cfg, ema, g, loss, NULL, n, &rows, NULL, &total, NULL) != GHM_OK) {
     ghm_report r;
     ghm_last_error(&r);
     fprintf(stderr, "ghm_g_loss_grad: %s\n", r.message);

@@ -210,84 +210,143 @@ impl Source {
     }
 }
 
-/// Gradient rows as C passes them: `k` floats per sample, float `j` of sample `i` at
-/// `grad[i * row_stride + j * elem_stride]`.
+/// Where each sample's gradient lies, for generic GHM: `k` floats per sample, float `j` of
+/// sample `i` of block `b` at
+/// `grad[b * block_stride + i * row_stride + j * elem_stride]`, `block_len` samples to a block.
+/// Rows of adjacent floats: elem_stride 1, row_stride >= k. Planar rows (`[k][n]`):
+/// row_stride 1, elem_stride >= n. Darknet's box deltas in place, for a layer's
+/// `[batch][anchor][4 + 1 + C][h * w]` delta buffer: grad = delta, k 4, row_stride 1,
+/// elem_stride h * w, block_len h * w, block_stride (5 + C) * h * w (the samples in image,
+/// anchor, position order). No float may belong to two samples.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ghm_g_rows {
+    /// Float 0 of sample 0's gradient (multiplied in place by the sample's factor).
+    pub grad: *mut f32,
+    /// Floats per sample, at least 1.
+    pub k: usize,
+    /// Floats from one sample's first float to the next sample's (in a block).
+    pub row_stride: usize,
+    /// Floats from one float of a sample to its next.
+    pub elem_stride: usize,
+    /// Samples per block; 0: one block of all the samples.
+    pub block_len: usize,
+    /// Floats from one block's first float to the next block's.
+    pub block_stride: usize,
+}
+
+/// Gradient rows as C passes them (see [`ghm_g_rows`]).
 #[derive(Clone, Copy)]
 struct Rows {
     buf: Buf<f32>,
     k: usize,
     stride: usize,
     elem: usize,
+    /// Samples per block (all `n` without blocks), blocks, floats between blocks.
+    len: usize,
+    count: usize,
+    block_stride: usize,
     n: usize,
+    /// The descriptor's own bytes (an input of the call).
+    desc: Region,
 }
 
 impl Rows {
-    /// `None` for NULL. [`Error::Shape`] if `k` is 0, two samples share a float (neither
-    /// stride steps over all the other covers) or the extent overflows.
-    fn new(
-        ptr: *mut f32,
-        n: usize,
-        k: usize,
-        stride: usize,
-        elem: usize,
-    ) -> Result<Option<Rows>, Fault> {
-        if ptr.is_null() {
+    /// `None` for NULL. [`Error::Shape`] if `k` is 0, two samples share a float (within a
+    /// block, neither stride steps over all the other covers; or blocks closer than a block's
+    /// extent) or the extent overflows.
+    ///
+    /// # Safety
+    /// `rows` is NULL or points to a valid `ghm_g_rows`.
+    unsafe fn new(rows: *const ghm_g_rows, n: usize) -> Result<Option<Rows>, Fault> {
+        let Some(b) = one(rows, c"rows")? else {
             return Ok(None);
-        }
-        let shape = |field: &'static CStr, v: usize, why: &'static CStr| {
-            Fault::new(Error::Shape, field, why).value(v as f64)
         };
+        // SAFETY: valid per the C contract.
+        let r = unsafe { read(b) };
+        let shape = |field: &'static CStr, v: usize, why: &'static CStr| {
+            Fault::new(Error::Shape, c"rows", why)
+                .field(field)
+                .value(v as f64)
+        };
+        let (k, s, e) = (r.k, r.row_stride, r.elem_stride);
         if k == 0 {
-            return Err(shape(c"k", k, c"is 0 while grad is not NULL"));
+            return Err(shape(c"k", k, c"is 0"));
         }
-        if n == 0 {
-            return Ok(Some(Rows {
-                buf: Buf::required(ptr, 0, c"grad")?,
-                k,
-                stride,
-                elem,
-                n,
-            }));
-        }
-        let huge = shape(c"row_stride", stride, c"times the sample count overflows");
-        let rows = (n - 1).checked_mul(stride).ok_or(huge)?;
-        let floats =
-            (k - 1)
-                .checked_mul(elem)
-                .ok_or(shape(c"elem_stride", elem, c"times k overflows"))?;
-        let disjoint =
-            n == 1 || k == 1 || (elem >= 1 && stride > floats) || (stride >= 1 && elem > rows);
+        let (len, count) = match r.block_len {
+            0 => (n.max(1), 1),
+            len if len >= n => (n.max(1), 1),
+            len => (len, n.div_ceil(len)),
+        };
+        let huge = shape(c"row_stride", s, c"makes the rows' extent overflow");
+        let rows_span = (len - 1).checked_mul(s).ok_or(huge)?;
+        let floats = (k - 1).checked_mul(e).ok_or(shape(
+            c"elem_stride",
+            e,
+            c"makes the rows' extent overflow",
+        ))?;
+        let disjoint = len == 1 || k == 1 || (e >= 1 && s > floats) || (s >= 1 && e > rows_span);
         if !disjoint {
             let why = c"makes two samples share a float (it must step over a whole row)";
-            return Err(shape(c"row_stride", stride, why));
+            return Err(shape(c"row_stride", s, why));
         }
-        let extent = rows
+        let block = rows_span
             .checked_add(floats)
             .and_then(|x| x.checked_add(1))
             .ok_or(huge)?;
-        let buf = Buf::required(ptr, extent, c"grad")?;
+        if count > 1 && r.block_stride < block {
+            let why = c"is less than a block's extent: blocks overlap";
+            return Err(shape(c"block_stride", r.block_stride, why));
+        }
+        let extent = match n {
+            0 => 0,
+            _ => {
+                let last = n - (count - 1) * len;
+                let last_extent = (last - 1) * s + floats + 1;
+                (count - 1)
+                    .checked_mul(r.block_stride)
+                    .and_then(|x| x.checked_add(last_extent))
+                    .ok_or(shape(
+                        c"block_stride",
+                        r.block_stride,
+                        c"makes the extent overflow",
+                    ))?
+            }
+        };
+        let buf =
+            Buf::required(r.grad as *const f32, extent, c"rows").map_err(|f| f.field(c"grad"))?;
         Ok(Some(Rows {
             buf,
             k,
-            stride,
-            elem,
+            stride: s,
+            elem: e,
+            len,
+            count,
+            block_stride: r.block_stride,
             n,
+            desc: b.region(),
         }))
     }
 
-    /// The bytes the rows cover, for the overlap checks: exact for rows of adjacent floats
-    /// and for planar rows (`row_stride` 1); otherwise each row (or each float's samples) is
-    /// taken as the whole span it reaches, gaps included.
+    /// The bytes the rows cover, for the overlap checks: exact for one block of rows of
+    /// adjacent floats or of planar rows, and for blocks of planar rows whose floats are
+    /// adjacent (Darknet's); otherwise a block is taken as the whole span it reaches, gaps
+    /// included.
     fn region(&self) -> Region {
         use crate::view::View;
-        let (n, k, s, e) = (self.n, self.k, self.stride, self.elem);
-        if n <= 1 || k == 1 || e == 1 || s > (k - 1) * e {
-            // n rows, each (k - 1) * e + 1 floats, s apart.
-            let span = (k - 1) * e + 1;
-            return self.buf.view_region(View::new(0, s), n, span);
+        let (len, k, s, e) = (self.len.min(self.n), self.k, self.stride, self.elem);
+        if self.n == 0 {
+            return self.buf.view_region(View::new(0, 1), 0, 0);
         }
-        // k runs of samples, each (n - 1) * s + 1 floats, e apart.
-        self.buf.view_region(View::new(0, e), k, (n - 1) * s + 1)
+        if self.count == 1 {
+            if len == 1 || k == 1 || e == 1 || s > (k - 1) * e {
+                return self.buf.view_region(View::new(0, s), len, (k - 1) * e + 1);
+            }
+            return self.buf.view_region(View::new(0, e), k, (len - 1) * s + 1);
+        }
+        let block = (len - 1) * s + (k - 1) * e + 1;
+        self.buf
+            .view_region(View::new(0, self.block_stride), self.count, block)
     }
 
     /// The rows as the safe API's.
@@ -297,7 +356,11 @@ impl Rows {
     unsafe fn rows<'a>(self) -> GradRows<'a> {
         // SAFETY: forwarded from the caller.
         let data = unsafe { self.buf.slice_mut() };
-        GradRows::laid_out(data, self.k, self.stride, self.elem)
+        let rows = GradRows::laid_out(data, self.k, self.stride, self.elem);
+        match self.count {
+            1 => rows,
+            _ => rows.blocks(self.len, self.block_stride),
+        }
     }
 
     /// Multiplies the rows of samples `first..` by `factors`, unaligned, as
@@ -307,7 +370,8 @@ impl Rows {
     /// Valid for reads and writes; the samples are inside the rows.
     unsafe fn rescale(&self, first: usize, factors: &[f32]) {
         for (i, &f) in factors.iter().enumerate() {
-            let at = (first + i) * self.stride;
+            let (b, at) = ((first + i) / self.len, (first + i) % self.len);
+            let at = b * self.block_stride + at * self.stride;
             for j in 0..self.k {
                 let x = at + j * self.elem;
                 // SAFETY: inside the rows' extent (caller); valid (caller).
@@ -373,17 +437,15 @@ pub extern "C" fn ghm_g_config_default() -> ghm_g_config {
 ///
 /// `sample_loss` (NULL: no loss; `*loss` is then 0) holds each sample's unweighted loss
 /// (finite, >= 0), `valid` (NULL: all valid) its validity weight (> 0 valid, 0 excluded: a
-/// mask, not a multiplier). `grad` (NULL: none) holds sample `i`'s gradient: its float `j` at
-/// `grad[i * row_stride + j * elem_stride]` (k >= 1; rows of adjacent floats: elem_stride 1,
-/// row_stride >= k; planar rows, `[k][n]` as Darknet's box deltas: row_stride 1,
-/// elem_stride >= n; no float may belong to two samples). `factor` (NULL:
+/// mask, not a multiplier). `rows` (NULL: none) says where each sample's gradient lies (see
+/// `ghm_g_rows`: adjacent floats, planar rows, blocks inside a trainer's delta buffer). `factor` (NULL:
 /// not written) receives each sample's factor; `loss` the reduced weighted loss
 /// `loss_weight * sum(w_i * l_i)` (/ (tot + FLT_EPSILON) for MEAN); `stats` what the call did.
 /// `ema` may be NULL when momentum is 0. On error nothing was written.
 ///
 /// # Safety
 /// Every non-NULL pointer is valid for its size: `g`, `sample_loss`, `valid`, `factor`: `n`
-/// floats; `grad`: `(n - 1) * row_stride + (k - 1) * elem_stride + 1` floats.
+/// floats; `rows` one `ghm_g_rows`, whose `grad` holds every sample's floats.
 #[no_mangle]
 pub unsafe extern "C" fn ghm_g_loss_grad(
     cfg: *const ghm_g_config,
@@ -392,10 +454,7 @@ pub unsafe extern "C" fn ghm_g_loss_grad(
     sample_loss: *const f32,
     valid: *const f32,
     n: usize,
-    grad: *mut f32,
-    k: usize,
-    row_stride: usize,
-    elem_stride: usize,
+    rows: *const ghm_g_rows,
     factor: *mut f32,
     loss: *mut f32,
     stats: *mut Stats,
@@ -403,16 +462,22 @@ pub unsafe extern "C" fn ghm_g_loss_grad(
     let run = || -> Result<(), Fault> {
         let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
         let src = Source::new(g, sample_loss, valid, n)?;
-        let rows = Rows::new(grad, n, k, row_stride, elem_stride)?;
+        let rows = unsafe { Rows::new(rows, n) }?;
         let factor = Buf::optional(factor as *const f32, n, c"factor")?;
         let loss = one(loss as *const f32, c"loss")?;
         let stats = one(stats as *const Stats, c"stats")?;
         let ema = one(ema as *const Ema, c"ema")?;
         let [a, b, c] = src.named();
         disjoint(
-            &[a, b, c, (c"cfg", Some(cfg_region))],
             &[
-                (c"grad", rows.map(|r| r.region())),
+                a,
+                b,
+                c,
+                (c"cfg", Some(cfg_region)),
+                (c"rows", rows.map(|r| r.desc)),
+            ],
+            &[
+                (c"rows", rows.map(|r| r.region())),
                 (c"factor", region(factor)),
                 (c"loss", region(loss)),
                 (c"stats", region(stats)),
@@ -647,17 +712,14 @@ pub unsafe extern "C" fn ghm_g_apply(
     sample_loss: *const f32,
     valid: *const f32,
     n: usize,
-    grad: *mut f32,
-    k: usize,
-    row_stride: usize,
-    elem_stride: usize,
+    rows: *const ghm_g_rows,
     factor: *mut f32,
 ) -> super::ghm_status {
     let run = || -> Result<(), Fault> {
         let wb = one_required(w, c"w")?;
         let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
         let src = Source::new(g, sample_loss, valid, n)?;
-        let rows = Rows::new(grad, n, k, row_stride, elem_stride)?;
+        let rows = unsafe { Rows::new(rows, n) }?;
         let factor = Buf::optional(factor as *const f32, n, c"factor")?;
         let [a, b, c] = src.named();
         disjoint(
