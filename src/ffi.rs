@@ -1323,6 +1323,21 @@ unsafe fn explain(
     h: Option<&Hist>,
     w: Option<&Weights>,
 ) -> Fault {
+    // SAFETY: valid for reads (caller).
+    let first_bad = || src.map(|s| unsafe { s.first_bad(plan) });
+    explain_with(e, plan, first_bad, ema, h, w)
+}
+
+/// [`explain`] with the first bad element found by `first_bad` (`None`: no data to look at):
+/// shared by every family of entry points.
+fn explain_with(
+    e: Error,
+    plan: &Plan,
+    first_bad: impl FnOnce() -> Option<Fault>,
+    ema: Option<Option<&Ema>>,
+    h: Option<&Hist>,
+    w: Option<&Weights>,
+) -> Fault {
     match e {
         Error::State => {
             if let Some(f) = h.and_then(|h| h.fault(plan.bins)) {
@@ -1341,8 +1356,7 @@ unsafe fn explain(
             }
             e.into()
         }
-        // SAFETY: valid for reads (caller).
-        Error::Input => src.map_or(e.into(), |s| unsafe { s.first_bad(plan) }),
+        Error::Input => first_bad().unwrap_or(e.into()),
         Error::Config => {
             let why = c"times grad_scale is so large that a bin's gradient factor overflows f32";
             let f = Fault::new(e, c"cfg", why).field(c"loss_weight");

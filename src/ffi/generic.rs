@@ -381,7 +381,7 @@ impl Rows {
     }
 }
 
-/// A refused call's error explained from its arguments.
+/// A refused call's error explained from its arguments (see `ffi::explain_with`).
 ///
 /// # Safety
 /// `src`'s buffers are valid for reads.
@@ -393,33 +393,9 @@ unsafe fn explain(
     h: Option<&Hist>,
     w: Option<&Weights>,
 ) -> Fault {
-    match e {
-        Error::State => {
-            if let Some(f) = h.and_then(|h| h.fault(plan.bins)) {
-                return f.named(c"h");
-            }
-            if let (Some(ema), true) = (ema, plan.momentum > 0.0) {
-                let Some(ema) = ema else {
-                    return Fault::new(e, c"ema", c"is NULL while cfg.momentum > 0");
-                };
-                if let Some(f) = ema.fault(plan.bins) {
-                    return f.named(c"ema");
-                }
-            }
-            if let Some(f) = w.and_then(|w| w.fault(plan.bins)) {
-                return f.named(c"w");
-            }
-            e.into()
-        }
-        // SAFETY: valid for reads (caller).
-        Error::Input => src.map_or(e.into(), |s| unsafe { s.first_bad() }),
-        Error::Config => {
-            let why = c"times grad_scale is so large that a bin's gradient factor overflows f32";
-            let f = Fault::new(e, c"cfg", why).field(c"loss_weight");
-            f.value(plan.loss_weight as f64)
-        }
-        _ => e.into(),
-    }
+    // SAFETY: valid for reads (caller).
+    let first_bad = || src.map(|s| unsafe { s.first_bad() });
+    super::explain_with(e, plan, first_bad, ema, h, w)
 }
 
 /// Generic GHM defaults: bins 10, momentum 0, loss_weight 1, MEAN, grad_scale 1, g_max 1,
