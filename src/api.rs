@@ -224,7 +224,7 @@ pub(crate) fn check_outputs(
 }
 
 /// [`Error::State`] if the EMA is needed (`momentum > 0`) but missing or made for other bins.
-fn check_ema(plan: &Plan, ema: Option<&Ema>) -> Result<(), Error> {
+pub(crate) fn check_ema(plan: &Plan, ema: Option<&Ema>) -> Result<(), Error> {
     if plan.momentum > 0.0 && ema.is_none_or(|e| e.bins as usize != plan.bins) {
         return Err(Error::State);
     }

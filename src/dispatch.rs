@@ -169,36 +169,35 @@ pub(crate) fn accumulate_sums<M: Model>(
 }
 
 /// Pass 2 writing (overwriting) the gradient only, on `backend` (see [`kernel::apply_grad`]),
-/// bad elements masked as with `skip_bad` (their gradient 0).
+/// bad elements masked as with `skip_bad` (their gradient 0). `tables` are `w`'s (made once
+/// by the caller for all its calls: the vector backends read them, the scalar path `w`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_grad<M: Model>(
     backend: Backend,
     model: M,
     bins: &Bins,
     w: &Weights,
+    tables: &Tables,
     loss_weight: f32,
     batch: &Batch<'_>,
     grad: &mut [f32],
 ) -> Result<(), Error> {
-    let skip_bad = true;
-    if backend == Backend::Scalar {
-        let out = Outputs {
-            grad: Some(grad),
-            loss_elems: None,
-            accumulate: false,
-            sum_loss: false,
-        };
-        return scalar::apply(model, bins, w, loss_weight, batch, out).map(|_| ());
-    }
-    let t = Tables::new(w, loss_weight);
-    let args = (model, bins, &t, batch);
+    let out = Outputs {
+        grad: Some(grad),
+        loss_elems: None,
+        accumulate: false,
+        sum_loss: false,
+    };
+    let args = (model, bins, tables, batch);
     match backend {
+        Backend::Scalar => scalar::apply(model, bins, w, loss_weight, batch, out).map(|_| ()),
         // SAFETY: the backend is available, so the CPU has its features.
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx512 => unsafe { x86::apply_grad_avx512(args, grad, skip_bad) },
+        Backend::Avx512 => unsafe { x86::apply_grad_avx512(args, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx2 => unsafe { x86::apply_grad_avx2(args, grad, skip_bad) },
-        _ => kernel::apply_grad::<wide::f32x8, M, _>(Plain, args, grad, skip_bad),
+        Backend::Avx2 => unsafe { x86::apply_grad_avx2(args, out) },
+        _ => kernel::apply_grad::<wide::f32x8, M, _>(Plain, args, out),
     }
 }
 
@@ -329,12 +328,11 @@ mod x86 {
             #[target_feature(enable = $features)]
             pub(super) unsafe fn $apply_grad<M: Model>(
                 args: ApplyArgs<'_, '_, M>,
-                grad: &mut [f32],
-                skip_bad: bool,
+                out: Outputs<'_>,
             ) -> Result<(), Error> {
                 // The caller guarantees the features.
                 let passes = $passes(());
-                kernel::apply_grad::<$v, M, _>(passes, args, grad, skip_bad)
+                kernel::apply_grad::<$v, M, _>(passes, args, out)
             }
 
             /// [`kernel::Passes`] for this backend. Its field is private to this module, where

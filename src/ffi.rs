@@ -1052,19 +1052,18 @@ unsafe fn one_call(
         let n = src.blocks.count * src.pred_block();
         let grad = src.output(grad, Output::Grad)?;
         let loss_elems = src.output(loss_elems, Output::LossElems)?;
-        let loss = one(loss as *const f32, c"loss")?;
-        let stats = one(stats as *const Stats, c"stats")?;
-        let ema = one(ema as *const Ema, c"ema")?;
+        let res = Results::new(loss, stats, ema)?;
         let [a, b, c] = src.named();
+        let [r0, r1, r2] = res.named();
         let outs = [
             (c"grad", src.output_region(grad, src.blocks.grad)),
             (
                 c"loss_elems",
                 src.output_region(loss_elems, src.blocks.loss_elems),
             ),
-            (c"loss", region(loss)),
-            (c"stats", region(stats)),
-            (c"ema", region(ema)),
+            r0,
+            r1,
+            r2,
         ];
         let ins = [a, b, c, (c"cfg", cfg_region), (c"blocks", blocks_region)];
         disjoint(&ins, &outs)?;
@@ -1072,7 +1071,7 @@ unsafe fn one_call(
         // SAFETY: valid per the C contract; outputs disjoint from everything (checked).
         let core = || -> Result<(), Error> {
             unsafe {
-                let mut ema_local = ema.map(|e| read(e));
+                let mut ema_local = res.ema.map(|e| read(e));
                 let mut stats_local = Stats::default();
                 let value = if src.aligned()
                     && grad.is_none_or(|g| g.aligned())
@@ -1081,7 +1080,7 @@ unsafe fn one_call(
                     let out = Out {
                         grad: grad.map(|g| g.slice_mut()),
                         loss_elems: loss_elems.map(|l| l.slice_mut()),
-                        stats: stats.map(|_| &mut stats_local),
+                        stats: res.stats.map(|_| &mut stats_local),
                     };
                     src.with(|input| api::loss_grad(plan, ema_local.as_mut(), input, out))?
                 } else {
@@ -1099,30 +1098,66 @@ unsafe fn one_call(
                         w.loss as f32
                     }
                 };
-                if let (Some(e), Some(v)) = (ema, ema_local) {
-                    if plan.momentum > 0.0 {
-                        e.set(0, v);
-                    }
-                }
-                if let Some(s) = stats {
-                    if n > 0 {
-                        s.set(0, stats_local);
-                    }
-                }
-                if let Some(l) = loss {
-                    l.set(0, value);
-                }
+                res.write(&plan, n, value, &stats_local, ema_local);
             }
             Ok(())
         };
         core().map_err(|e| {
             // SAFETY: valid per the C contract, and unchanged (the call failed).
-            let ema = ema.map(|e| unsafe { read(e) });
+            let ema = res.ema.map(|e| unsafe { read(e) });
             // SAFETY: as above.
             unsafe { explain(e, &plan, Some(&src), Some(ema.as_ref()), None, None) }
         })
     };
     status(run())
+}
+
+/// The per-call results of a one call as C passes them: `*loss`, `*stats` and the EMA (each
+/// may be NULL).
+#[derive(Clone, Copy)]
+struct Results {
+    loss: Option<Buf<f32>>,
+    stats: Option<Buf<Stats>>,
+    ema: Option<Buf<Ema>>,
+}
+
+impl Results {
+    fn new(loss: *mut f32, stats: *mut Stats, ema: *mut Ema) -> Result<Results, Fault> {
+        Ok(Results {
+            loss: one(loss as *const f32, c"loss")?,
+            stats: one(stats as *const Stats, c"stats")?,
+            ema: one(ema as *const Ema, c"ema")?,
+        })
+    }
+
+    /// Their regions, for the overlap checks (all outputs).
+    fn named(&self) -> [Named; 3] {
+        [
+            (c"loss", region(self.loss)),
+            (c"stats", region(self.stats)),
+            (c"ema", region(self.ema)),
+        ]
+    }
+
+    /// Writes a successful call's results: the loss, and for a batch with elements the
+    /// statistics and the EMA (when `momentum > 0`). A batch of none writes only the loss.
+    ///
+    /// # Safety
+    /// The buffers are valid for writes.
+    unsafe fn write(&self, plan: &Plan, n: usize, loss: f32, stats: &Stats, ema: Option<Ema>) {
+        // SAFETY: valid for writes (caller).
+        unsafe {
+            if let (Some(e), Some(v), true) = (self.ema, ema, plan.momentum > 0.0 && n > 0) {
+                e.set(0, v);
+            }
+            if let (Some(s), true) = (self.stats, n > 0) {
+                s.set(0, *stats);
+            }
+            if let Some(l) = self.loss {
+                l.set(0, loss);
+            }
+        }
+    }
 }
 
 /// Phase 1 into `*hist`.
@@ -1296,15 +1331,29 @@ unsafe fn apply(
 /// # Safety
 /// `cfg` is NULL or points to a valid `C`.
 unsafe fn config<C: Copy, L: FromC<C>>(cfg: *const C) -> (Result<Plan, Fault>, Option<Region>) {
+    // SAFETY: forwarded from the caller.
+    let (value, region) = unsafe { config_value::<C, L>(cfg) };
+    (value.map(|(_, plan)| plan), region)
+}
+
+/// [`config`], with the Rust configuration itself.
+///
+/// # Safety
+/// As [`config`].
+unsafe fn config_value<C: Copy, L: FromC<C>>(
+    cfg: *const C,
+) -> (Result<(L, Plan), Fault>, Option<Region>) {
     match one_required(cfg, c"cfg") {
         Ok(b) => {
             // SAFETY: valid per the C contract.
             let c = unsafe { read(b) };
-            let plan = L::from_c(&c).and_then(|l| {
-                l.plan()
-                    .map_err(|e| l.bad_field().unwrap_or_else(|| e.into()))
+            let value = L::from_c(&c).and_then(|l| {
+                let plan = l
+                    .plan()
+                    .map_err(|e| l.bad_field().unwrap_or_else(|| e.into()))?;
+                Ok((l, plan))
             });
-            (plan, Some(b.region()))
+            (value, Some(b.region()))
         }
         Err(f) => (Err(f), None),
     }

@@ -14,12 +14,15 @@
 //! their own `g` and `dl/dx` through this path give their own weights and gradients, bit for
 //! bit. One mode of pass 1 and one kind of pass 2 are compiled for it, per backend.
 
+use core::ffi::CStr;
+
 use crate::backend::Backend;
 use crate::bins::Bins;
-use crate::config::{EmaStart, Loss, Normalize, Plan, Reduction, MAX_BINS};
+use crate::config::{EmaStart, Loss, Normalize, Plan, Planned, Reduction, MAX_BINS};
 use crate::dispatch;
 use crate::error::Error;
 use crate::fault::Fault;
+use crate::kernel::Tables;
 use crate::model::G;
 use crate::source::Batch;
 use crate::state::{self, Ema, Hist, Stats, Weights};
@@ -186,6 +189,12 @@ impl<'a> GradRows<'a> {
         }
     }
 
+    /// Rows laid out as `layout` says.
+    pub(crate) fn with_layout(data: &'a mut [f32], l: RowLayout) -> Self {
+        let rows = GradRows::laid_out(data, l.k, l.stride, l.elem_stride);
+        rows.blocks(l.block_len, l.block_stride)
+    }
+
     /// The same rows in blocks of `len` samples, `stride` floats apart (block `b`'s first
     /// float at `b * stride`). For the phased [`GhmG::apply`], a chunk's rows start at a
     /// block's first float and its samples at that block's first sample.
@@ -195,48 +204,24 @@ impl<'a> GradRows<'a> {
         self
     }
 
-    /// The samples of each block (all `n` without blocks) and the number of blocks.
-    fn block_shape(&self, n: usize) -> (usize, usize) {
-        match self.block_len {
-            0 => (n, 1),
-            len if len >= n => (n, 1),
-            len => (len, n.div_ceil(len)),
-        }
-    }
-
-    /// [`Error::Shape`] unless `k >= 1`, the rows of `n` samples fit and no two of their
-    /// floats are the same: within a block one of the two strides must step over everything
-    /// the other covers (rows of adjacent floats: `stride >= (k - 1) * elem_stride + 1`;
-    /// planar rows: `elem_stride >= (len - 1) * stride + 1`), and blocks must not overlap
-    /// (`block_stride` at least a block's extent).
+    /// [`Error::Shape`] unless the rows of `n` samples are a valid layout ([`RowLayout`])
+    /// that fits in `data`.
     fn check(&self, n: usize) -> Result<(), Error> {
-        let (k, s, e) = (self.k, self.stride, self.elem_stride);
-        if k == 0 {
-            return Err(Error::Shape);
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        let (len, count) = self.block_shape(n);
-        let span = |count: usize, step: usize| (count - 1).checked_mul(step);
-        let (rows, floats) = (
-            span(len, s).ok_or(Error::Shape)?,
-            span(k, e).ok_or(Error::Shape)?,
-        );
-        // Each row's floats inside one step of the rows, or each float's samples inside one
-        // step of the floats (one sample, or one float, always).
-        let disjoint = len == 1 || k == 1 || (e >= 1 && s > floats) || (s >= 1 && e > rows);
-        let block = rows.checked_add(floats).and_then(|x| x.checked_add(1));
-        let block = block.ok_or(Error::Shape)?;
-        let apart = count == 1 || self.block_stride >= block;
-        // The last block may hold fewer samples.
-        let last = n - (count - 1) * len;
-        let last_extent = (last - 1) * s + floats + 1; // at most `block`
-        let need = span(count, self.block_stride).and_then(|x| x.checked_add(last_extent));
-        if !disjoint || !apart || need.is_none_or(|need| self.data.len() < need) {
+        let extent = self.layout().extent(n).map_err(|_| Error::Shape)?;
+        if self.data.len() < extent {
             return Err(Error::Shape);
         }
         Ok(())
+    }
+
+    fn layout(&self) -> RowLayout {
+        RowLayout {
+            k: self.k,
+            stride: self.stride,
+            elem_stride: self.elem_stride,
+            block_len: self.block_len,
+            block_stride: self.block_stride,
+        }
     }
 
     /// Multiplies the rows of samples `first..first + factors.len()` by their factors (see
@@ -295,6 +280,79 @@ impl<'a> GradRows<'a> {
     }
 }
 
+/// Where the gradient rows of the samples lie, without the buffer: [`GradRows`]' fields, and
+/// the C layer's `ghm_g_rows`, checked by one rule.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowLayout {
+    pub k: usize,
+    pub stride: usize,
+    pub elem_stride: usize,
+    pub block_len: usize,
+    pub block_stride: usize,
+}
+
+/// Which field of a [`RowLayout`] is wrong, its value, and why.
+pub(crate) type BadLayout = (&'static CStr, usize, &'static CStr);
+
+impl RowLayout {
+    /// The samples of each block (all `n` without blocks) and the number of blocks.
+    pub(crate) fn block_shape(&self, n: usize) -> (usize, usize) {
+        match self.block_len {
+            0 => (n, 1),
+            len if len >= n => (n, 1),
+            len => (len, n.div_ceil(len)),
+        }
+    }
+
+    /// The index of float `j` of sample `sample`.
+    pub(crate) fn float(&self, sample: usize, j: usize) -> usize {
+        let (b, i) = match self.block_len {
+            0 => (0, sample),
+            len => (sample / len, sample % len),
+        };
+        b * self.block_stride + i * self.stride + j * self.elem_stride
+    }
+
+    /// The floats the rows of `n` samples reach (one past the last), or the field at fault:
+    /// `k >= 1`; within a block one of the two strides must step over everything the other
+    /// covers (rows of adjacent floats: `stride >= (k - 1) * elem_stride + 1`; planar rows:
+    /// `elem_stride >= (len - 1) * stride + 1`), so that no float belongs to two samples;
+    /// blocks at least a block's extent apart; no extent beyond `usize`.
+    pub(crate) fn extent(&self, n: usize) -> Result<usize, BadLayout> {
+        let (k, s, e) = (self.k, self.stride, self.elem_stride);
+        if k == 0 {
+            return Err((c"k", k, c"is 0"));
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let (len, count) = self.block_shape(n);
+        let overflow = |field, v| (field, v, c"makes the rows' extent overflow");
+        let rows = (len - 1).checked_mul(s).ok_or(overflow(c"row_stride", s))?;
+        let floats = (k - 1).checked_mul(e).ok_or(overflow(c"elem_stride", e))?;
+        // Each row's floats inside one step of the rows, or each float's samples inside one
+        // step of the floats (one sample, or one float, always).
+        if !(len == 1 || k == 1 || (e >= 1 && s > floats) || (s >= 1 && e > rows)) {
+            let why = c"makes two samples share a float (it must step over a whole row)";
+            return Err((c"row_stride", s, why));
+        }
+        let block = rows
+            .checked_add(floats + 1)
+            .ok_or(overflow(c"row_stride", s))?;
+        if count > 1 && self.block_stride < block {
+            let why = c"is less than a block's extent: blocks overlap";
+            return Err((c"block_stride", self.block_stride, why));
+        }
+        // The last block may hold fewer samples: its extent is at most `block`.
+        let last = n - (count - 1) * len;
+        let last_extent = (last - 1) * s + floats + 1;
+        (count - 1)
+            .checked_mul(self.block_stride)
+            .and_then(|x| x.checked_add(last_extent))
+            .ok_or(overflow(c"block_stride", self.block_stride))
+    }
+}
+
 /// [`GradRows::rescale`] for packed rows of `K` floats.
 fn rescale_packed<const K: usize>(rows: &mut [f32], factors: &[f32]) {
     for (row, &f) in rows.chunks_exact_mut(K).zip(factors) {
@@ -315,6 +373,12 @@ pub(crate) fn scaled(v: f32, f: f32) -> f32 {
     }
 }
 
+impl Planned for GhmG {
+    fn plan(&self) -> Result<Plan, Error> {
+        self.planned().map(|(plan, _)| plan)
+    }
+}
+
 /// Optional outputs of [`GhmG::loss_grad`]; each `None` is not computed.
 #[derive(Debug, Default)]
 pub struct GOut<'a> {
@@ -331,20 +395,15 @@ pub struct GOut<'a> {
 impl GhmG {
     /// Checks every field; the error is [`Error::Config`].
     pub fn validate(&self) -> Result<(), Error> {
-        self.plan().map(|_| ())
+        self.planned().map(|_| ())
     }
 
     /// The shared plan (validated, backend resolved) and the model.
-    fn plan(&self) -> Result<(Plan, G), Error> {
+    fn planned(&self) -> Result<(Plan, G), Error> {
         if self.bad_g_max().is_some() {
             return Err(Error::Config);
         }
         Ok((self.raw_plan().validated(self.backend)?, G::new(self.g_max)))
-    }
-
-    /// The shared plan, validated (for the C layer).
-    pub(crate) fn plan_of(&self) -> Result<Plan, Error> {
-        self.plan().map(|(plan, _)| plan)
     }
 
     /// `g_max` out of range, explained.
@@ -391,10 +450,8 @@ impl GhmG {
         samples: &Samples<'_>,
         mut out: GOut<'_>,
     ) -> Result<f32, Error> {
-        let (plan, model) = self.plan()?;
-        if plan.momentum > 0.0 && ema.as_deref().is_none_or(|e| e.bins as usize != plan.bins) {
-            return Err(Error::State);
-        }
+        let (plan, model) = self.planned()?;
+        crate::api::check_ema(&plan, ema.as_deref())?;
         let n = samples.g.len();
         check_outputs(samples, out.rows.as_ref(), out.factor.as_deref())?;
         if n == 0 {
@@ -419,7 +476,7 @@ impl GhmG {
 
     /// Phase 1: adds a chunk of a batch to `hist`.
     pub fn accumulate(&self, samples: &Samples<'_>, hist: &mut Hist) -> Result<(), Error> {
-        let (plan, model) = self.plan()?;
+        let (plan, model) = self.planned()?;
         samples.check()?;
         if hist.bins as usize != plan.bins {
             return Err(Error::State);
@@ -434,7 +491,7 @@ impl GhmG {
 
     /// Phase 2, once per batch: EMA update, weights and the batch's loss.
     pub fn finalize(&self, ema: Option<&mut Ema>, hist: &Hist) -> Result<Weights, Error> {
-        let (plan, _) = self.plan()?;
+        let (plan, _) = self.planned()?;
         crate::api::finalize(plan, ema, hist)
     }
 
@@ -448,7 +505,7 @@ impl GhmG {
         rows: Option<GradRows<'_>>,
         factor: Option<&mut [f32]>,
     ) -> Result<(), Error> {
-        let (plan, model) = self.plan()?;
+        let (plan, model) = self.planned()?;
         weights.check(plan.bins)?;
         check_outputs(samples, rows.as_ref(), factor.as_deref())?;
         if samples.g.is_empty() || (rows.is_none() && factor.is_none()) {
@@ -503,6 +560,7 @@ fn pass2(
     mut factor: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     let n = samples.g.len();
+    let tables = Tables::new(weights, plan.loss_weight);
     let mut buf = [0.0f32; CHUNK];
     let mut start = 0;
     while start < n {
@@ -518,8 +576,8 @@ fn pass2(
         // With `skip_bad`, a sample whose loss is bad was excluded by pass 1 and must get
         // factor 0 here too: the losses are read again. Otherwise every sample is good.
         let batch = samples.batch(range, plan.skip_bad);
-        let lw = plan.loss_weight;
-        dispatch::apply_grad(plan.backend, model, bins, weights, lw, &batch, f)?;
+        let (b, lw) = (plan.backend, plan.loss_weight);
+        dispatch::apply_grad(b, model, bins, weights, &tables, lw, &batch, f)?;
         if let Some(rows) = rows.as_mut() {
             rows.rescale(start, f);
         }

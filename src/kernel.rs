@@ -721,23 +721,16 @@ pub(crate) fn accumulate_sums<V: Vector, M: Model, S: Passes<V>>(
     passes.pass1::<M, LossSums>(model, bins, batch, opts, &mut [])
 }
 
-/// Pass 2 writing the gradient only, overwritten (the generic path's factors): one kind of
-/// [`apply`], the only one the generic path instantiates.
+/// Pass 2 writing the gradient only, overwritten, bad elements masked (the generic path's
+/// factors): one kind of [`apply`], the only one the generic path instantiates.
 #[inline(always)]
 pub(crate) fn apply_grad<V: Vector, M: Model, S: Passes<V>>(
     passes: S,
-    (model, bins, tables, batch): ApplyArgs<'_, '_, M>,
-    grad: &mut [f32],
-    skip_bad: bool,
+    args: ApplyArgs<'_, '_, M>,
+    out: Outputs<'_>,
 ) -> Result<(), Error> {
-    let out = Outputs {
-        grad: Some(grad),
-        loss_elems: None,
-        accumulate: false,
-        sum_loss: false,
-    };
     passes
-        .apply::<M, false, false, false>((model, bins, tables, batch), out, skip_bad)
+        .apply::<M, false, false, false>(args, out, true)
         .map(|_| ())
 }
 

@@ -30,9 +30,21 @@ fn mask(rng: &mut Rng, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `dl/dx` and `l` of GHM-C on `backend`, as its kernel computes them: its one call with a
-/// single bin and SUM, where every valid weight is 1, so that the gradient is `1 * dl/dx` and
-/// the loss element `1 * 1 * l`.
+/// Each element's `dl/dx` and unweighted loss as a model's kernel computes them: `call` is
+/// its one call with a single bin and SUM, where every valid weight is 1, so that the
+/// gradient is `1 * dl/dx` and the loss element `1 * 1 * l`.
+fn raw(n: usize, call: impl FnOnce(Out<'_>) -> Result<f32, Error>) -> (Vec<f32>, Vec<f32>) {
+    let (mut d, mut l) = (vec![0.0; n], vec![0.0; n]);
+    let out = Out {
+        grad: Some(&mut d),
+        loss_elems: Some(&mut l),
+        stats: None,
+    };
+    call(out).unwrap();
+    (d, l)
+}
+
+/// [`raw`] of GHM-C on `backend`.
 fn raw_c(backend: Backend, input: Input, x: &[f32], t: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let one = GhmC {
         bins: 1,
@@ -41,18 +53,12 @@ fn raw_c(backend: Backend, input: Input, x: &[f32], t: &[f32], w: &[f32]) -> (Ve
         backend: Some(backend),
         ..GhmC::default()
     };
-    let (mut d, mut l) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-    let out = Out {
-        grad: Some(&mut d),
-        loss_elems: Some(&mut l),
-        stats: None,
-    };
-    one.loss_grad(None, &Dense::new(x, t).label_weight(w), out)
-        .unwrap();
-    (d, l)
+    raw(x.len(), |out| {
+        one.loss_grad(None, &Dense::new(x, t).label_weight(w), out)
+    })
 }
 
-/// `dl/dx` and `l` of GHM-R on `backend` (as [`raw_c`]).
+/// [`raw`] of GHM-R on `backend`.
 fn raw_r(backend: Backend, x: &[f32], t: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let one = GhmR {
         bins: 1,
@@ -60,15 +66,9 @@ fn raw_r(backend: Backend, x: &[f32], t: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f3
         backend: Some(backend),
         ..GhmR::default()
     };
-    let (mut d, mut l) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-    let out = Out {
-        grad: Some(&mut d),
-        loss_elems: Some(&mut l),
-        stats: None,
-    };
-    one.loss_grad(None, &Dense::new(x, t).label_weight(w), out)
-        .unwrap();
-    (d, l)
+    raw(x.len(), |out| {
+        one.loss_grad(None, &Dense::new(x, t).label_weight(w), out)
+    })
 }
 
 /// The generic configuration with a model's shared settings.

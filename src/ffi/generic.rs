@@ -9,11 +9,13 @@
 
 use core::ffi::CStr;
 
-use super::{disjoint, one, one_required, read, region, status, Buf, Named, Region, BOUNCE};
+use super::{
+    disjoint, one, one_required, read, region, status, Buf, Named, Region, Results, BOUNCE,
+};
 use crate::config::{EmaStart, Plan, Reduction};
 use crate::error::Error;
 use crate::fault::Fault;
-use crate::generic::{self, GOut, GhmG, GradRows, Samples};
+use crate::generic::{self, GOut, GhmG, GradRows, RowLayout, Samples};
 use crate::state::{Ema, Hist, Stats, Weights};
 
 /// Generic GHM configuration ("bring your own g": GHM for any loss). Get the defaults from
@@ -71,29 +73,33 @@ impl From<&GhmG> for ghm_g_config {
     }
 }
 
+impl super::FromC<ghm_g_config> for GhmG {
+    fn from_c(c: &ghm_g_config) -> Result<GhmG, Fault> {
+        Ok(GhmG {
+            bins: c.bins,
+            momentum: c.momentum,
+            loss_weight: c.loss_weight,
+            reduction: super::known::<Reduction>(c.reduction, c"reduction")?,
+            grad_scale: c.grad_scale,
+            g_max: c.g_max,
+            skip_bad: super::flag(c.skip_bad, c"skip_bad")?,
+            ema_start: super::known::<EmaStart>(c.ema_start, c"ema_start")?,
+            backend: None,
+        })
+    }
+    fn bad_field(&self) -> Option<Fault> {
+        GhmG::bad_field(self)
+    }
+}
+
 /// The configuration behind `cfg`, validated, with its region for the overlap checks.
 ///
 /// # Safety
 /// `cfg` is NULL or points to a valid `ghm_g_config`.
-unsafe fn config(cfg: *const ghm_g_config) -> Result<(GhmG, Plan, Region), Fault> {
-    let b = one_required(cfg, c"cfg")?;
-    // SAFETY: valid per the C contract.
-    let c = unsafe { read(b) };
-    let g = GhmG {
-        bins: c.bins,
-        momentum: c.momentum,
-        loss_weight: c.loss_weight,
-        reduction: super::known::<Reduction>(c.reduction, c"reduction")?,
-        grad_scale: c.grad_scale,
-        g_max: c.g_max,
-        skip_bad: super::flag(c.skip_bad, c"skip_bad")?,
-        ema_start: super::known::<EmaStart>(c.ema_start, c"ema_start")?,
-        backend: None,
-    };
-    let plan = g
-        .plan_of()
-        .map_err(|e| g.bad_field().unwrap_or_else(|| e.into()))?;
-    Ok((g, plan, b.region()))
+unsafe fn config(cfg: *const ghm_g_config) -> Result<(GhmG, Plan, Option<Region>), Fault> {
+    // SAFETY: forwarded from the caller.
+    let (value, region) = unsafe { super::config_value::<_, GhmG>(cfg) };
+    value.map(|(cfg, plan)| (cfg, plan, region))
 }
 
 /// The samples as C passes them.
@@ -235,17 +241,16 @@ pub struct ghm_g_rows {
     pub block_stride: usize,
 }
 
+/// Whether the samples, the rows and the factors can all be the safe API's slices.
+fn aligned(src: &Source, rows: Option<Rows>, factor: Option<Buf<f32>>) -> bool {
+    src.aligned() && rows.is_none_or(|r| r.buf.aligned()) && factor.is_none_or(|f| f.aligned())
+}
+
 /// Gradient rows as C passes them (see [`ghm_g_rows`]).
 #[derive(Clone, Copy)]
 struct Rows {
     buf: Buf<f32>,
-    k: usize,
-    stride: usize,
-    elem: usize,
-    /// Samples per block (all `n` without blocks), blocks, floats between blocks.
-    len: usize,
-    count: usize,
-    block_stride: usize,
+    layout: RowLayout,
     n: usize,
     /// The descriptor's own bytes (an input of the call).
     desc: Region,
@@ -264,65 +269,23 @@ impl Rows {
         };
         // SAFETY: valid per the C contract.
         let r = unsafe { read(b) };
-        let shape = |field: &'static CStr, v: usize, why: &'static CStr| {
+        let layout = RowLayout {
+            k: r.k,
+            stride: r.row_stride,
+            elem_stride: r.elem_stride,
+            block_len: r.block_len,
+            block_stride: r.block_stride,
+        };
+        let extent = layout.extent(n).map_err(|(field, v, why)| {
             Fault::new(Error::Shape, c"rows", why)
                 .field(field)
                 .value(v as f64)
-        };
-        let (k, s, e) = (r.k, r.row_stride, r.elem_stride);
-        if k == 0 {
-            return Err(shape(c"k", k, c"is 0"));
-        }
-        let (len, count) = match r.block_len {
-            0 => (n.max(1), 1),
-            len if len >= n => (n.max(1), 1),
-            len => (len, n.div_ceil(len)),
-        };
-        let huge = shape(c"row_stride", s, c"makes the rows' extent overflow");
-        let rows_span = (len - 1).checked_mul(s).ok_or(huge)?;
-        let floats = (k - 1).checked_mul(e).ok_or(shape(
-            c"elem_stride",
-            e,
-            c"makes the rows' extent overflow",
-        ))?;
-        let disjoint = len == 1 || k == 1 || (e >= 1 && s > floats) || (s >= 1 && e > rows_span);
-        if !disjoint {
-            let why = c"makes two samples share a float (it must step over a whole row)";
-            return Err(shape(c"row_stride", s, why));
-        }
-        let block = rows_span
-            .checked_add(floats)
-            .and_then(|x| x.checked_add(1))
-            .ok_or(huge)?;
-        if count > 1 && r.block_stride < block {
-            let why = c"is less than a block's extent: blocks overlap";
-            return Err(shape(c"block_stride", r.block_stride, why));
-        }
-        let extent = match n {
-            0 => 0,
-            _ => {
-                let last = n - (count - 1) * len;
-                let last_extent = (last - 1) * s + floats + 1;
-                (count - 1)
-                    .checked_mul(r.block_stride)
-                    .and_then(|x| x.checked_add(last_extent))
-                    .ok_or(shape(
-                        c"block_stride",
-                        r.block_stride,
-                        c"makes the extent overflow",
-                    ))?
-            }
-        };
+        })?;
         let buf =
             Buf::required(r.grad as *const f32, extent, c"rows").map_err(|f| f.field(c"grad"))?;
         Ok(Some(Rows {
             buf,
-            k,
-            stride: s,
-            elem: e,
-            len,
-            count,
-            block_stride: r.block_stride,
+            layout,
             n,
             desc: b.region(),
         }))
@@ -334,19 +297,25 @@ impl Rows {
     /// included.
     fn region(&self) -> Region {
         use crate::view::View;
-        let (len, k, s, e) = (self.len.min(self.n), self.k, self.stride, self.elem);
+        let RowLayout {
+            k,
+            stride: s,
+            elem_stride: e,
+            ..
+        } = self.layout;
+        let (len, count) = self.layout.block_shape(self.n);
         if self.n == 0 {
             return self.buf.view_region(View::new(0, 1), 0, 0);
         }
-        if self.count == 1 {
+        if count == 1 {
             if len == 1 || k == 1 || e == 1 || s > (k - 1) * e {
                 return self.buf.view_region(View::new(0, s), len, (k - 1) * e + 1);
             }
             return self.buf.view_region(View::new(0, e), k, (len - 1) * s + 1);
         }
         let block = (len - 1) * s + (k - 1) * e + 1;
-        self.buf
-            .view_region(View::new(0, self.block_stride), self.count, block)
+        let view = View::new(0, self.layout.block_stride);
+        self.buf.view_region(view, count, block)
     }
 
     /// The rows as the safe API's.
@@ -355,12 +324,7 @@ impl Rows {
     /// Aligned, valid for reads and writes, overlapping nothing else in use.
     unsafe fn rows<'a>(self) -> GradRows<'a> {
         // SAFETY: forwarded from the caller.
-        let data = unsafe { self.buf.slice_mut() };
-        let rows = GradRows::laid_out(data, self.k, self.stride, self.elem);
-        match self.count {
-            1 => rows,
-            _ => rows.blocks(self.len, self.block_stride),
-        }
+        GradRows::with_layout(unsafe { self.buf.slice_mut() }, self.layout)
     }
 
     /// Multiplies the rows of samples `first..` by `factors`, unaligned, as
@@ -370,10 +334,8 @@ impl Rows {
     /// Valid for reads and writes; the samples are inside the rows.
     unsafe fn rescale(&self, first: usize, factors: &[f32]) {
         for (i, &f) in factors.iter().enumerate() {
-            let (b, at) = ((first + i) / self.len, (first + i) % self.len);
-            let at = b * self.block_stride + at * self.stride;
-            for j in 0..self.k {
-                let x = at + j * self.elem;
+            for j in 0..self.layout.k {
+                let x = self.layout.float(first + i, j);
                 // SAFETY: inside the rows' extent (caller); valid (caller).
                 unsafe { self.buf.set(x, generic::scaled(self.buf.get(x), f)) };
             }
@@ -440,35 +402,31 @@ pub unsafe extern "C" fn ghm_g_loss_grad(
         let src = Source::new(g, sample_loss, valid, n)?;
         let rows = unsafe { Rows::new(rows, n) }?;
         let factor = Buf::optional(factor as *const f32, n, c"factor")?;
-        let loss = one(loss as *const f32, c"loss")?;
-        let stats = one(stats as *const Stats, c"stats")?;
-        let ema = one(ema as *const Ema, c"ema")?;
+        let res = Results::new(loss, stats, ema)?;
         let [a, b, c] = src.named();
+        let [r0, r1, r2] = res.named();
         disjoint(
             &[
                 a,
                 b,
                 c,
-                (c"cfg", Some(cfg_region)),
+                (c"cfg", cfg_region),
                 (c"rows", rows.map(|r| r.desc)),
             ],
             &[
                 (c"rows", rows.map(|r| r.region())),
                 (c"factor", region(factor)),
-                (c"loss", region(loss)),
-                (c"stats", region(stats)),
-                (c"ema", region(ema)),
+                r0,
+                r1,
+                r2,
             ],
         )?;
         // SAFETY: valid per the C contract; outputs disjoint from everything (checked).
         let core = || -> Result<(), Error> {
             unsafe {
-                let mut ema_local = ema.map(|e| read(e));
+                let mut ema_local = res.ema.map(|e| read(e));
                 let mut stats_local = Stats::default();
-                let value = if src.aligned()
-                    && rows.is_none_or(|r| r.buf.aligned())
-                    && factor.is_none_or(|f| f.aligned())
-                {
+                let value = if aligned(&src, rows, factor) {
                     let out = GOut {
                         rows: rows.map(|r| r.rows()),
                         factor: factor.map(|f| f.slice_mut()),
@@ -486,23 +444,13 @@ pub unsafe extern "C" fn ghm_g_loss_grad(
                         &mut stats_local,
                     )?
                 };
-                if let (Some(e), Some(v)) = (ema, ema_local) {
-                    if plan.momentum > 0.0 && n > 0 {
-                        e.set(0, v);
-                    }
-                }
-                if let (Some(s), true) = (stats, n > 0) {
-                    s.set(0, stats_local);
-                }
-                if let Some(l) = loss {
-                    l.set(0, value);
-                }
+                res.write(&plan, n, value, &stats_local, ema_local);
             }
             Ok(())
         };
         core().map_err(|e| {
             // SAFETY: valid per the C contract, and unchanged (the call failed).
-            let ema = ema.map(|e| unsafe { read(e) });
+            let ema = res.ema.map(|e| unsafe { read(e) });
             // SAFETY: as above.
             unsafe { explain(e, &plan, Some(&src), Some(ema.as_ref()), None, None) }
         })
@@ -524,9 +472,7 @@ unsafe fn bounced(
     factor: Option<Buf<f32>>,
     stats: &mut Stats,
 ) -> Result<f32, Error> {
-    if plan.momentum > 0.0 && ema.as_deref().is_none_or(|e| e.bins as usize != plan.bins) {
-        return Err(Error::State);
-    }
+    crate::api::check_ema(plan, ema.as_deref())?;
     if src.n == 0 {
         return Ok(0.0);
     }
@@ -597,7 +543,7 @@ pub unsafe extern "C" fn ghm_g_accumulate(
         let src = Source::new(g, sample_loss, valid, n)?;
         let [a, b, c] = src.named();
         disjoint(
-            &[a, b, c, (c"cfg", Some(cfg_region))],
+            &[a, b, c, (c"cfg", cfg_region)],
             &[(c"h", Some(hist.region()))],
         )?;
         // SAFETY: valid per the C contract; the histogram overlaps no input (checked).
@@ -645,7 +591,7 @@ pub unsafe extern "C" fn ghm_g_finalize(
         let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
         let e = one(ema as *const Ema, c"ema")?;
         disjoint(
-            &[(c"h", Some(hb.region())), (c"cfg", Some(cfg_region))],
+            &[(c"h", Some(hb.region())), (c"cfg", cfg_region)],
             &[(c"w", Some(wb.region())), (c"ema", region(e))],
         )?;
         // SAFETY: valid per the C contract; outputs overlap nothing (checked).
@@ -699,13 +645,7 @@ pub unsafe extern "C" fn ghm_g_apply(
         let factor = Buf::optional(factor as *const f32, n, c"factor")?;
         let [a, b, c] = src.named();
         disjoint(
-            &[
-                a,
-                b,
-                c,
-                (c"cfg", Some(cfg_region)),
-                (c"w", Some(wb.region())),
-            ],
+            &[a, b, c, (c"cfg", cfg_region), (c"w", Some(wb.region()))],
             &[
                 (c"grad", rows.map(|r| r.region())),
                 (c"factor", region(factor)),
@@ -715,10 +655,7 @@ pub unsafe extern "C" fn ghm_g_apply(
         let core = || -> Result<(), Error> {
             unsafe {
                 let weights = read(wb);
-                if src.aligned()
-                    && rows.is_none_or(|r| r.buf.aligned())
-                    && factor.is_none_or(|f| f.aligned())
-                {
+                if aligned(&src, rows, factor) {
                     let rows = rows.map(|r| r.rows());
                     cfg.apply(
                         &weights,
