@@ -10,6 +10,7 @@ fn main() {
         "src/state.rs",
         "src/config.rs",
         "src/ffi/generic.rs",
+        "src/ffi/softmax.rs",
         "cbindgen.toml",
     ] {
         println!("cargo:rerun-if-changed={f}");

@@ -2641,6 +2641,250 @@ static void test_generic(void) {
   free(f2);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Softmax cross-entropy GHM */
+
+#define SN 150
+
+/* Random logits (row-major [SN][c]), labels (every 9th ignored), weights (every 11th 0). */
+static void gen_softmax(float *x, int32_t *y, float *w, size_t c) {
+  size_t a, k;
+  for (a = 0; a < SN; a++) {
+    float scale = (a % 4 == 0) ? 8.0f : 2.0f;
+    for (k = 0; k < c; k++) x[a * c + k] = rndf(-scale, scale);
+    y[a] = a % 9 == 4 ? -1 : (int32_t)rndn(c);
+    if (a % 9 == 4 && a % 2) y[a] = (int32_t)c;
+    w[a] = a % 11 == 3 ? 0.0f : 1.0f;
+  }
+  x[7 * c] = 1e4f; /* a saturated logit */
+}
+
+/* The double model of one call (bins 10, no EMA, MEAN): the loss, and the gradient. Samples
+ * whose g lies within 1e-4 of a bin edge are not excluded here: the caller checks the counts. */
+static double softmax_model(const float *x, const int32_t *y, const float *w, size_t c,
+                            float lw, float gs, double *grad) {
+  size_t a, k, m = 10;
+  double counts[10] = {0}, wk[10] = {0}, tot = 0, nonempty = 0, loss = 0;
+  int bin[SN];
+  double ce[SN];
+  for (a = 0; a < SN; a++) {
+    double mx = -HUGE_VAL, s = 0, py;
+    bin[a] = -1;
+    for (k = 0; k < c; k++) grad[a * c + k] = 0.0;
+    if (y[a] < 0 || (size_t)y[a] >= c || w[a] <= 0.0f) continue;
+    for (k = 0; k < c; k++) mx = fmax(mx, x[a * c + k]);
+    for (k = 0; k < c; k++) s += exp(x[a * c + k] - mx);
+    py = exp(x[a * c + y[a]] - mx) / s;
+    bin[a] = (int)fmin(floor((1.0 - py) * m), m - 1);
+    ce[a] = log(s) - (x[a * c + y[a]] - mx);
+    counts[bin[a]] += 1;
+    tot += 1;
+  }
+  for (k = 0; k < m; k++) nonempty += counts[k] > 0;
+  for (k = 0; k < m; k++) wk[k] = counts[k] > 0 ? tot / counts[k] / nonempty : 0;
+  for (a = 0; a < SN; a++) {
+    double mx = -HUGE_VAL, s = 0, f;
+    if (bin[a] < 0) continue;
+    loss += wk[bin[a]] * ce[a];
+    for (k = 0; k < c; k++) mx = fmax(mx, x[a * c + k]);
+    for (k = 0; k < c; k++) s += exp(x[a * c + k] - mx);
+    f = gs * lw * wk[bin[a]] / tot;
+    for (k = 0; k < c; k++)
+      grad[a * c + k] = f * (exp(x[a * c + k] - mx) / s - ((int32_t)k == y[a] ? 1.0 : 0.0));
+  }
+  return lw * loss / tot;
+}
+
+static void test_softmax(void) {
+  static const size_t CS[] = {1, 2, 5, 37, 80};
+  size_t ci, a, k, i;
+  check_group("softmax: against a double model, both layouts");
+  for (ci = 0; ci < sizeof CS / sizeof CS[0]; ci++) {
+    size_t c = CS[ci], nx = SN * c;
+    float *x = fvec(nx), *xt = fvec(nx), *g = fvec(nx), *gt = fvec(nx), *w = fvec(SN);
+    float *sl = fvec(SN), *slt = fvec(SN);
+    int32_t *y = (int32_t *)xmalloc(SN * sizeof(int32_t));
+    double *want = (double *)xmalloc(nx * sizeof(double)), wl, worst = 0;
+    ghm_softmax_config cfg = ghm_softmax_config_default();
+    float loss = 0, losst = 0;
+    ghm_stats st;
+    ghm_status s;
+    cfg.loss_weight = 0.5f;
+    cfg.grad_scale = -1.0f;
+    gen_softmax(x, y, w, c);
+    transpose(x, xt, SN, c);
+    wl = softmax_model(x, y, w, c, 0.5f, -1.0f, want);
+    s = ghm_softmax_loss_grad(&cfg, NULL, x, y, w, SN, c, GHM_LAYOUT_ANCHOR_MAJOR, g, &loss, sl,
+                              &st);
+    CHECK(s == GHM_OK, "C=%zu: %s", c, sname(s));
+    s = ghm_softmax_loss_grad(&cfg, NULL, xt, y, w, SN, c, GHM_LAYOUT_CLASS_MAJOR, gt, &losst,
+                              slt, NULL);
+    CHECK(s == GHM_OK, "C=%zu class-major: %s", c, sname(s));
+    CHECK(fabs(loss - wl) <= 1e-5 * fabs(wl) + 1e-6, "C=%zu: loss %.9g, model %.9g", c, loss, wl);
+    CHECK(memcmp(&loss, &losst, sizeof loss) == 0, "C=%zu: layouts' losses differ", c);
+    CHECK(first_diff(sl, slt, SN) < 0, "C=%zu: layouts' sample losses differ", c);
+    for (a = 0; a < SN; a++)
+      for (k = 0; k < c; k++) {
+        double d = fabs(g[a * c + k] - want[a * c + k]);
+        worst = d > worst ? d : worst;
+        if (memcmp(&g[a * c + k], &gt[k * SN + a], sizeof(float))) {
+          CHECK(0, "C=%zu: layouts differ at sample %zu class %zu", c, a, k);
+          a = SN;
+          break;
+        }
+      }
+    CHECK(worst <= 1e-7, "C=%zu: gradient off the model by %.3g", c, worst);
+    for (a = 0; a < SN; a++)
+      if (y[a] < 0 || (size_t)y[a] >= c || w[a] == 0.0f)
+        for (k = 0; k < c; k++)
+          if (g[a * c + k] != 0.0f) {
+            CHECK(0, "C=%zu: ignored sample %zu has a gradient", c, a);
+            a = SN;
+            break;
+          }
+    free(x), free(xt), free(g), free(gt), free(w), free(sl), free(slt), free(y), free(want);
+  }
+  check_group_end("C = 1, 2, 5, 37, 80");
+
+  check_group("softmax: misaligned and phased, bit for bit");
+  {
+    size_t c = 37, nx = SN * c, off, lay;
+    float *x = fvec(nx), *xt = fvec(nx), *w = fvec(SN), *g0 = fvec(nx), *g1 = fvec(nx);
+    float *sl0 = fvec(SN), *sl1 = fvec(SN);
+    int32_t *y = (int32_t *)xmalloc(SN * sizeof(int32_t));
+    ghm_softmax_config cfg = ghm_softmax_config_default();
+    ghm_ema e0, e1;
+    ghm_hist h;
+    ghm_weights wt;
+    float l0 = 0, l1 = 0;
+    ghm_status s;
+    cfg.momentum = 0.5f;
+    gen_softmax(x, y, w, c);
+    transpose(x, xt, SN, c);
+    for (lay = 0; lay < 2; lay++) {
+      const float *xs = lay ? xt : x;
+      uint32_t layout = lay ? GHM_LAYOUT_CLASS_MAJOR : GHM_LAYOUT_ANCHOR_MAJOR;
+      ghm_ema_init(&e0, 10);
+      s = ghm_softmax_loss_grad(&cfg, &e0, xs, y, w, SN, c, layout, g0, &l0, sl0, NULL);
+      CHECK(s == GHM_OK, "aligned: %s", sname(s));
+      for (off = 1; off < 4; off += 2) {
+        void *bx, *by, *bw, *bg, *bl;
+        const float *mx = (const float *)placed(xs, nx * sizeof(float), off, &bx);
+        const int32_t *my = (const int32_t *)placed(y, SN * sizeof(int32_t), off, &by);
+        const float *mw = (const float *)placed(w, SN * sizeof(float), off, &bw);
+        float *mg = (float *)placed(NULL, nx * sizeof(float), off, &bg);
+        float *ml = (float *)placed(NULL, SN * sizeof(float), off, &bl);
+        ghm_ema_init(&e1, 10);
+        s = ghm_softmax_loss_grad(&cfg, &e1, mx, my, mw, SN, c, layout, mg, &l1, ml, NULL);
+        CHECK(s == GHM_OK, "misaligned by %zu: %s", off, sname(s));
+        memcpy(g1, mg, nx * sizeof(float));
+        memcpy(sl1, ml, SN * sizeof(float));
+        CHECK(first_diff(g0, g1, nx) < 0, "layout %zu misaligned: gradient differs at %ld", lay,
+              first_diff(g0, g1, nx));
+        CHECK(first_diff(sl0, sl1, SN) < 0, "misaligned: sample losses differ");
+        CHECK(fabsf(l0 - l1) <= 2.4e-7f * fabsf(l0), "misaligned: loss %.9g vs %.9g", l1, l0);
+        CHECK(same_bytes(&e0, &e1, sizeof e0), "misaligned: EMA differs");
+        free(bx), free(by), free(bw), free(bg), free(bl);
+      }
+      /* Phased, three chunks, applied in reverse order. */
+      ghm_ema_init(&e1, 10);
+      ghm_hist_init(&h, 10);
+      CHECK(ghm_softmax_accumulate(&cfg, xs, y, w, SN, c, layout, 0, 1, &h) == GHM_OK, "acc 1");
+      CHECK(ghm_softmax_accumulate(&cfg, xs, y, w, SN, c, layout, 1, 77, &h) == GHM_OK, "acc 2");
+      CHECK(ghm_softmax_accumulate(&cfg, xs, y, w, SN, c, layout, 77, SN, &h) == GHM_OK, "acc 3");
+      CHECK(ghm_softmax_finalize(&cfg, &e1, &h, &wt) == GHM_OK, "finalize");
+      CHECK(same_bytes(&e0, &e1, sizeof e0), "phased: EMA differs");
+      for (i = 0; i < nx; i++) g1[i] = f_nan();
+      CHECK(ghm_softmax_apply(&cfg, &wt, xs, y, w, SN, c, layout, 77, SN, g1, sl1) == GHM_OK, "apply 2");
+      CHECK(ghm_softmax_apply(&cfg, &wt, xs, y, w, SN, c, layout, 0, 77, g1, sl1) == GHM_OK, "apply 1");
+      CHECK(first_diff(g0, g1, nx) < 0, "phased: gradient differs at %ld", first_diff(g0, g1, nx));
+      CHECK(first_diff(sl0, sl1, SN) < 0, "phased: sample losses differ");
+      CHECK(fabs(wt.loss - l0) <= 2.4e-7 * fabs(l0), "phased: loss %.9g vs %.9g", wt.loss, l0);
+    }
+    free(x), free(xt), free(w), free(g0), free(g1), free(sl0), free(sl1), free(y);
+  }
+  check_group_end("two layouts, offsets 1 and 3, three chunks");
+
+  check_group("softmax: errors write nothing and are explained");
+  {
+    enum { C = 6 };
+    float x[SN * C], w[SN], g[SN * C], before[SN * C], loss = 42.0f;
+    int32_t y[SN];
+    ghm_softmax_config cfg = ghm_softmax_config_default();
+    ghm_report r;
+    ghm_status s;
+    gen_softmax(x, y, w, C);
+    for (i = 0; i < SN * C; i++) g[i] = before[i] = 9.0f;
+    x[40 * C + 3] = f_nan();
+    s = ghm_softmax_loss_grad(&cfg, NULL, x, y, w, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, g, &loss, NULL,
+                              NULL);
+    CHECK(s == GHM_ERR_INPUT, "NaN logit: %s", sname(s));
+    CHECK(same_bytes(g, before, sizeof g) && loss == 42.0f, "NaN logit: something was written");
+    ghm_last_error(&r);
+    CHECK(r.argument && strcmp(r.argument, "logits") == 0 && r.index == 40 * C + 3,
+          "NaN logit: report names %s[%lld]", r.argument ? r.argument : "(null)",
+          (long long)r.index);
+    cfg.skip_bad = 1;
+    s = ghm_softmax_loss_grad(&cfg, NULL, x, y, w, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, g, &loss, NULL,
+                              NULL);
+    CHECK(s == GHM_OK, "skip_bad: %s", sname(s));
+    for (k = 0; k < C; k++) CHECK(g[40 * C + k] == 0.0f, "skipped sample's gradient %g", g[40 * C + k]);
+    cfg.skip_bad = 0;
+    x[40 * C + 3] = 0.0f;
+    w[12] = -1.0f;
+    s = ghm_softmax_accumulate(&cfg, x, y, w, SN, C, GHM_LAYOUT_CLASS_MAJOR, 0, SN, NULL);
+    CHECK(s == GHM_ERR_NULL, "NULL h: %s", sname(s));
+    {
+      ghm_hist h;
+      ghm_hist_init(&h, 10);
+      s = ghm_softmax_accumulate(&cfg, x, y, w, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, 0, SN, &h);
+      CHECK(s == GHM_ERR_INPUT, "bad weight: %s", sname(s));
+      ghm_last_error(&r);
+      CHECK(r.argument && strcmp(r.argument, "sample_weight") == 0 && r.index == 12,
+            "bad weight: report names %s[%lld]", r.argument ? r.argument : "(null)",
+            (long long)r.index);
+      s = ghm_softmax_accumulate(&cfg, x, y, w, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, 5, 4, &h);
+      CHECK(s == GHM_ERR_SHAPE, "begin > end: %s", sname(s));
+    }
+    w[12] = 1.0f;
+    s = ghm_softmax_loss_grad(&cfg, NULL, x, y, w, SN, 0, GHM_LAYOUT_ANCHOR_MAJOR, g, NULL, NULL,
+                              NULL);
+    CHECK(s == GHM_ERR_SHAPE, "0 classes: %s", sname(s));
+    s = ghm_softmax_loss_grad(&cfg, NULL, x, y, w, SN, C, 7, g, NULL, NULL, NULL);
+    CHECK(s == GHM_ERR_CONFIG, "layout 7: %s", sname(s));
+    s = ghm_softmax_loss_grad(&cfg, NULL, x, NULL, w, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, g, NULL,
+                              NULL, NULL);
+    CHECK(s == GHM_ERR_NULL, "NULL labels: %s", sname(s));
+    s = ghm_softmax_loss_grad(&cfg, NULL, x, y, w, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, x, NULL, NULL,
+                              NULL);
+    CHECK(s == GHM_ERR_ALIAS, "grad over the logits: %s", sname(s));
+    cfg.momentum = 0.9f;
+    s = ghm_softmax_loss_grad(&cfg, NULL, x, y, w, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, g, NULL, NULL,
+                              NULL);
+    CHECK(s == GHM_ERR_STATE, "momentum without EMA: %s", sname(s));
+    cfg.momentum = 0.0f;
+    /* Misaligned with more classes than the stack copies hold. */
+    {
+      enum { BIG = 4097 };
+      float *bx = fvec(BIG + 1), *bg = fvec(BIG + 1);
+      int32_t by = 1;
+      for (i = 0; i <= BIG; i++) bx[i] = bg[i] = 0.0f;
+      s = ghm_softmax_loss_grad(&cfg, NULL, (const float *)(void *)((char *)bx + 1), &by, NULL, 1,
+                                BIG, GHM_LAYOUT_ANCHOR_MAJOR, (float *)(void *)((char *)bg + 1),
+                                NULL, NULL, NULL);
+      CHECK(s == GHM_ERR_SHAPE, "misaligned, 4097 classes: %s", sname(s));
+      ghm_last_error(&r);
+      CHECK(r.argument && strcmp(r.argument, "num_classes") == 0, "report names %s",
+            r.argument ? r.argument : "(null)");
+      s = ghm_softmax_loss_grad(&cfg, NULL, bx, &by, NULL, 1, BIG, GHM_LAYOUT_ANCHOR_MAJOR, bg,
+                                NULL, NULL, NULL);
+      CHECK(s == GHM_OK, "aligned, 4097 classes: %s", sname(s));
+      free(bx), free(bg);
+    }
+  }
+  check_group_end("input, state, shape, config, null, alias");
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s DATA_DIR (tests/data/mmdet)\n", argv[0]);
@@ -2666,5 +2910,6 @@ int main(int argc, char **argv) {
   test_phased();
   test_huge_scales();
   test_generic();
+  test_softmax();
   return check_exit_code();
 }

@@ -500,6 +500,56 @@ typedef struct ghm_g_rows {
 } ghm_g_rows;
 
 /**
+ * Softmax cross-entropy GHM configuration. Get the defaults from
+ * `ghm_softmax_config_default()`.
+ *
+ * Per sample: p = softmax(x) over its C logits, g = 1 - p[y] (half the L1 norm of the
+ * gradient p - onehot(y), in [0, 1]), binned, counted and weighted exactly as GHM-C's.
+ */
+typedef struct ghm_softmax_config {
+  /**
+   * Number of bins, 1..=GHM_MAX_BINS (default 10).
+   */
+  uint32_t bins;
+  /**
+   * EMA momentum in [0, 1); 0 disables the EMA (default 0).
+   */
+  float momentum;
+  /**
+   * Multiplies the loss, the per-sample losses and the gradient (default 1).
+   */
+  float loss_weight;
+  /**
+   * GHM_REDUCTION_* (default MEAN: divided by tot + FLT_EPSILON, tot the number of valid
+   * samples).
+   */
+  uint32_t reduction;
+  /**
+   * The gradient written is grad_scale * dL/dx (default 1; -1 gives Darknet's delta).
+   */
+  float grad_scale;
+  /**
+   * 1: add into the gradient buffer (each exponential computed twice); 0: overwrite it
+   * (default 0).
+   */
+  uint32_t accumulate;
+  /**
+   * 1: exclude bad samples (counted in stats.skipped, a gradient row of zeros); 0: fail
+   * with GHM_ERR_INPUT (default 0).
+   */
+  uint32_t skip_bad;
+  /**
+   * GHM_NORMALIZE_* (default NONE): GRAD_MASS keeps the batch's summed g, as in
+   * ghm_c_config.
+   */
+  uint32_t normalize;
+  /**
+   * GHM_EMA_START_* (default ZERO, mmdet).
+   */
+  uint32_t ema_start;
+} ghm_softmax_config;
+
+/**
  * Success.
  */
 #define GHM_OK 0
@@ -1027,6 +1077,101 @@ ghm_status ghm_g_apply(const struct ghm_g_config *cfg,
                        size_t n,
                        const struct ghm_g_rows *rows,
                        float *factor);
+
+/**
+ * Softmax GHM defaults: bins 10, momentum 0, loss_weight 1, MEAN, grad_scale 1, overwrite,
+ * skip_bad 0, no normalisation, EMA from zeros.
+ */
+struct ghm_softmax_config ghm_softmax_config_default(void);
+
+/**
+ * Softmax cross-entropy GHM of `num_samples` samples, in one call, fused loss and gradient.
+ *
+ * `logits`: `num_samples * num_classes` floats in `layout` (GHM_LAYOUT_ANCHOR_MAJOR:
+ * `[N][C]`, a sample's logits adjacent; GHM_LAYOUT_CLASS_MAJOR: `[C][N]`, planes of one
+ * class). `labels`: one class index per sample; a label < 0 or >= num_classes is ignored (no
+ * loss, no count, a gradient row of zeros). `sample_weight` (NULL: all 1) is a validity
+ * mask: a weight above 0 is valid, 0 ignored (not a multiplier). Per valid sample: p = softmax(x), g = 1 - p[y]
+ * binned as GHM-C's, loss CE = -log p[y] (computed as log(sum(exp(x - max))) - (x[y] - max):
+ * finite for any finite logits whose difference is within FLT_MAX).
+ *
+ * Writes `grad` (NULL: not computed; same layout as the logits)
+ * `= grad_scale * loss_weight * w_bin * (p - onehot(y)) / (tot + FLT_EPSILON)` (MEAN;
+ * without the division for SUM and NONE; added with cfg.accumulate), `sample_loss` (NULL: not
+ * written; one per sample) `= loss_weight * w_bin * CE`, `*loss` the reduced loss
+ * `loss_weight * sum(w_bin * CE) / (tot + FLT_EPSILON)` (MEAN), `*stats`. `ema` may be NULL
+ * when momentum is 0. On error nothing was written.
+ *
+ * # Safety
+ * Every non-NULL pointer is valid for its size: `logits`, `grad`:
+ * `num_samples * num_classes` floats; `labels`, `sample_weight`, `sample_loss`:
+ * `num_samples`.
+ */
+ghm_status ghm_softmax_loss_grad(const struct ghm_softmax_config *cfg,
+                                 struct ghm_ema *ema,
+                                 const float *logits,
+                                 const int32_t *labels,
+                                 const float *sample_weight,
+                                 size_t num_samples,
+                                 size_t num_classes,
+                                 uint32_t layout,
+                                 float *grad,
+                                 float *loss,
+                                 float *sample_loss,
+                                 struct ghm_stats *stats);
+
+/**
+ * Phase 1 of softmax GHM: adds samples `[sample_begin, sample_end)` of the batch to `*h`
+ * (buffers and sizes are the whole batch's, as in `ghm_softmax_loss_grad`).
+ *
+ * # Safety
+ * As `ghm_softmax_loss_grad`; `h` points to a valid histogram.
+ */
+ghm_status ghm_softmax_accumulate(const struct ghm_softmax_config *cfg,
+                                  const float *logits,
+                                  const int32_t *labels,
+                                  const float *sample_weight,
+                                  size_t num_samples,
+                                  size_t num_classes,
+                                  uint32_t layout,
+                                  size_t sample_begin,
+                                  size_t sample_end,
+                                  struct ghm_hist *h);
+
+/**
+ * Phase 2 of softmax GHM, once per batch: EMA update (`ema` may be NULL when momentum is 0),
+ * the bin weights and gradient factors, and the batch's loss into `*w`.
+ *
+ * # Safety
+ * `h` points to a valid histogram, `w` to writable memory for a `ghm_weights`, `ema` is NULL
+ * or valid.
+ */
+ghm_status ghm_softmax_finalize(const struct ghm_softmax_config *cfg,
+                                struct ghm_ema *ema,
+                                const struct ghm_hist *h,
+                                struct ghm_weights *w);
+
+/**
+ * Phase 3 of softmax GHM: the gradient rows and per-sample losses of samples
+ * `[sample_begin, sample_end)`, written into the whole batch's `grad` and `sample_loss`
+ * (pointers as `ghm_softmax_loss_grad`). Unless skip_bad is 1 the samples are checked
+ * first: nothing is written if one is bad.
+ *
+ * # Safety
+ * As `ghm_softmax_loss_grad`; `w` points to valid weights.
+ */
+ghm_status ghm_softmax_apply(const struct ghm_softmax_config *cfg,
+                             const struct ghm_weights *w,
+                             const float *logits,
+                             const int32_t *labels,
+                             const float *sample_weight,
+                             size_t num_samples,
+                             size_t num_classes,
+                             uint32_t layout,
+                             size_t sample_begin,
+                             size_t sample_end,
+                             float *grad,
+                             float *sample_loss);
 
 #ifdef __cplusplus
 }  // extern "C"

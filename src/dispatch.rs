@@ -19,6 +19,7 @@ use crate::kernel::{self, ApplyArgs, Mode, Outputs, Pass1Opts, Tables};
 use crate::model::Model;
 use crate::scalar;
 use crate::simd::{Vector, MAX_LANES};
+use crate::softmax_kernel::{self, Dest, Rows, Sums};
 use crate::source::Batch;
 use crate::state::{Hist, Weights};
 
@@ -201,6 +202,48 @@ pub(crate) fn apply_grad<M: Model>(
     }
 }
 
+/// Pass 1 of softmax GHM over one block's samples on `backend` (see
+/// [`softmax_kernel::accumulate`]).
+pub(crate) fn softmax_accumulate(
+    backend: Backend,
+    rows: &Rows<'_>,
+    bins: &Bins,
+    skip_bad: bool,
+    sums: &mut Sums,
+) -> Result<(), Error> {
+    match backend {
+        Backend::Scalar => softmax_kernel::accumulate::<f32>(rows, bins, skip_bad, sums),
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::softmax_accumulate_avx512(rows, bins, skip_bad, sums) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::softmax_accumulate_avx2(rows, bins, skip_bad, sums) },
+        _ => softmax_kernel::accumulate::<wide::f32x8>(rows, bins, skip_bad, sums),
+    }
+}
+
+/// Pass 2 of softmax GHM over one block's samples on `backend` (see
+/// [`softmax_kernel::apply`]).
+pub(crate) fn softmax_apply(
+    backend: Backend,
+    rows: &Rows<'_>,
+    bins: &Bins,
+    tables: &Tables,
+    dest: Dest<'_>,
+) {
+    match backend {
+        Backend::Scalar => softmax_kernel::apply::<f32>(rows, bins, tables, dest),
+        // SAFETY: the backend is available, so the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 => unsafe { x86::softmax_apply_avx512(rows, bins, tables, dest) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 => unsafe { x86::softmax_apply_avx2(rows, bins, tables, dest) },
+        _ => softmax_kernel::apply::<wide::f32x8>(rows, bins, tables, dest),
+    }
+}
+
 /// A vector-math function, for measuring it on every backend (`__private::probe`).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -285,8 +328,34 @@ mod x86 {
             $check:ident,
             $apply:ident,
             $rescale:ident,
-            $probe:ident
+            $probe:ident,
+            $softmax_accumulate:ident,
+            $softmax_apply:ident
         ) => {
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $softmax_accumulate(
+                rows: &Rows<'_>,
+                bins: &Bins,
+                skip_bad: bool,
+                sums: &mut Sums,
+            ) -> Result<(), Error> {
+                softmax_kernel::accumulate::<$v>(rows, bins, skip_bad, sums)
+            }
+
+            /// # Safety
+            /// The CPU has the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $softmax_apply(
+                rows: &Rows<'_>,
+                bins: &Bins,
+                tables: &Tables,
+                dest: Dest<'_>,
+            ) {
+                softmax_kernel::apply::<$v>(rows, bins, tables, dest)
+            }
+
             /// # Safety
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
@@ -450,7 +519,9 @@ mod x86 {
         check_avx2,
         apply_avx2,
         rescale_avx2,
-        probe_avx2
+        probe_avx2,
+        softmax_accumulate_avx2,
+        softmax_apply_avx2
     );
     instantiate!(
         "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,popcnt",
@@ -464,6 +535,8 @@ mod x86 {
         check_avx512,
         apply_avx512,
         rescale_avx512,
-        probe_avx512
+        probe_avx512,
+        softmax_accumulate_avx512,
+        softmax_apply_avx512
     );
 }

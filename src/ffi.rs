@@ -38,9 +38,14 @@ use crate::state::{Ema, Hist, Stats, Weights};
 use crate::view::{Blocks, View};
 
 mod generic;
+mod softmax;
 pub use generic::{
     ghm_g_accumulate, ghm_g_apply, ghm_g_config, ghm_g_config_default, ghm_g_finalize,
     ghm_g_loss_grad, ghm_g_rows,
+};
+pub use softmax::{
+    ghm_softmax_accumulate, ghm_softmax_apply, ghm_softmax_config, ghm_softmax_config_default,
+    ghm_softmax_finalize, ghm_softmax_loss_grad,
 };
 
 /// No elements.

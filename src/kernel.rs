@@ -989,6 +989,18 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
+    /// Bin `k`'s gradient factor (0 past the bins).
+    #[inline(always)]
+    pub(crate) fn scale_of(&self, k: usize) -> f32 {
+        self.scale[k & 255]
+    }
+
+    /// Bin `k`'s `loss_weight * weight[k]` (0 past the bins).
+    #[inline(always)]
+    pub(crate) fn weighted_of(&self, k: usize) -> f32 {
+        self.weighted[k & 255]
+    }
+
     /// `scale[k]` and `loss_weight * weight[k]` of the bins of `w`.
     pub(crate) fn new(w: &Weights, loss_weight: f32) -> Tables {
         let m = (w.bins as usize).min(MAX_BINS);

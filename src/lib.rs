@@ -107,6 +107,8 @@ mod model;
 mod par;
 mod scalar;
 mod simd;
+mod softmax;
+mod softmax_kernel;
 mod source;
 mod state;
 mod view;
@@ -117,6 +119,7 @@ pub use backend::{set_backend, Backend};
 pub use config::{EmaStart, GhmC, GhmR, Input, Layout, Normalize, Reduction, MAX_BINS};
 pub use error::Error;
 pub use generic::{GOut, GhmG, GradRows, Samples};
+pub use softmax::{GhmSoftmax, SoftmaxOut};
 pub use state::{Ema, Hist, Stats, Weights};
 pub use view::{Blocks, View};
 

@@ -1,0 +1,547 @@
+//! The passes of softmax cross-entropy GHM ([`crate::GhmSoftmax`]), written once over
+//! [`Vector`]: every backend, the scalar one included (`f32` as a one-lane vector), runs this
+//! code.
+//!
+//! Per sample (a row of `C` logits `x`, its label `y`): `m = max(x)`, `e_c = exp(x_c - m)`,
+//! `S = sum(e_c)`, `p = e / S`; the gradient norm `g = 1 - p_y`, the loss
+//! `CE = ln(S) - (x_y - m)` and the gradient `p - onehot(y)`. The logits are read a vector at a
+//! time: across a row's classes for anchor-major `[N][C]` logits, across samples for
+//! class-major `[C][N]` ones.
+//!
+//! The same results on every backend and in both layouts, bit for bit: `m` is exact, `exp`
+//! is [`exp_neg`] (the same bits on every backend), and `S` is summed in one fixed order
+//! whatever the vector width: class `c` goes to partial sum `c % 16` (a vector's lanes, or the
+//! lanes of two, four or sixteen narrower vectors), each partial sum adds its classes in
+//! increasing order, and the 16 partial sums are added pairwise (`s[i] += s[i + 8]`, then 4,
+//! 2, 1). What follows `S` per sample (`1 / S`, `p_y`, `g`, `ln(S)`, the bin) is scalar code,
+//! the same on every backend.
+//!
+//! Pass 1 ([`accumulate`]) bins every valid sample and sums its loss per bin. Pass 2
+//! ([`apply`]) writes each sample's gradient row, `factor * (p - onehot)` with the factor of
+//! its bin (0 for invalid and skipped samples), and its weighted loss. Overwriting, pass 2
+//! keeps `e` in the gradient row between its sum and its scaling (one `exp` per logit);
+//! accumulating into the caller's gradient, it computes `e` again.
+
+use core::ops::Range;
+
+use crate::bins::Bins;
+use crate::config::{Layout, MAX_BINS};
+use crate::error::Error;
+use crate::kernel::Tables;
+use crate::simd::{Vector, MAX_LANES};
+use crate::vmath::exp_neg;
+
+/// Partial sums of `S`: class `c` is added into sum `c % SUMS`.
+const SUMS: usize = 16;
+const _: () = assert!(SUMS == MAX_LANES);
+
+/// The samples of one block: `len` anchors, of which `anchors` are walked.
+#[derive(Clone, Debug)]
+pub(crate) struct Rows<'a> {
+    /// `len * classes` logits in `layout` order.
+    pub x: &'a [f32],
+    /// `len` labels (`0..classes` a class, anything else ignored).
+    pub labels: &'a [i32],
+    /// `len` validity weights (`> 0` valid), or all valid.
+    pub weight: Option<&'a [f32]>,
+    /// `C`, at least 1.
+    pub classes: usize,
+    pub layout: Layout,
+    /// Anchors in the block (the plane length of class-major logits).
+    pub len: usize,
+    /// The anchors walked.
+    pub anchors: Range<usize>,
+}
+
+/// What pass 1 adds up: per-bin counts, loss sums and `g` sums, the valid samples and the
+/// bad ones skipped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sums {
+    pub counts: [u64; MAX_BINS],
+    pub loss: [f64; MAX_BINS],
+    pub g: [f64; MAX_BINS],
+    pub valid: u64,
+    pub skipped: u64,
+}
+
+impl Sums {
+    pub(crate) fn new() -> Sums {
+        Sums {
+            counts: [0; MAX_BINS],
+            loss: [0.0; MAX_BINS],
+            g: [0.0; MAX_BINS],
+            valid: 0,
+            skipped: 0,
+        }
+    }
+}
+
+/// Where pass 2 writes (each the block's part of its buffer).
+pub(crate) struct Dest<'a> {
+    /// `len * classes` floats in the logits' layout.
+    pub grad: Option<&'a mut [f32]>,
+    /// `len` floats: each sample's `loss_weight * w_bin * CE`.
+    pub loss: Option<&'a mut [f32]>,
+    /// Add into `grad` instead of overwriting it.
+    pub accumulate: bool,
+}
+
+/// A sample's statistics: the row's maximum, the sum of its exponentials, and whether every
+/// logit is finite.
+#[derive(Clone, Copy)]
+struct Stat {
+    m: f32,
+    s: f32,
+    finite: bool,
+}
+
+/// What a sample is, once its statistics are known.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Valid: its bin, `g`, `1 / S` and its loss.
+    Valid {
+        bin: usize,
+        g: f32,
+        inv: f32,
+        ce: f32,
+    },
+    /// Ignored (its label outside `0..C`, or its weight 0): counts nowhere.
+    Ignored,
+    /// A logit not finite, or its weight not in `[0, f32::MAX]`.
+    Bad,
+}
+
+/// The 16 partial sums added pairwise: `S`.
+#[inline(always)]
+fn tree(mut s: [f32; SUMS]) -> f32 {
+    let mut h = SUMS / 2;
+    while h > 0 {
+        for i in 0..h {
+            s[i] += s[i + h];
+        }
+        h /= 2;
+    }
+    s[0]
+}
+
+/// Whether every lane of `keys` (absolute values' bits) is a finite float's.
+#[inline(always)]
+fn all_finite<V: Vector>(keys: V::I) -> bool {
+    let max = V::i_splat(f32::MAX.to_bits() as i32);
+    V::m_count(V::i_eq(V::i_min_u(keys, max), keys)) as usize == V::LANES
+}
+
+/// Sample `a`'s weight (1 without weights).
+#[inline(always)]
+fn weight_of(rows: &Rows<'_>, a: usize) -> f32 {
+    rows.weight.map_or(1.0, |w| w[a])
+}
+
+/// Classifies sample `a` from its statistics (scalar: the same on every backend).
+#[inline(always)]
+fn classify(rows: &Rows<'_>, bins: &Bins, a: usize, st: Stat, x_y: f32) -> Kind {
+    let w = weight_of(rows, a);
+    if !st.finite || !(0.0..=f32::MAX).contains(&w) {
+        return Kind::Bad;
+    }
+    let y = rows.labels[a];
+    if !((y as u32 as usize) < rows.classes && w > 0.0) {
+        return Kind::Ignored;
+    }
+    let d = x_y - st.m;
+    let inv = 1.0 / st.s;
+    let p_y = exp_neg::<f32>(d) * inv;
+    let g = 1.0 - p_y;
+    let ce = libm::logf(st.s) - d;
+    // g is in [0, 1] (p_y <= 1 up to rounding: p_y = e_y / S with e_y <= S).
+    let bin = bins.scalar(g.max(0.0)).unwrap_or(bins.m - 1);
+    Kind::Valid { bin, g, inv, ce }
+}
+
+/// The logit of sample `a`'s label (any finite value when the label is not a class).
+#[inline(always)]
+fn label_logit(rows: &Rows<'_>, a: usize) -> f32 {
+    let y = rows.labels[a];
+    if (y as u32 as usize) >= rows.classes {
+        return 0.0;
+    }
+    match rows.layout {
+        Layout::AnchorMajor => rows.x[a * rows.classes + y as usize],
+        Layout::ClassMajor => rows.x[y as usize * rows.len + a],
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anchor-major rows: a vector across a row's classes
+
+/// `m`, `S` (summed in the fixed order), whether the row is finite; with `store`, each `e_c`
+/// is written to `store[c]`.
+#[inline(always)]
+fn row_stat<V: Vector>(row: &[f32], mut store: Option<&mut [f32]>) -> Stat {
+    let c = row.len();
+    let l = V::LANES;
+    let full = c / l;
+    let mut mx = V::splat(f32::NEG_INFINITY);
+    let mut keys = V::i_splat(0);
+    for j in 0..full {
+        let x = V::load(&row[j * l..]);
+        mx = mx.max(x);
+        keys = V::i_max_u(keys, x.abs().to_bits());
+    }
+    if full * l < c {
+        let live = V::first_lanes(c - full * l);
+        // Padding lanes are zeros: finite, and below no maximum once masked.
+        let x = V::load_partial(&row[full * l..]);
+        mx = mx.max(V::select(live, x, V::splat(f32::NEG_INFINITY)));
+        keys = V::i_max_u(keys, x.abs().to_bits());
+    }
+    let lanes = mx.to_array();
+    let m = lanes[..l].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if !all_finite::<V>(keys) {
+        return Stat {
+            m,
+            s: 1.0,
+            finite: false,
+        };
+    }
+    let mv = V::splat(m);
+    // Vector `j` goes to accumulator `j % k`: lane `i` of it is partial sum `(j % k) * l + i`,
+    // which is `c % 16` for its class `c = j * l + i`.
+    let k = SUMS / l;
+    let mut acc = [V::splat(0.0); SUMS];
+    let mut j = 0;
+    while j + k <= full {
+        for (q, a) in acc[..k].iter_mut().enumerate() {
+            let at = (j + q) * l;
+            let e = exp_neg(V::load(&row[at..]).sub(mv));
+            if let Some(s) = store.as_deref_mut() {
+                e.store(&mut s[at..]);
+            }
+            *a = a.add(e);
+        }
+        j += k;
+    }
+    for (q, a) in acc[..full - j].iter_mut().enumerate() {
+        let at = (j + q) * l;
+        let e = exp_neg(V::load(&row[at..]).sub(mv));
+        if let Some(s) = store.as_deref_mut() {
+            e.store(&mut s[at..]);
+        }
+        *a = a.add(e);
+    }
+    if full * l < c {
+        let at = full * l;
+        let live = V::first_lanes(c - at);
+        let e = V::select(
+            live,
+            exp_neg(V::load_partial(&row[at..]).sub(mv)),
+            V::splat(0.0),
+        );
+        if let Some(s) = store {
+            e.store_partial(&mut s[at..c]);
+        }
+        acc[full - j] = acc[full - j].add(e);
+    }
+    let mut s = [0.0f32; SUMS];
+    for (q, a) in acc[..k].iter().enumerate() {
+        s[q * l..(q + 1) * l].copy_from_slice(&a.to_array()[..l]);
+    }
+    Stat {
+        m,
+        s: tree(s),
+        finite: true,
+    }
+}
+
+/// Writes `f * (p - onehot(y))` over a row: `e` read back from `out` (`recompute`: computed
+/// again from `row` and `m`), `out` overwritten or added to (`accumulate`). `y` may be any
+/// value (no class: no one).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn row_write<V: Vector>(
+    row: &[f32],
+    out: &mut [f32],
+    m: f32,
+    inv: f32,
+    f: f32,
+    y: i32,
+    recompute: bool,
+    accumulate: bool,
+) {
+    let c = row.len();
+    let l = V::LANES;
+    let (mv, iv, fv) = (V::splat(m), V::splat(inv), V::splat(f));
+    let one = V::splat(1.0);
+    let mut at = 0;
+    while at < c {
+        let n = (c - at).min(l);
+        let tail = n < l;
+        let e = if recompute {
+            let x = if tail {
+                V::load_partial(&row[at..])
+            } else {
+                V::load(&row[at..])
+            };
+            exp_neg(x.sub(mv))
+        } else if tail {
+            V::load_partial(&out[at..c])
+        } else {
+            V::load(&out[at..])
+        };
+        let is_y = V::i_eq(V::i_add(V::i_iota(), V::i_splat(at as i32)), V::i_splat(y));
+        let p = e.mul(iv);
+        let d = V::select(is_y, p.sub(one), p);
+        let mut v = fv.mul(d);
+        if accumulate {
+            let old = if tail {
+                V::load_partial(&out[at..c])
+            } else {
+                V::load(&out[at..])
+            };
+            v = old.add(v);
+        }
+        if tail {
+            v.store_partial(&mut out[at..c]);
+        } else {
+            v.store(&mut out[at..]);
+        }
+        at += l;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class-major planes: a vector across samples
+
+/// The statistics of the `n` (`1..=LANES`) samples from anchor `a`: per lane `m`, `S` and
+/// finiteness; with `store`, each `e` written to the gradient planes.
+#[inline(always)]
+fn plane_stat<V: Vector>(
+    rows: &Rows<'_>,
+    a: usize,
+    n: usize,
+    mut store: Option<&mut [f32]>,
+) -> ([f32; MAX_LANES], [f32; MAX_LANES], [bool; MAX_LANES]) {
+    let (c, len) = (rows.classes, rows.len);
+    let tail = n < V::LANES;
+    let load = |at: usize| {
+        if tail {
+            V::load_partial(&rows.x[at..at + n])
+        } else {
+            V::load(&rows.x[at..])
+        }
+    };
+    let mut mx = V::splat(f32::NEG_INFINITY);
+    let mut keys = V::i_splat(0);
+    for k in 0..c {
+        let x = load(k * len + a);
+        mx = mx.max(x);
+        keys = V::i_max_u(keys, x.abs().to_bits());
+    }
+    let mut acc = [V::splat(0.0); SUMS];
+    let mut k = 0;
+    while k < c {
+        for (q, s) in acc.iter_mut().enumerate().take(c - k) {
+            let at = (k + q) * len + a;
+            let e = exp_neg(load(at).sub(mx));
+            if let Some(g) = store.as_deref_mut() {
+                if tail {
+                    e.store_partial(&mut g[at..at + n]);
+                } else {
+                    e.store(&mut g[at..]);
+                }
+            }
+            *s = s.add(e);
+        }
+        k += SUMS;
+    }
+    let mut h = SUMS / 2;
+    while h > 0 {
+        for i in 0..h {
+            acc[i] = acc[i].add(acc[i + h]);
+        }
+        h /= 2;
+    }
+    let max = f32::MAX.to_bits() as i32;
+    let keys = V::i_to_array(keys);
+    let mut finite = [true; MAX_LANES];
+    for (f, &k) in finite.iter_mut().zip(&keys) {
+        // Unsigned: a NaN's absolute bits are above f32::MAX's.
+        *f = (k as u32) <= max as u32;
+    }
+    (mx.to_array(), acc[0].to_array(), finite)
+}
+
+/// Writes `f * (p - onehot)` into the gradient planes of the `n` samples from anchor `a`
+/// (per lane `m`, `1 / S`, the factor and the label). A lane whose factor is 0 (an invalid or
+/// bad sample, whose `e` may be NaN) writes +0, or leaves the gradient as it is when adding.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn plane_write<V: Vector>(
+    rows: &Rows<'_>,
+    out: &mut [f32],
+    a: usize,
+    n: usize,
+    m: &[f32; MAX_LANES],
+    inv: &[f32; MAX_LANES],
+    f: &[f32; MAX_LANES],
+    recompute: bool,
+    accumulate: bool,
+) {
+    let (c, len) = (rows.classes, rows.len);
+    let tail = n < V::LANES;
+    let (mv, iv, fv) = (V::from_array(m), V::from_array(inv), V::from_array(f));
+    let labels = &rows.labels[a..a + n];
+    let y = if tail {
+        V::i_load_partial(labels)
+    } else {
+        V::i_load(labels)
+    };
+    let one = V::splat(1.0);
+    let live = fv.abs().gt(V::splat(0.0));
+    for k in 0..c {
+        let at = k * len + a;
+        let load = |s: &[f32]| {
+            if tail {
+                V::load_partial(&s[at..at + n])
+            } else {
+                V::load(&s[at..])
+            }
+        };
+        let e = if recompute {
+            exp_neg(load(rows.x).sub(mv))
+        } else {
+            load(out)
+        };
+        let p = e.mul(iv);
+        let d = V::select(V::i_eq(y, V::i_splat(k as i32)), p.sub(one), p);
+        let v = if accumulate {
+            let old = load(out);
+            V::select(live, old.add(fv.mul(d)), old)
+        } else {
+            V::select(live, fv.mul(d), V::splat(0.0))
+        };
+        if tail {
+            v.store_partial(&mut out[at..at + n]);
+        } else {
+            v.store(&mut out[at..]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The passes
+
+/// Pass 1 over a block's anchors: adds each valid sample to `sums` (its bin's count, loss and
+/// `g`), counts the bad ones if `skip_bad`, and fails with [`Error::Input`] on the first bad
+/// one otherwise.
+#[inline(always)]
+pub(crate) fn accumulate<V: Vector>(
+    rows: &Rows<'_>,
+    bins: &Bins,
+    skip_bad: bool,
+    sums: &mut Sums,
+) -> Result<(), Error> {
+    let mut add = |a: usize, st: Stat| -> Result<(), Error> {
+        match classify(rows, bins, a, st, label_logit(rows, a)) {
+            Kind::Valid { bin, g, ce, .. } => {
+                sums.counts[bin] += 1;
+                sums.loss[bin] += ce as f64;
+                // Rounded to a multiple of 2^-23, as GHM-C's (exact sums in any order).
+                sums.g[bin] += ((g + 1.0) - 1.0) as f64;
+                sums.valid += 1;
+            }
+            Kind::Ignored => {}
+            Kind::Bad if skip_bad => sums.skipped += 1,
+            Kind::Bad => return Err(Error::Input),
+        }
+        Ok(())
+    };
+    match rows.layout {
+        Layout::AnchorMajor => {
+            let c = rows.classes;
+            for a in rows.anchors.clone() {
+                add(a, row_stat::<V>(&rows.x[a * c..(a + 1) * c], None))?;
+            }
+        }
+        Layout::ClassMajor => {
+            let mut a = rows.anchors.start;
+            while a < rows.anchors.end {
+                let n = (rows.anchors.end - a).min(V::LANES);
+                let (m, s, finite) = plane_stat::<V>(rows, a, n, None);
+                for i in 0..n {
+                    let st = Stat {
+                        m: m[i],
+                        s: s[i],
+                        finite: finite[i],
+                    };
+                    add(a + i, st)?;
+                }
+                a += n;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pass 2 over a block's anchors, known to be good (or `skip_bad`: the bad ones get factor 0):
+/// each sample's gradient row `scale[bin] * (p - onehot)` and weighted loss
+/// `loss_weight * w[bin] * CE` (0 and a row of zeros for invalid and bad samples; with
+/// `accumulate`, their rows are left as they are).
+#[inline(always)]
+pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut dest: Dest<'_>) {
+    let accumulate = dest.accumulate;
+    // `e` can wait in the gradient buffer only when it is being overwritten.
+    let keep = !accumulate;
+    let factor = |kind: Kind| match kind {
+        Kind::Valid { bin, inv, ce, .. } => (t.scale_of(bin), inv, t.weighted_of(bin) * ce),
+        Kind::Ignored | Kind::Bad => (0.0, 0.0, 0.0),
+    };
+    match rows.layout {
+        Layout::AnchorMajor => {
+            let c = rows.classes;
+            for a in rows.anchors.clone() {
+                let x = &rows.x[a * c..(a + 1) * c];
+                let mut out = dest.grad.as_deref_mut().map(|g| &mut g[a * c..(a + 1) * c]);
+                let st = row_stat::<V>(x, out.as_deref_mut().filter(|_| keep));
+                let kind = classify(rows, bins, a, st, label_logit(rows, a));
+                let (f, inv, l) = factor(kind);
+                if let Some(out) = out {
+                    if f == 0.0 && !accumulate {
+                        out.fill(0.0);
+                    } else if f != 0.0 {
+                        row_write::<V>(x, out, st.m, inv, f, rows.labels[a], !keep, accumulate);
+                    }
+                }
+                if let Some(le) = dest.loss.as_deref_mut() {
+                    le[a] = l;
+                }
+            }
+        }
+        Layout::ClassMajor => {
+            let mut a = rows.anchors.start;
+            while a < rows.anchors.end {
+                let n = (rows.anchors.end - a).min(V::LANES);
+                let (m, s, finite) =
+                    plane_stat::<V>(rows, a, n, dest.grad.as_deref_mut().filter(|_| keep));
+                let (mut f, mut inv) = ([0.0f32; MAX_LANES], [0.0f32; MAX_LANES]);
+                for i in 0..n {
+                    let st = Stat {
+                        m: m[i],
+                        s: s[i],
+                        finite: finite[i],
+                    };
+                    let kind = classify(rows, bins, a + i, st, label_logit(rows, a + i));
+                    let l;
+                    (f[i], inv[i], l) = factor(kind);
+                    if let Some(le) = dest.loss.as_deref_mut() {
+                        le[a + i] = l;
+                    }
+                }
+                if let Some(out) = dest.grad.as_deref_mut() {
+                    plane_write::<V>(rows, out, a, n, &m, &inv, &f, !keep, accumulate);
+                }
+                a += n;
+            }
+        }
+    }
+}
