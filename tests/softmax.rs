@@ -738,3 +738,137 @@ fn readme_softmax_recipe_is_the_example_code() {
         "the README's recipe differs from softmax_classifier.c"
     );
 }
+
+/// The committed f64 reference (`tests/data/softmax/generate.py`, numpy): every case, every
+/// backend, both layouts, the batches in a row (the EMA carried over); and the phased path
+/// with each batch's samples accumulated on three threads, which must give the one call's
+/// gradients bit for bit.
+#[test]
+fn matches_the_committed_numpy_reference() {
+    use serde_json::Value;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/softmax");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "the reference cases");
+    let f32s = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let f64s = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let mut checked = 0;
+    for path in &files {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let c = doc["classes"].as_u64().unwrap() as usize;
+        let cfg = GhmSoftmax {
+            bins: doc["bins"].as_u64().unwrap() as u32,
+            momentum: doc["momentum"].as_f64().unwrap() as f32,
+            loss_weight: doc["loss_weight"].as_f64().unwrap() as f32,
+            grad_scale: doc["grad_scale"].as_f64().unwrap() as f32,
+            reduction: match doc["reduction"].as_str().unwrap() {
+                "mean" => Reduction::Mean,
+                "sum" => Reduction::Sum,
+                _ => Reduction::None,
+            },
+            ..GhmSoftmax::default()
+        };
+        for backend in backends() {
+            for layout in [Layout::AnchorMajor, Layout::ClassMajor] {
+                let mut ema = Ema::new(cfg.bins).unwrap();
+                let mut ema_phased = ema;
+                for (i, bt) in doc["batches"].as_array().unwrap().iter().enumerate() {
+                    let b = Batch {
+                        x: f32s(&bt["logits"]),
+                        labels: bt["labels"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_i64().unwrap() as i32)
+                            .collect(),
+                        weight: (!bt["weight"].is_null()).then(|| f32s(&bt["weight"])),
+                        c,
+                    };
+                    let want = Want {
+                        loss: bt["loss"].as_f64().unwrap(),
+                        grad: f64s(&bt["grad"]),
+                        per: f64s(&bt["sample_loss"]),
+                        counts: bt["counts"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_u64().unwrap())
+                            .collect(),
+                        factor: f64s(&bt["factor"]),
+                        grad_scale: cfg.grad_scale as f64,
+                    };
+                    let what = format!("{name} batch {i} {backend:?} {layout:?}");
+                    let got = run(&cfg, backend, layout, &b, Some(&mut ema));
+                    check_against(&want, &got, &what);
+                    if !bt["ema"].is_null() {
+                        for (k, e) in f64s(&bt["ema"]).iter().enumerate() {
+                            let d = (ema.acc_sum[k] as f64 - e).abs();
+                            assert!(d <= 1e-6 * e.abs(), "{what}: ema[{k}]");
+                        }
+                    }
+                    // Phased: three threads accumulate a third each.
+                    let cfg_b = GhmSoftmax {
+                        backend: Some(backend),
+                        ..cfg
+                    };
+                    let x = b.logits(layout);
+                    let mut input = Labels::new(&x, &b.labels, c, layout);
+                    if let Some(w) = &b.weight {
+                        input = input.anchor_weight(w);
+                    }
+                    let n = b.n();
+                    let cuts = [0, n / 3, 2 * n / 3, n];
+                    let hists: Vec<Hist> = std::thread::scope(|s| {
+                        let handles: Vec<_> = cuts
+                            .windows(2)
+                            .map(|r| {
+                                let part = input.clone().anchors(r[0]..r[1]);
+                                s.spawn(move || {
+                                    let mut h = Hist::new(cfg_b.bins).unwrap();
+                                    cfg_b.accumulate(&part, &mut h).unwrap();
+                                    h
+                                })
+                            })
+                            .collect();
+                        handles.into_iter().map(|h| h.join().unwrap()).collect()
+                    });
+                    let mut hist = Hist::new(cfg.bins).unwrap();
+                    for h in &hists {
+                        hist.merge(h).unwrap();
+                    }
+                    let w = cfg_b.finalize(Some(&mut ema_phased), &hist).unwrap();
+                    assert_eq!(ema_phased, ema, "{what}: phased EMA");
+                    let mut grad = vec![f32::NAN; x.len()];
+                    for r in cuts.windows(2) {
+                        let part = input.clone().anchors(r[0]..r[1]);
+                        cfg_b.apply(&w, &part, Some(&mut grad), None).unwrap();
+                    }
+                    let grad = match layout {
+                        Layout::AnchorMajor => grad,
+                        Layout::ClassMajor => transpose(&grad, c, n),
+                    };
+                    assert_eq!(bits(&grad), bits(&got.1), "{what}: phased gradient");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0);
+}
