@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use ghm::{
-    Backend, Blocks, Dense, Ema, GOut, GhmC, GhmG, GhmR, GradRows, Labels, Layout, Out, Samples,
-    View,
+    Backend, Blocks, Dense, Ema, GOut, GhmC, GhmG, GhmR, GhmSoftmax, GradRows, Labels, Layout, Out,
+    Samples, SoftmaxOut, View,
 };
 
 /// SplitMix64.
@@ -86,6 +86,35 @@ impl Data {
             });
         }
         d
+    }
+}
+
+/// The softmax rows' names, and their class count.
+const SOFTMAX_ROWS: &str = "softmax CE [N/80][80]";
+const SOFTMAX_PLANES: &str = "softmax CE [80][N/80]";
+const SOFTMAX_C: usize = 80;
+
+/// Softmax inputs: the dense logits as `N / 80` samples of 80 classes (row-major, and
+/// transposed), one label per sample.
+struct Softmax {
+    planes: Vec<f32>,
+    labels: Vec<i32>,
+}
+
+impl Softmax {
+    fn new(d: &Data) -> Softmax {
+        let n = d.logits.len() / SOFTMAX_C;
+        let mut r = Rng(7);
+        let labels = (0..n)
+            .map(|_| (r.next() * SOFTMAX_C as f64) as i32)
+            .collect();
+        let mut planes = vec![0.0f32; n * SOFTMAX_C];
+        for a in 0..n {
+            for k in 0..SOFTMAX_C {
+                planes[k * n + a] = d.logits[a * SOFTMAX_C + k];
+            }
+        }
+        Softmax { planes, labels }
     }
 }
 
@@ -350,6 +379,8 @@ fn main() -> Result<(), ghm::Error> {
         let mut floor = Floor::new(n);
         let mut grad = vec![0.0f32; n];
         let mut gen = Generic::new(&d);
+        let sm = Softmax::new(&d);
+        let sm_n = sm.labels.len() * SOFTMAX_C;
         // The same data through views, in place in larger buffers as a trainer holds it (see
         // `Spread`), each with the floor over the same layout.
         let mut spreads: Vec<(Spread, Floor, Vec<f32>)> = Spread::KINDS
@@ -387,6 +418,12 @@ fn main() -> Result<(), ghm::Error> {
             let mut ema_c = Ema::new(30)?;
             let mut ema_r = Ema::new(10)?;
             let mut ema_g = Ema::new(10)?;
+            let soft = GhmSoftmax {
+                momentum: 0.75,
+                backend: Some(backend),
+                ..GhmSoftmax::default()
+            };
+            let mut ema_s = Ema::new(10)?;
             let reps = if backend == Backend::Scalar {
                 reps_for(n).div_ceil(8)
             } else {
@@ -447,6 +484,28 @@ fn main() -> Result<(), ghm::Error> {
                             ..GOut::default()
                         };
                         black_box(g.loss_grad(Some(&mut ema_g), &samples, out).unwrap());
+                    })
+                }),
+                // C = 80, gradient only: the same logits as N / 80 samples, in each layout.
+                (SOFTMAX_ROWS, {
+                    let input = Labels::new(
+                        &d.logits[..sm_n],
+                        &sm.labels,
+                        SOFTMAX_C,
+                        Layout::AnchorMajor,
+                    );
+                    let g = &mut grad[..sm_n];
+                    paired(runs, &mut floor, reps, || {
+                        let out = SoftmaxOut::grad(g);
+                        black_box(soft.loss_grad(Some(&mut ema_s), &input, out).unwrap());
+                    })
+                }),
+                (SOFTMAX_PLANES, {
+                    let input = Labels::new(&sm.planes, &sm.labels, SOFTMAX_C, Layout::ClassMajor);
+                    let g = &mut grad[..sm_n];
+                    paired(runs, &mut floor, reps, || {
+                        let out = SoftmaxOut::grad(g);
+                        black_box(soft.loss_grad(Some(&mut ema_s), &input, out).unwrap());
                     })
                 }),
             ];
@@ -654,6 +713,23 @@ fn targets(rows: &Rows) {
             "  generic GHM (rows of 4) at 16Mi <= 1.3x its own floor: {:.2}x  {}",
             big.ratio,
             verdict(big.ratio <= 1.3)
+        );
+    }
+    for name in [SOFTMAX_ROWS, SOFTMAX_PLANES] {
+        let q: Vec<(&str, f64)> = [("64Ki", MID), ("16Mi", BIG)]
+            .into_iter()
+            .filter_map(|(at, n)| {
+                Some((at, rows.get(name, auto, n)?.ns / rows.get(c, auto, n)?.ns))
+            })
+            .collect();
+        if q.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = q.iter().map(|(at, x)| format!("{x:.2} at {at}")).collect();
+        println!(
+            "  {name} <= 1.5x GHM-C dense per element: {}  {}",
+            shown.join(", "),
+            verdict(q.iter().all(|&(_, x)| x <= 1.5))
         );
     }
     // Per element against the contiguous row, and against its own floor: the kernel / floor

@@ -137,9 +137,18 @@ fn weight_of(rows: &Rows<'_>, a: usize) -> f32 {
     rows.weight.map_or(1.0, |w| w[a])
 }
 
-/// Classifies sample `a` from its statistics (scalar: the same on every backend).
+/// Classifies sample `a` from its statistics (scalar arithmetic and `exp_neg`: the same on
+/// every backend); its loss only if `want_ce` (0 otherwise: pass 2 without per-sample losses
+/// needs none, and `logf` was a tenth of its time).
 #[inline(always)]
-fn classify(rows: &Rows<'_>, bins: &Bins, a: usize, st: Stat, x_y: f32) -> Kind {
+fn classify<V: Vector>(
+    rows: &Rows<'_>,
+    bins: &Bins,
+    a: usize,
+    st: Stat,
+    x_y: f32,
+    want_ce: bool,
+) -> Kind {
     let w = weight_of(rows, a);
     if !st.finite || !(0.0..=f32::MAX).contains(&w) {
         return Kind::Bad;
@@ -150,9 +159,11 @@ fn classify(rows: &Rows<'_>, bins: &Bins, a: usize, st: Stat, x_y: f32) -> Kind 
     }
     let d = x_y - st.m;
     let inv = 1.0 / st.s;
-    let p_y = exp_neg::<f32>(d) * inv;
+    // exp(d) in lane 0 of a vector: the same bits as the scalar path's (see `exp_neg`), with
+    // the backend's own fused multiply-adds rather than calls to `fmaf`.
+    let p_y = exp_neg(V::splat(d)).to_array()[0] * inv;
     let g = 1.0 - p_y;
-    let ce = libm::logf(st.s) - d;
+    let ce = if want_ce { libm::logf(st.s) - d } else { 0.0 };
     // g is in [0, 1] (p_y <= 1 up to rounding: p_y = e_y / S with e_y <= S).
     let bin = bins.scalar(g.max(0.0)).unwrap_or(bins.m - 1);
     Kind::Valid { bin, g, inv, ce }
@@ -195,8 +206,16 @@ fn row_stat<V: Vector>(row: &[f32], mut store: Option<&mut [f32]>) -> Stat {
         mx = mx.max(V::select(live, x, V::splat(f32::NEG_INFINITY)));
         keys = V::i_max_u(keys, x.abs().to_bits());
     }
-    let lanes = mx.to_array();
-    let m = lanes[..l].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    // Pairwise, not a chain of 16 dependent maxima (the order does not change a maximum).
+    let mut lanes = mx.to_array();
+    let mut h = l / 2;
+    while h > 0 {
+        for i in 0..h {
+            lanes[i] = lanes[i].max(lanes[i + h]);
+        }
+        h /= 2;
+    }
+    let m = lanes[0];
     if !all_finite::<V>(keys) {
         return Stat {
             m,
@@ -435,6 +454,32 @@ fn plane_write<V: Vector>(
 // ---------------------------------------------------------------------------------------------
 // The passes
 
+/// Pass 1's work per sample. (A function, not a closure, so that it is compiled with the
+/// backend's target features: as a closure it was not inlined, and its `exp` called `fmaf`.)
+#[inline(always)]
+fn add<V: Vector>(
+    rows: &Rows<'_>,
+    bins: &Bins,
+    skip_bad: bool,
+    sums: &mut Sums,
+    a: usize,
+    st: Stat,
+) -> Result<(), Error> {
+    match classify::<V>(rows, bins, a, st, label_logit(rows, a), true) {
+        Kind::Valid { bin, g, ce, .. } => {
+            sums.counts[bin] += 1;
+            sums.loss[bin] += ce as f64;
+            // Rounded to a multiple of 2^-23, as GHM-C's (exact sums in any order).
+            sums.g[bin] += ((g + 1.0) - 1.0) as f64;
+            sums.valid += 1;
+        }
+        Kind::Ignored => {}
+        Kind::Bad if skip_bad => sums.skipped += 1,
+        Kind::Bad => return Err(Error::Input),
+    }
+    Ok(())
+}
+
 /// Pass 1 over a block's anchors: adds each valid sample to `sums` (its bin's count, loss and
 /// `g`), counts the bad ones if `skip_bad`, and fails with [`Error::Input`] on the first bad
 /// one otherwise.
@@ -445,26 +490,12 @@ pub(crate) fn accumulate<V: Vector>(
     skip_bad: bool,
     sums: &mut Sums,
 ) -> Result<(), Error> {
-    let mut add = |a: usize, st: Stat| -> Result<(), Error> {
-        match classify(rows, bins, a, st, label_logit(rows, a)) {
-            Kind::Valid { bin, g, ce, .. } => {
-                sums.counts[bin] += 1;
-                sums.loss[bin] += ce as f64;
-                // Rounded to a multiple of 2^-23, as GHM-C's (exact sums in any order).
-                sums.g[bin] += ((g + 1.0) - 1.0) as f64;
-                sums.valid += 1;
-            }
-            Kind::Ignored => {}
-            Kind::Bad if skip_bad => sums.skipped += 1,
-            Kind::Bad => return Err(Error::Input),
-        }
-        Ok(())
-    };
     match rows.layout {
         Layout::AnchorMajor => {
             let c = rows.classes;
             for a in rows.anchors.clone() {
-                add(a, row_stat::<V>(&rows.x[a * c..(a + 1) * c], None))?;
+                let st = row_stat::<V>(&rows.x[a * c..(a + 1) * c], None);
+                add::<V>(rows, bins, skip_bad, sums, a, st)?;
             }
         }
         Layout::ClassMajor => {
@@ -478,7 +509,7 @@ pub(crate) fn accumulate<V: Vector>(
                         s: s[i],
                         finite: finite[i],
                     };
-                    add(a + i, st)?;
+                    add::<V>(rows, bins, skip_bad, sums, a + i, st)?;
                 }
                 a += n;
             }
@@ -494,6 +525,7 @@ pub(crate) fn accumulate<V: Vector>(
 #[inline(always)]
 pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut dest: Dest<'_>) {
     let accumulate = dest.accumulate;
+    let want_ce = dest.loss.is_some();
     // `e` can wait in the gradient buffer only when it is being overwritten.
     let keep = !accumulate;
     let factor = |kind: Kind| match kind {
@@ -507,7 +539,7 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
                 let x = &rows.x[a * c..(a + 1) * c];
                 let mut out = dest.grad.as_deref_mut().map(|g| &mut g[a * c..(a + 1) * c]);
                 let st = row_stat::<V>(x, out.as_deref_mut().filter(|_| keep));
-                let kind = classify(rows, bins, a, st, label_logit(rows, a));
+                let kind = classify::<V>(rows, bins, a, st, label_logit(rows, a), want_ce);
                 let (f, inv, l) = factor(kind);
                 if let Some(out) = out {
                     if f == 0.0 && !accumulate {
@@ -534,7 +566,8 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
                         s: s[i],
                         finite: finite[i],
                     };
-                    let kind = classify(rows, bins, a + i, st, label_logit(rows, a + i));
+                    let kind =
+                        classify::<V>(rows, bins, a + i, st, label_logit(rows, a + i), want_ce);
                     let l;
                     (f[i], inv[i], l) = factor(kind);
                     if let Some(le) = dest.loss.as_deref_mut() {
