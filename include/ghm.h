@@ -503,8 +503,8 @@ typedef struct ghm_g_rows {
  * Softmax cross-entropy GHM configuration. Get the defaults from
  * `ghm_softmax_config_default()`.
  *
- * Per sample: p = softmax(x) over its C logits, g = 1 - p[y] (half the L1 norm of the
- * gradient p - onehot(y), in [0, 1]), binned, counted and weighted exactly as GHM-C's.
+ * Per sample: `p = softmax(x)` over its C logits, `g = 1 - p[y]` (half the L1 norm of the
+ * gradient `p - onehot(y)`, in [0, 1]), binned, counted and weighted exactly as GHM-C's.
  */
 typedef struct ghm_softmax_config {
   /**
@@ -1091,9 +1091,11 @@ struct ghm_softmax_config ghm_softmax_config_default(void);
  * `[N][C]`, a sample's logits adjacent; GHM_LAYOUT_CLASS_MAJOR: `[C][N]`, planes of one
  * class). `labels`: one class index per sample; a label < 0 or >= num_classes is ignored (no
  * loss, no count, a gradient row of zeros). `sample_weight` (NULL: all 1) is a validity
- * mask: a weight above 0 is valid, 0 ignored (not a multiplier). Per valid sample: p = softmax(x), g = 1 - p[y]
- * binned as GHM-C's, loss CE = -log p[y] (computed as log(sum(exp(x - max))) - (x[y] - max):
- * finite for any finite logits whose difference is within FLT_MAX).
+ * mask: a weight above 0 is valid, 0 ignored (not a multiplier). Per valid sample:
+ * `p = softmax(x)`, `g = 1 - p[y]` binned as GHM-C's, loss `CE = -log p[y]`, computed as
+ * `log1p(S - 1) - (x[y] - max)` with `S = sum(exp(x - max))` (the maxima's terms, exactly 1,
+ * counted apart so that `S - 1` is exact): accurate for easy samples, and finite for any
+ * finite logits whose difference is within FLT_MAX.
  *
  * Writes `grad` (NULL: not computed; same layout as the logits)
  * `= grad_scale * loss_weight * w_bin * (p - onehot(y)) / (tot + FLT_EPSILON)` (MEAN;

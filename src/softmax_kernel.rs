@@ -8,13 +8,21 @@
 //! time: across a row's classes for anchor-major `[N][C]` logits, across samples for
 //! class-major `[C][N]` ones.
 //!
+//! Accuracy: the classes holding the maximum have `e = 1` exactly; they are counted (`k` of
+//! them), and the others summed into `T`, so `S - 1 = (k - 1) + T` keeps every digit of the
+//! small terms. Then `CE = log1p(S - 1) - (x_y - m)`, and for a label at the maximum
+//! `g = (S - 1) / S` (its gradient entry `-g`), without cancelling 1 against `p_y`; a label
+//! below the maximum has `p_y <= 1/2` and `g = 1 - p_y` loses nothing. Easy samples (`p_y`
+//! near 1) so get their small loss and gradient to a few ulp, where `ln(S)` and `p_y - 1`
+//! would lose most of their digits (an f32 `S` of `1 + 1e-6` holds about one).
+//!
 //! The same results on every backend and in both layouts, bit for bit: `m` is exact, `exp`
-//! is [`exp_neg`] (the same bits on every backend), and `S` is summed in one fixed order
+//! is [`exp_neg`] (the same bits on every backend), and `T` is summed in one fixed order
 //! whatever the vector width: class `c` goes to partial sum `c % 16` (a vector's lanes, or the
 //! lanes of two, four or sixteen narrower vectors), each partial sum adds its classes in
 //! increasing order, and the 16 partial sums are added pairwise (`s[i] += s[i + 8]`, then 4,
-//! 2, 1). What follows `S` per sample (`1 / S`, `p_y`, `g`, `ln(S)`, the bin) is scalar code,
-//! the same on every backend.
+//! 2, 1). What follows per sample (`1 / S`, `p_y`, `g`, `log1p`, the bin) is scalar code and
+//! `exp_neg`, the same on every backend.
 //!
 //! Pass 1 ([`accumulate`]) bins every valid sample and sums its loss per bin. Pass 2
 //! ([`apply`]) writes each sample's gradient row, `factor * (p - onehot)` with the factor of
@@ -86,12 +94,15 @@ pub(crate) struct Dest<'a> {
     pub accumulate: bool,
 }
 
-/// A sample's statistics: the row's maximum, the sum of its exponentials, and whether every
-/// logit is finite.
+/// A sample's statistics: the row's maximum, the sum of its exponentials below the maximum
+/// and the number of maxima (`S = maxima + t`), and whether every logit is finite.
 #[derive(Clone, Copy)]
 struct Stat {
     m: f32,
-    s: f32,
+    /// The sum of `e_c` over the classes below the maximum (the maxima's are exactly 1).
+    t: f32,
+    /// How many classes hold the maximum (at least 1 in a finite row).
+    maxima: u32,
     finite: bool,
 }
 
@@ -158,13 +169,21 @@ fn classify<V: Vector>(
         return Kind::Ignored;
     }
     let d = x_y - st.m;
-    let inv = 1.0 / st.s;
-    // exp(d) in lane 0 of a vector: the same bits as the scalar path's (see `exp_neg`), with
-    // the backend's own fused multiply-adds rather than calls to `fmaf`.
-    let p_y = exp_neg(V::splat(d)).to_array()[0] * inv;
-    let g = 1.0 - p_y;
-    let ce = if want_ce { libm::logf(st.s) - d } else { 0.0 };
-    // g is in [0, 1] (p_y <= 1 up to rounding: p_y = e_y / S with e_y <= S).
+    // S - 1: the other maxima (each exactly 1) and the rest.
+    let s_1 = (st.maxima - 1) as f32 + st.t;
+    let inv = 1.0 / (st.maxima as f32 + st.t);
+    let g = if d == 0.0 {
+        // The label is a maximum: 1 - p_y = (S - 1) / S, without cancelling 1 against p_y.
+        s_1 * inv
+    } else {
+        // exp(d) in lane 0 of a vector: the same bits as the scalar path's (see `exp_neg`),
+        // with the backend's own fused multiply-adds rather than calls to `fmaf`. Here
+        // p_y <= 1/2 (a larger probability is a maximum's): no cancellation.
+        1.0 - exp_neg(V::splat(d)).to_array()[0] * inv
+    };
+    // -log p_y = log(S) - d = log1p(S - 1) - d.
+    let ce = if want_ce { libm::log1pf(s_1) - d } else { 0.0 };
+    // g is in [0, 1].
     let bin = bins.scalar(g.max(0.0)).unwrap_or(bins.m - 1);
     Kind::Valid { bin, g, inv, ce }
 }
@@ -184,6 +203,14 @@ fn label_logit(rows: &Rows<'_>, a: usize) -> f32 {
 
 // ---------------------------------------------------------------------------------------------
 // Anchor-major rows: a vector across a row's classes
+
+/// `e = exp(x - m)` and the lanes of `live` where `x` is the maximum `m` (there `e` is 1).
+#[inline(always)]
+fn exp_below<V: Vector>(x: V, m: V, live: V::M) -> (V, V::M) {
+    let d = x.sub(m);
+    // `x - m` is exactly 0 where `x == m`, and negative elsewhere.
+    (exp_neg(d), V::m_and(live, d.ge(V::splat(0.0))))
+}
 
 /// `m`, `S` (summed in the fixed order), whether the row is finite; with `store`, each `e_c`
 /// is written to `store[c]`.
@@ -219,47 +246,52 @@ fn row_stat<V: Vector>(row: &[f32], mut store: Option<&mut [f32]>) -> Stat {
     if !all_finite::<V>(keys) {
         return Stat {
             m,
-            s: 1.0,
+            t: 0.0,
+            maxima: 1,
             finite: false,
         };
     }
     let mv = V::splat(m);
     // Vector `j` goes to accumulator `j % k`: lane `i` of it is partial sum `(j % k) * l + i`,
     // which is `c % 16` for its class `c = j * l + i`.
+    // The maxima's exponentials (exactly 1) are counted, not summed: `S - 1` then keeps every
+    // digit of the other terms, which `1 - p_y` and the loss of an easy sample are made of.
     let k = SUMS / l;
     let mut acc = [V::splat(0.0); SUMS];
+    let mut maxima = 0;
+    let all = V::first_lanes(l);
     let mut j = 0;
     while j + k <= full {
         for (q, a) in acc[..k].iter_mut().enumerate() {
             let at = (j + q) * l;
-            let e = exp_neg(V::load(&row[at..]).sub(mv));
+            let (e, top) = exp_below::<V>(V::load(&row[at..]), mv, all);
             if let Some(s) = store.as_deref_mut() {
                 e.store(&mut s[at..]);
             }
-            *a = a.add(e);
+            *a = a.add(V::select(top, V::splat(0.0), e));
+            maxima += V::m_count(top);
         }
         j += k;
     }
     for (q, a) in acc[..full - j].iter_mut().enumerate() {
         let at = (j + q) * l;
-        let e = exp_neg(V::load(&row[at..]).sub(mv));
+        let (e, top) = exp_below::<V>(V::load(&row[at..]), mv, all);
         if let Some(s) = store.as_deref_mut() {
             e.store(&mut s[at..]);
         }
-        *a = a.add(e);
+        *a = a.add(V::select(top, V::splat(0.0), e));
+        maxima += V::m_count(top);
     }
     if full * l < c {
         let at = full * l;
         let live = V::first_lanes(c - at);
-        let e = V::select(
-            live,
-            exp_neg(V::load_partial(&row[at..]).sub(mv)),
-            V::splat(0.0),
-        );
+        let (e, top) = exp_below::<V>(V::load_partial(&row[at..]), mv, live);
         if let Some(s) = store {
             e.store_partial(&mut s[at..c]);
         }
-        acc[full - j] = acc[full - j].add(e);
+        let below = V::m_andnot(live, top);
+        acc[full - j] = acc[full - j].add(V::select(below, e, V::splat(0.0)));
+        maxima += V::m_count(top);
     }
     let mut s = [0.0f32; SUMS];
     for (q, a) in acc[..k].iter().enumerate() {
@@ -267,14 +299,15 @@ fn row_stat<V: Vector>(row: &[f32], mut store: Option<&mut [f32]>) -> Stat {
     }
     Stat {
         m,
-        s: tree(s),
+        t: tree(s),
+        maxima,
         finite: true,
     }
 }
 
 /// Writes `f * (p - onehot(y))` over a row: `e` read back from `out` (`recompute`: computed
-/// again from `row` and `m`), `out` overwritten or added to (`accumulate`). `y` may be any
-/// value (no class: no one).
+/// again from `row` and `m`), `out` overwritten or added to (`accumulate`); the label's entry
+/// `p_y - 1` is `-g`, as [`classify`] computed it. `y` may be any value (no class: no one).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn row_write<V: Vector>(
@@ -284,13 +317,15 @@ fn row_write<V: Vector>(
     inv: f32,
     f: f32,
     y: i32,
+    g: f32,
     recompute: bool,
     accumulate: bool,
 ) {
     let c = row.len();
     let l = V::LANES;
     let (mv, iv, fv) = (V::splat(m), V::splat(inv), V::splat(f));
-    let one = V::splat(1.0);
+    // `0 - g`, not `-g`: +0 when g is 0, as `p_y - 1` is (and as the planes compute it).
+    let at_y = V::splat(0.0 - g);
     let mut at = 0;
     while at < c {
         let n = (c - at).min(l);
@@ -308,8 +343,7 @@ fn row_write<V: Vector>(
             V::load(&out[at..])
         };
         let is_y = V::i_eq(V::i_add(V::i_iota(), V::i_splat(at as i32)), V::i_splat(y));
-        let p = e.mul(iv);
-        let d = V::select(is_y, p.sub(one), p);
+        let d = V::select(is_y, at_y, e.mul(iv));
         let mut v = fv.mul(d);
         if accumulate {
             let old = if tail {
@@ -343,15 +377,35 @@ fn load_n<V: Vector>(s: &[f32], at: usize, n: usize) -> V {
     }
 }
 
-/// The statistics of the `n` (`1..=LANES`) samples from anchor `a`: per lane `m`, `S` and
-/// finiteness; with `store`, each `e` written to the gradient planes.
+/// The statistics of up to `LANES` samples, one per lane.
+struct Lanes {
+    m: [f32; MAX_LANES],
+    t: [f32; MAX_LANES],
+    maxima: [i32; MAX_LANES],
+    finite: [bool; MAX_LANES],
+}
+
+impl Lanes {
+    #[inline(always)]
+    fn stat(&self, i: usize) -> Stat {
+        Stat {
+            m: self.m[i],
+            t: self.t[i],
+            maxima: self.maxima[i] as u32,
+            finite: self.finite[i],
+        }
+    }
+}
+
+/// The statistics of the `n` (`1..=LANES`) samples from anchor `a` (see [`Stat`]); with
+/// `store`, each `e` written to the gradient planes.
 #[inline(always)]
 fn plane_stat<V: Vector>(
     rows: &Rows<'_>,
     a: usize,
     n: usize,
     mut store: Option<&mut [f32]>,
-) -> ([f32; MAX_LANES], [f32; MAX_LANES], [bool; MAX_LANES]) {
+) -> Lanes {
     let (c, len) = (rows.classes, rows.len);
     let tail = n < V::LANES;
     let mut mx = V::splat(f32::NEG_INFINITY);
@@ -362,6 +416,8 @@ fn plane_stat<V: Vector>(
         keys = V::i_max_u(keys, x.abs().to_bits());
     }
     let mut acc = [V::splat(0.0); SUMS];
+    let mut maxima = V::i_splat(0);
+    let all = V::first_lanes(V::LANES);
     // Whole groups of 16 classes with a fixed trip count (the sums stay in registers where
     // there are enough), then the rest.
     let mut k = 0;
@@ -372,7 +428,7 @@ fn plane_stat<V: Vector>(
                 break;
             }
             let at = (k + q) * len + a;
-            let e = exp_neg(load_n::<V>(rows.x, at, n).sub(mx));
+            let (e, top) = exp_below::<V>(load_n::<V>(rows.x, at, n), mx, all);
             if let Some(g) = store.as_deref_mut() {
                 if tail {
                     e.store_partial(&mut g[at..at + n]);
@@ -380,7 +436,8 @@ fn plane_stat<V: Vector>(
                     e.store(&mut g[at..]);
                 }
             }
-            *s = s.add(e);
+            *s = s.add(V::select(top, V::splat(0.0), e));
+            maxima = V::i_inc(maxima, top);
         }
         k += SUMS;
     }
@@ -398,11 +455,16 @@ fn plane_stat<V: Vector>(
         // Unsigned: a NaN's absolute bits are above f32::MAX's.
         *f = (k as u32) <= max as u32;
     }
-    (mx.to_array(), acc[0].to_array(), finite)
+    Lanes {
+        m: mx.to_array(),
+        t: acc[0].to_array(),
+        maxima: V::i_to_array(maxima),
+        finite,
+    }
 }
 
 /// Writes `f * (p - onehot)` into the gradient planes of the `n` samples from anchor `a`
-/// (per lane `m`, `1 / S`, the factor and the label). A lane whose factor is 0 (an invalid or
+/// (per lane `m`, `1 / S`, the factor, the label and `g`: the label's entry is `-g`). A lane whose factor is 0 (an invalid or
 /// bad sample, whose `e` may be NaN) writes +0, or leaves the gradient as it is when adding.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -414,19 +476,20 @@ fn plane_write<V: Vector>(
     m: &[f32; MAX_LANES],
     inv: &[f32; MAX_LANES],
     f: &[f32; MAX_LANES],
+    g: &[f32; MAX_LANES],
     recompute: bool,
     accumulate: bool,
 ) {
     let (c, len) = (rows.classes, rows.len);
     let tail = n < V::LANES;
     let (mv, iv, fv) = (V::from_array(m), V::from_array(inv), V::from_array(f));
+    let at_y = V::splat(0.0).sub(V::from_array(g));
     let labels = &rows.labels[a..a + n];
     let y = if tail {
         V::i_load_partial(labels)
     } else {
         V::i_load(labels)
     };
-    let one = V::splat(1.0);
     let live = fv.abs().gt(V::splat(0.0));
     for k in 0..c {
         let at = k * len + a;
@@ -435,8 +498,7 @@ fn plane_write<V: Vector>(
         } else {
             load_n::<V>(out, at, n)
         };
-        let p = e.mul(iv);
-        let d = V::select(V::i_eq(y, V::i_splat(k as i32)), p.sub(one), p);
+        let d = V::select(V::i_eq(y, V::i_splat(k as i32)), at_y, e.mul(iv));
         let v = if accumulate {
             let old = load_n::<V>(out, at, n);
             V::select(live, old.add(fv.mul(d)), old)
@@ -502,14 +564,9 @@ pub(crate) fn accumulate<V: Vector>(
             let mut a = rows.anchors.start;
             while a < rows.anchors.end {
                 let n = (rows.anchors.end - a).min(V::LANES);
-                let (m, s, finite) = plane_stat::<V>(rows, a, n, None);
+                let lanes = plane_stat::<V>(rows, a, n, None);
                 for i in 0..n {
-                    let st = Stat {
-                        m: m[i],
-                        s: s[i],
-                        finite: finite[i],
-                    };
-                    add::<V>(rows, bins, skip_bad, sums, a + i, st)?;
+                    add::<V>(rows, bins, skip_bad, sums, a + i, lanes.stat(i))?;
                 }
                 a += n;
             }
@@ -528,9 +585,10 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
     let want_ce = dest.loss.is_some();
     // `e` can wait in the gradient buffer only when it is being overwritten.
     let keep = !accumulate;
+    // A sample's factor, 1 / S, g and weighted loss (all 0 for invalid and bad samples).
     let factor = |kind: Kind| match kind {
-        Kind::Valid { bin, inv, ce, .. } => (t.scale_of(bin), inv, t.weighted_of(bin) * ce),
-        Kind::Ignored | Kind::Bad => (0.0, 0.0, 0.0),
+        Kind::Valid { bin, g, inv, ce } => (t.scale_of(bin), inv, g, t.weighted_of(bin) * ce),
+        Kind::Ignored | Kind::Bad => (0.0, 0.0, 0.0, 0.0),
     };
     match rows.layout {
         Layout::AnchorMajor => {
@@ -540,12 +598,13 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
                 let mut out = dest.grad.as_deref_mut().map(|g| &mut g[a * c..(a + 1) * c]);
                 let st = row_stat::<V>(x, out.as_deref_mut().filter(|_| keep));
                 let kind = classify::<V>(rows, bins, a, st, label_logit(rows, a), want_ce);
-                let (f, inv, l) = factor(kind);
+                let (f, inv, g, l) = factor(kind);
                 if let Some(out) = out {
                     if f == 0.0 && !accumulate {
                         out.fill(0.0);
                     } else if f != 0.0 {
-                        row_write::<V>(x, out, st.m, inv, f, rows.labels[a], !keep, accumulate);
+                        let y = rows.labels[a];
+                        row_write::<V>(x, out, st.m, inv, f, y, g, !keep, accumulate);
                     }
                 }
                 if let Some(le) = dest.loss.as_deref_mut() {
@@ -557,25 +616,21 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
             let mut a = rows.anchors.start;
             while a < rows.anchors.end {
                 let n = (rows.anchors.end - a).min(V::LANES);
-                let (m, s, finite) =
-                    plane_stat::<V>(rows, a, n, dest.grad.as_deref_mut().filter(|_| keep));
-                let (mut f, mut inv) = ([0.0f32; MAX_LANES], [0.0f32; MAX_LANES]);
+                let lanes = plane_stat::<V>(rows, a, n, dest.grad.as_deref_mut().filter(|_| keep));
+                let mut f = [0.0f32; MAX_LANES];
+                let (mut inv, mut g) = (f, f);
                 for i in 0..n {
-                    let st = Stat {
-                        m: m[i],
-                        s: s[i],
-                        finite: finite[i],
-                    };
-                    let kind =
-                        classify::<V>(rows, bins, a + i, st, label_logit(rows, a + i), want_ce);
+                    let (st, x_y) = (lanes.stat(i), label_logit(rows, a + i));
+                    let kind = classify::<V>(rows, bins, a + i, st, x_y, want_ce);
                     let l;
-                    (f[i], inv[i], l) = factor(kind);
+                    (f[i], inv[i], g[i], l) = factor(kind);
                     if let Some(le) = dest.loss.as_deref_mut() {
                         le[a + i] = l;
                     }
                 }
                 if let Some(out) = dest.grad.as_deref_mut() {
-                    plane_write::<V>(rows, out, a, n, &m, &inv, &f, !keep, accumulate);
+                    let m = &lanes.m;
+                    plane_write::<V>(rows, out, a, n, m, &inv, &f, &g, !keep, accumulate);
                 }
                 a += n;
             }

@@ -116,9 +116,6 @@ struct Want {
     grad: Vec<f64>,
     per: Vec<f64>,
     counts: Vec<u64>,
-    /// Each sample's gradient factor.
-    factor: Vec<f64>,
-    grad_scale: f64,
 }
 
 fn reference(b: &Batch, cfg: &GhmSoftmax, ema: &mut Option<Vec<f64>>) -> Want {
@@ -161,7 +158,6 @@ fn reference(b: &Batch, cfg: &GhmSoftmax, ema: &mut Option<Vec<f64>>) -> Want {
     let lw = cfg.loss_weight as f64;
     let mut grad = vec![0.0; n * c];
     let mut per = vec![0.0; n];
-    let mut factor = vec![0.0; n];
     let mut loss = 0.0;
     for a in 0..n {
         if bin[a] == usize::MAX {
@@ -172,7 +168,6 @@ fn reference(b: &Batch, cfg: &GhmSoftmax, ema: &mut Option<Vec<f64>>) -> Want {
         per[a] = lw * wk * ce;
         loss += wk * ce;
         let f = cfg.grad_scale as f64 * lw * wk * norm;
-        factor[a] = f;
         for k in 0..c {
             let onehot = if k as i32 == b.labels[a] { 1.0 } else { 0.0 };
             grad[a * c + k] = f * (p[k] - onehot);
@@ -183,8 +178,6 @@ fn reference(b: &Batch, cfg: &GhmSoftmax, ema: &mut Option<Vec<f64>>) -> Want {
         grad,
         per,
         counts,
-        factor,
-        grad_scale: cfg.grad_scale as f64,
     }
 }
 
@@ -225,10 +218,10 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// Checks one call's outputs against the f64 model: the loss to 2e-5 relative; each gradient
-/// entry `f * (p_c - onehot)` to a few ulp of `p_c` plus a few ulp of 1 times the sample's
-/// factor `f` (`p_y - 1` is an f32 subtraction, as in every f32 softmax backward); counts
-/// exactly.
+/// Checks one call's outputs against the f64 model with GHM-C's tolerances: the loss to 1e-6
+/// relative, each gradient entry to 1e-6 of the batch's largest `|grad|`, each per-sample loss
+/// to 1e-6 relative (plus 1e-12 absolute for the vanishing losses of very easy samples);
+/// counts exactly.
 fn check_against(want: &Want, got: &(f32, Vec<f32>, Vec<f32>, Stats), what: &str) {
     let (loss, grad, per, stats) = got;
     assert_eq!(
@@ -236,23 +229,22 @@ fn check_against(want: &Want, got: &(f32, Vec<f32>, Vec<f32>, Stats), what: &str
         &want.counts[..],
         "{what}: counts"
     );
-    // Each CE is within ~1e-6 absolute (S rounded to f32 before its log) and a few ulp.
-    let mass: f64 = want.factor.iter().map(|f| f.abs()).sum::<f64>() / want.grad_scale.abs();
-    let tol = 2e-5 * want.loss.abs() + 1e-6 * mass;
+    let tol = 1e-6 * want.loss.abs();
     assert!(
         (*loss as f64 - want.loss).abs() <= tol,
         "{what}: loss {loss} vs {}",
         want.loss
     );
-    let c = grad.len() / want.per.len().max(1);
+    let gmax = want.grad.iter().fold(0.0f64, |a, b| a.max(b.abs()));
     for (i, (&g, &w)) in grad.iter().zip(&want.grad).enumerate() {
         assert!(g.is_finite(), "{what}: grad[{i}] = {g}");
-        let tol = 4e-7 * want.factor[i / c].abs() + 2e-6 * w.abs();
-        assert!((g as f64 - w).abs() <= tol, "{what}: grad[{i}] {g} vs {w}");
+        assert!(
+            (g as f64 - w).abs() <= 1e-6 * gmax,
+            "{what}: grad[{i}] {g} vs {w}"
+        );
     }
     for (i, (&l, &w)) in per.iter().zip(&want.per).enumerate() {
-        // CE in f32 is ln(S) - (x_y - m): absolute error ~ 2^-24 * (1 + |x_y - m|).
-        let t = 4e-7 * (1.0 + w.abs()) * 4.0;
+        let t = 1e-6 * w.abs() + 1e-12;
         assert!(
             (l as f64 - w).abs() <= t,
             "{what}: loss_elems[{i}] {l} vs {w}"
@@ -811,8 +803,6 @@ fn matches_the_committed_numpy_reference() {
                             .iter()
                             .map(|v| v.as_u64().unwrap())
                             .collect(),
-                        factor: f64s(&bt["factor"]),
-                        grad_scale: cfg.grad_scale as f64,
                     };
                     let what = format!("{name} batch {i} {backend:?} {layout:?}");
                     let got = run(&cfg, backend, layout, &b, Some(&mut ema));
