@@ -2810,6 +2810,146 @@ static void test_softmax(void) {
   }
   check_group_end("two layouts, offsets 1 and 3, three chunks");
 
+  check_group("softmax: blocks (NCHW in place), aligned and misaligned, phased");
+  {
+    /* 3 images of a segmentation head's output [3][C + 2][HW] (two other channels after the
+     * C class planes), labels [3][HW + 1], losses [3][HW + 3]: class-major blocks of HW. */
+    enum { NB = 3, C = 5, HW = 37, CH = C + 2, NS = NB * HW };
+    static float x[NB * CH * HW], g[NB * CH * HW], w[NB * (HW + 1)], sl[NB * (HW + 3)];
+    static float rows[NS * C], gr[NS * C], slr[NS], g2[NB * CH * HW], sl2[NB * (HW + 3)];
+    static int32_t y[NB * (HW + 1)], yr[NS];
+    static float wr[NS];
+    ghm_softmax_config cfg = ghm_softmax_config_default();
+    ghm_blocks bk;
+    ghm_ema e0, e1;
+    ghm_hist h;
+    ghm_weights wt;
+    float lr = 0, lb = 0;
+    size_t b, p, k, off;
+    ghm_status s;
+    cfg.momentum = 0.5f;
+    memset(&bk, 0, sizeof bk);
+    bk.count = NB;
+    bk.len = HW;
+    bk.pred.stride = bk.grad.stride = CH * HW;
+    bk.target.stride = bk.weight.stride = HW + 1;
+    bk.loss_elems.offset = 2;
+    bk.loss_elems.stride = HW + 3;
+    for (b = 0; b < NB; b++)
+      for (p = 0; p < HW; p++) {
+        size_t n = b * HW + p;
+        y[b * (HW + 1) + p] = yr[n] = p % 13 == 5 ? -1 : (int32_t)rndn(C);
+        w[b * (HW + 1) + p] = wr[n] = p % 11 == 2 ? 0.0f : 1.0f;
+        for (k = 0; k < C; k++) x[b * CH * HW + k * HW + p] = rows[n * C + k] = rndf(-6, 6);
+      }
+    for (b = 0; b < NB * CH * HW; b++) g[b] = 77.0f;
+    for (b = 0; b < NB * (HW + 3); b++) sl[b] = 77.0f;
+    ghm_ema_init(&e0, 10);
+    ghm_ema_init(&e1, 10);
+    s = ghm_softmax_loss_grad(&cfg, &e0, rows, yr, wr, NS, C, GHM_LAYOUT_ANCHOR_MAJOR, gr, &lr,
+                              slr, NULL);
+    CHECK(s == GHM_OK, "contiguous: %s", sname(s));
+    s = ghm_softmax_loss_grad_blocks(&cfg, &e1, &bk, x, y, w, C, GHM_LAYOUT_CLASS_MAJOR, g, &lb,
+                                     sl, NULL);
+    CHECK(s == GHM_OK, "blocks: %s", sname(s));
+    CHECK(memcmp(&lr, &lb, sizeof lr) == 0, "blocks: loss %.9g vs %.9g", lb, lr);
+    CHECK(same_bytes(&e0, &e1, sizeof e0), "blocks: EMA differs");
+    for (b = 0; b < NB; b++)
+      for (p = 0; p < HW; p++) {
+        size_t n = b * HW + p;
+        CHECK(memcmp(&sl[2 + b * (HW + 3) + p], &slr[n], 4) == 0, "sample loss %zu", n);
+        for (k = 0; k < CH; k++) {
+          float got = g[b * CH * HW + k * HW + p];
+          if (k < C ? memcmp(&got, &gr[n * C + k], 4) != 0 : got != 77.0f) {
+            CHECK(0, "blocks: image %zu pixel %zu channel %zu: %g", b, p, k, got);
+            b = NB, p = HW;
+            break;
+          }
+        }
+      }
+    /* Misaligned copies of every buffer: the same bytes. */
+    for (off = 1; off < 3; off++) {
+      void *bx, *by, *bw, *bg, *bl;
+      const float *mx = (const float *)placed(x, sizeof x, off, &bx);
+      const int32_t *my = (const int32_t *)placed(y, sizeof y, off, &by);
+      const float *mw = (const float *)placed(w, sizeof w, off, &bw);
+      float *mg = (float *)placed(g2, sizeof g2, off, &bg);
+      float *ml = (float *)placed(sl2, sizeof sl2, off, &bl);
+      {
+        const float v = 77.0f;
+        for (b = 0; b < NB * CH * HW; b++) memcpy((unsigned char *)mg + b * sizeof v, &v, 4);
+        for (b = 0; b < NB * (HW + 3); b++) memcpy((unsigned char *)ml + b * sizeof v, &v, 4);
+      }
+      ghm_ema_init(&e1, 10);
+      s = ghm_softmax_loss_grad_blocks(&cfg, &e1, &bk, mx, my, mw, C, GHM_LAYOUT_CLASS_MAJOR, mg,
+                                       &lb, ml, NULL);
+      CHECK(s == GHM_OK, "misaligned blocks: %s", sname(s));
+      memcpy(g2, mg, sizeof g2);
+      memcpy(sl2, ml, sizeof sl2);
+      CHECK(same_bytes(g2, g, sizeof g), "misaligned blocks: gradient differs");
+      CHECK(same_bytes(sl2, sl, sizeof sl), "misaligned blocks: sample losses differ");
+      CHECK(fabsf(lb - lr) <= 2.4e-7f * fabsf(lr), "misaligned blocks: loss %.9g", lb);
+      CHECK(same_bytes(&e0, &e1, sizeof e0), "misaligned blocks: EMA differs");
+      free(bx), free(by), free(bw), free(bg), free(bl);
+    }
+    /* Phased: block 0, then blocks 1..2 (offsets moved), applied in reverse. */
+    {
+      ghm_blocks first = bk, rest = bk;
+      first.count = 1;
+      rest.count = 2;
+      rest.pred.offset += bk.pred.stride;
+      rest.grad.offset += bk.grad.stride;
+      rest.target.offset += bk.target.stride;
+      rest.weight.offset += bk.weight.stride;
+      rest.loss_elems.offset += bk.loss_elems.stride;
+      ghm_ema_init(&e1, 10);
+      ghm_hist_init(&h, 10);
+      CHECK(ghm_softmax_accumulate_blocks(&cfg, &first, x, y, w, C, GHM_LAYOUT_CLASS_MAJOR, &h) ==
+                GHM_OK, "accumulate block 0");
+      CHECK(ghm_softmax_accumulate_blocks(&cfg, &rest, x, y, w, C, GHM_LAYOUT_CLASS_MAJOR, &h) ==
+                GHM_OK, "accumulate blocks 1..2");
+      CHECK(ghm_softmax_finalize(&cfg, &e1, &h, &wt) == GHM_OK, "finalize");
+      for (b = 0; b < NB * CH * HW; b++) g2[b] = 77.0f;
+      for (b = 0; b < NB * (HW + 3); b++) sl2[b] = 77.0f;
+      CHECK(ghm_softmax_apply_blocks(&cfg, &wt, &rest, x, y, w, C, GHM_LAYOUT_CLASS_MAJOR, g2,
+                                     sl2) == GHM_OK, "apply blocks 1..2");
+      CHECK(ghm_softmax_apply_blocks(&cfg, &wt, &first, x, y, w, C, GHM_LAYOUT_CLASS_MAJOR, g2,
+                                     sl2) == GHM_OK, "apply block 0");
+      CHECK(same_bytes(g2, g, sizeof g), "phased blocks: gradient differs");
+      CHECK(same_bytes(sl2, sl, sizeof sl), "phased blocks: sample losses differ");
+      CHECK(same_bytes(&e0, &e1, sizeof e0), "phased blocks: EMA differs");
+    }
+    /* A gradient view whose blocks overlap: GHM_ERR_ALIAS, nothing written. */
+    {
+      ghm_blocks bad = bk;
+      ghm_report r;
+      bad.grad.stride = C * HW - 1;
+      memcpy(g2, g, sizeof g);
+      s = ghm_softmax_loss_grad_blocks(&cfg, &e1, &bad, x, y, w, C, GHM_LAYOUT_CLASS_MAJOR, g2,
+                                       NULL, NULL, NULL);
+      CHECK(s == GHM_ERR_ALIAS, "overlapping gradient blocks: %s", sname(s));
+      ghm_last_error(&r);
+      CHECK(r.argument && strcmp(r.argument, "blocks") == 0, "report names %s",
+            r.argument ? r.argument : "(null)");
+      CHECK(same_bytes(g2, g, sizeof g), "overlapping blocks: something was written");
+      s = ghm_softmax_loss_grad_blocks(&cfg, &e1, NULL, x, y, w, C, GHM_LAYOUT_CLASS_MAJOR, g2,
+                                       NULL, NULL, NULL);
+      CHECK(s == GHM_ERR_NULL, "NULL blocks: %s", sname(s));
+      /* A bad logit in block 2: reported at its index in the caller's buffer. */
+      x[2 * CH * HW + 3 * HW + 7] = f_inf();
+      s = ghm_softmax_loss_grad_blocks(&cfg, &e1, &bk, x, y, w, C, GHM_LAYOUT_CLASS_MAJOR, g2,
+                                       NULL, NULL, NULL);
+      CHECK(s == GHM_ERR_INPUT, "inf logit in a block: %s", sname(s));
+      ghm_last_error(&r);
+      CHECK(r.argument && strcmp(r.argument, "logits") == 0 &&
+                r.index == (int64_t)(2 * CH * HW + 3 * HW + 7),
+            "report names %s[%lld]", r.argument ? r.argument : "(null)", (long long)r.index);
+      CHECK(same_bytes(g2, g, sizeof g), "inf logit: something was written");
+      x[2 * CH * HW + 3 * HW + 7] = 0.0f;
+    }
+  }
+  check_group_end("NCHW blocks in place, misaligned, phased by blocks, overlap refused");
+
   check_group("softmax: errors write nothing and are explained");
   {
     enum { C = 6 };

@@ -1123,6 +1123,30 @@ ghm_status ghm_softmax_loss_grad(const struct ghm_softmax_config *cfg,
                                  struct ghm_stats *stats);
 
 /**
+ * `ghm_softmax_loss_grad` over `blocks->count` blocks of `blocks->len` samples each, read and
+ * written in place through the views of `blocks`: a block's `logits` (view `blocks->pred`)
+ * and `grad` (view `blocks->grad`) are `len * num_classes` floats in `layout` order, its
+ * `labels` (view `blocks->target`), `sample_weight` (view `blocks->weight`) and
+ * `sample_loss` (view `blocks->loss_elems`) `len` values. A segmentation head's NCHW output
+ * `[batch][C][h * w]` is class-major blocks of `h * w` samples, `C * h * w` floats apart.
+ *
+ * # Safety
+ * `blocks` points to a valid `ghm_blocks`; every non-NULL buffer holds its blocks.
+ */
+ghm_status ghm_softmax_loss_grad_blocks(const struct ghm_softmax_config *cfg,
+                                        struct ghm_ema *ema,
+                                        const struct ghm_blocks *blocks,
+                                        const float *logits,
+                                        const int32_t *labels,
+                                        const float *sample_weight,
+                                        size_t num_classes,
+                                        uint32_t layout,
+                                        float *grad,
+                                        float *loss,
+                                        float *sample_loss,
+                                        struct ghm_stats *stats);
+
+/**
  * Phase 1 of softmax GHM: adds samples `[sample_begin, sample_end)` of the batch to `*h`
  * (buffers and sizes are the whole batch's, as in `ghm_softmax_loss_grad`).
  *
@@ -1139,6 +1163,23 @@ ghm_status ghm_softmax_accumulate(const struct ghm_softmax_config *cfg,
                                   size_t sample_begin,
                                   size_t sample_end,
                                   struct ghm_hist *h);
+
+/**
+ * `ghm_softmax_accumulate` through blocked views (see `ghm_softmax_loss_grad_blocks`). A
+ * chunk of a blocked batch is a range of its blocks: `count` and the `offset`s moved
+ * (`offset + first * stride`).
+ *
+ * # Safety
+ * As `ghm_softmax_loss_grad_blocks`; `h` points to a valid histogram.
+ */
+ghm_status ghm_softmax_accumulate_blocks(const struct ghm_softmax_config *cfg,
+                                         const struct ghm_blocks *blocks,
+                                         const float *logits,
+                                         const int32_t *labels,
+                                         const float *sample_weight,
+                                         size_t num_classes,
+                                         uint32_t layout,
+                                         struct ghm_hist *h);
 
 /**
  * Phase 2 of softmax GHM, once per batch: EMA update (`ema` may be NULL when momentum is 0),
@@ -1174,6 +1215,24 @@ ghm_status ghm_softmax_apply(const struct ghm_softmax_config *cfg,
                              size_t sample_end,
                              float *grad,
                              float *sample_loss);
+
+/**
+ * `ghm_softmax_apply` through blocked views (see `ghm_softmax_loss_grad_blocks`; a chunk is
+ * a range of blocks, as for `ghm_softmax_accumulate_blocks`).
+ *
+ * # Safety
+ * As `ghm_softmax_loss_grad_blocks`; `w` points to valid weights.
+ */
+ghm_status ghm_softmax_apply_blocks(const struct ghm_softmax_config *cfg,
+                                    const struct ghm_weights *w,
+                                    const struct ghm_blocks *blocks,
+                                    const float *logits,
+                                    const int32_t *labels,
+                                    const float *sample_weight,
+                                    size_t num_classes,
+                                    uint32_t layout,
+                                    float *grad,
+                                    float *sample_loss);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -44,8 +44,9 @@ pub use generic::{
     ghm_g_loss_grad, ghm_g_rows,
 };
 pub use softmax::{
-    ghm_softmax_accumulate, ghm_softmax_apply, ghm_softmax_config, ghm_softmax_config_default,
-    ghm_softmax_finalize, ghm_softmax_loss_grad,
+    ghm_softmax_accumulate, ghm_softmax_accumulate_blocks, ghm_softmax_apply,
+    ghm_softmax_apply_blocks, ghm_softmax_config, ghm_softmax_config_default, ghm_softmax_finalize,
+    ghm_softmax_loss_grad, ghm_softmax_loss_grad_blocks,
 };
 
 /// No elements.

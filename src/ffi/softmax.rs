@@ -6,12 +6,15 @@
 //! the phased API on aligned stack copies of whole samples ([`BOUNCE_FLOATS`] logits at a
 //! time, so at most that many classes): the results are the same, bit for bit.
 
-use super::{disjoint, one, one_required, read, region, status, Buf, Named, Results};
+use core::ffi::CStr;
+
+use super::{disjoint, one, one_required, read, region, status, Buf, Named, Region, Results};
 use crate::config::{EmaStart, Layout, Normalize, Plan, Reduction};
 use crate::error::Error;
 use crate::fault::Fault;
 use crate::softmax::{GhmSoftmax, SoftmaxOut};
 use crate::state::{Ema, Hist, Stats, Weights};
+use crate::view::{Blocks, View};
 use crate::Labels;
 
 /// Logits per aligned stack copy when a buffer is misaligned (16 KiB).
@@ -97,19 +100,26 @@ unsafe fn config(
     value.map(|(cfg, plan)| (cfg, plan, region))
 }
 
-/// A batch as C passes it.
+/// A batch as C passes it: `blocks.count` blocks of `blocks.len` samples, read (and written)
+/// through the blocks' views; without blocks, one block of all the samples at the start of
+/// every buffer.
 #[derive(Clone, Copy)]
 struct Source {
     logits: Buf<f32>,
     labels: Buf<i32>,
     weight: Option<Buf<f32>>,
-    n: usize,
+    blocks: Blocks,
+    /// The caller's blocks (the buffers need only hold them), or none (the buffers are
+    /// exactly the batch).
+    blocked: bool,
     classes: usize,
     layout: Layout,
+    /// The samples of each block this call covers.
     range: (usize, usize),
 }
 
 impl Source {
+    /// A contiguous batch of `n` samples, of which `range` are covered.
     #[allow(clippy::too_many_arguments)]
     fn new(
         logits: *const f32,
@@ -120,6 +130,33 @@ impl Source {
         layout: u32,
         range: (usize, usize),
     ) -> Result<Source, Fault> {
+        let b = Blocks::contiguous(n);
+        Source::in_blocks(logits, labels, weight, classes, layout, range, b, false)
+    }
+
+    /// A batch in the caller's blocks (every sample of each).
+    fn blocked(
+        logits: *const f32,
+        labels: *const i32,
+        weight: *const f32,
+        classes: usize,
+        layout: u32,
+        b: Blocks,
+    ) -> Result<Source, Fault> {
+        Source::in_blocks(logits, labels, weight, classes, layout, (0, b.len), b, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn in_blocks(
+        logits: *const f32,
+        labels: *const i32,
+        weight: *const f32,
+        classes: usize,
+        layout: u32,
+        range: (usize, usize),
+        b: Blocks,
+        blocked: bool,
+    ) -> Result<Source, Fault> {
         let layout = Layout::try_from(layout).map_err(|_| {
             Fault::new(Error::Config, c"layout", c"is not a GHM_LAYOUT_* value")
                 .value(layout as f64)
@@ -128,10 +165,17 @@ impl Source {
             let f = Fault::new(Error::Shape, c"num_classes", c"is not in 1..=INT32_MAX");
             return Err(f.value(classes as f64));
         }
-        let floats = n.checked_mul(classes).ok_or_else(|| {
-            Fault::new(Error::Shape, c"num_samples", c"times num_classes overflows").value(n as f64)
-        })?;
-        if range.1 > n {
+        let huge = || {
+            let f = if blocked {
+                Fault::new(Error::Shape, c"blocks", c"makes a buffer's extent overflow")
+            } else {
+                Fault::new(Error::Shape, c"num_samples", c"times num_classes overflows")
+            };
+            f.value(b.len as f64)
+        };
+        let row = b.len.checked_mul(classes).ok_or_else(huge)?;
+        b.count.checked_mul(row).ok_or_else(huge)?;
+        if range.1 > b.len {
             let f = Fault::new(Error::Shape, c"sample_end", c"is more than num_samples");
             return Err(f.value(range.1 as f64));
         }
@@ -139,22 +183,67 @@ impl Source {
             let f = Fault::new(Error::Shape, c"sample_begin", c"is more than sample_end");
             return Err(f.value(range.0 as f64));
         }
+        let ext = |v: View, block: usize| v.extent(b.count, block).map_err(|_| huge());
         Ok(Source {
-            logits: Buf::required(logits, floats, c"logits")?,
-            labels: Buf::required(labels, n, c"labels")?,
-            weight: Buf::optional(weight, n, c"sample_weight")?,
-            n,
+            logits: Buf::required(logits, ext(b.pred, row)?, c"logits")?,
+            labels: Buf::required(labels, ext(b.target, b.len)?, c"labels")?,
+            weight: Buf::optional(weight, ext(b.weight, b.len)?, c"sample_weight")?,
+            blocks: b,
+            blocked,
             classes,
             layout,
             range,
         })
     }
 
+    /// An output through `view`, of blocks of `block` floats: `None` for NULL.
+    fn output(
+        &self,
+        ptr: *mut f32,
+        view: View,
+        block: usize,
+        name: &'static CStr,
+    ) -> Result<Option<Buf<f32>>, Fault> {
+        let b = &self.blocks;
+        if self.blocked && !view.self_disjoint(b.count, block) && !ptr.is_null() {
+            let why = c"has blocks that overlap each other (stride below the block's size)";
+            return Err(Fault::new(Error::Alias, c"blocks", why).value(view.stride as f64));
+        }
+        let extent = view.extent(b.count, block).map_err(|_| {
+            Fault::new(Error::Shape, c"blocks", c"makes a buffer's extent overflow")
+        })?;
+        Buf::optional(ptr as *const f32, extent, name)
+    }
+
+    /// The gradient output (`len * C` floats a block, through `blocks.grad`).
+    fn grad(&self, ptr: *mut f32) -> Result<Option<Buf<f32>>, Fault> {
+        let row = self.blocks.len * self.classes;
+        self.output(ptr, self.blocks.grad, row, c"grad")
+    }
+
+    /// The per-sample losses (`len` a block, through `blocks.loss_elems`).
+    fn loss(&self, ptr: *mut f32) -> Result<Option<Buf<f32>>, Fault> {
+        self.output(ptr, self.blocks.loss_elems, self.blocks.len, c"sample_loss")
+    }
+
+    /// The bytes an output's blocks cover.
+    fn out_region(&self, b: Option<Buf<f32>>, view: View, block: usize) -> Option<Region> {
+        b.map(|b| b.view_region(view, self.blocks.count, block))
+    }
+
     fn named(&self) -> [Named; 3] {
+        let (b, c) = (&self.blocks, self.classes);
+        let w = self.weight.map(|w| w.view_region(b.weight, b.count, b.len));
         [
-            (c"logits", Some(self.logits.region())),
-            (c"labels", Some(self.labels.region())),
-            (c"sample_weight", region(self.weight)),
+            (
+                c"logits",
+                Some(self.logits.view_region(b.pred, b.count, b.len * c)),
+            ),
+            (
+                c"labels",
+                Some(self.labels.view_region(b.target, b.count, b.len)),
+            ),
+            (c"sample_weight", w),
         ]
     }
 
@@ -176,15 +265,18 @@ impl Source {
                 self.layout,
             );
             l.anchor_weight = self.weight.map(|w| w.slice());
+            if self.blocked {
+                l = l.blocks(self.blocks);
+            }
             l.anchors(self.range.0..self.range.1)
         }
     }
 
-    /// Index of logit `k` of sample `a`.
-    fn at(&self, a: usize, k: usize) -> usize {
+    /// Index of logit `k` of sample `i` within a block.
+    fn local(&self, i: usize, k: usize) -> usize {
         match self.layout {
-            Layout::AnchorMajor => a * self.classes + k,
-            Layout::ClassMajor => k * self.n + a,
+            Layout::AnchorMajor => i * self.classes + k,
+            Layout::ClassMajor => k * self.blocks.len + i,
         }
     }
 
@@ -196,10 +288,10 @@ impl Source {
         }
     }
 
-    /// Calls `f` with aligned stack copies of the samples `range`, a chunk at a time, as a
-    /// batch of their own (`grad_in`: with each chunk's gradient rows copied in too), and
-    /// the chunk's first sample; `f` may write the chunk's gradient and per-sample losses,
-    /// which are then copied out to `grad` and `loss` (if given).
+    /// Calls `f` with aligned stack copies of the covered samples, a chunk of one block at a
+    /// time, as a batch of their own (`grad_in`: with each chunk's gradient rows copied in
+    /// too); `f` may write the chunk's gradient and per-sample losses, which are then copied
+    /// out to `grad` and `loss` (if given) through their views.
     ///
     /// # Safety
     /// The buffers are valid (reads; writes for `grad` and `loss`).
@@ -216,71 +308,80 @@ impl Source {
         let mut y = [0i32; BOUNCE_FLOATS];
         let mut w = [0.0f32; BOUNCE_FLOATS];
         let mut l = [0.0f32; BOUNCE_FLOATS];
-        let c = self.classes;
-        let mut s = self.range.0;
-        while s < self.range.1 {
-            let k = per.min(self.range.1 - s);
-            // Sample `a` of the chunk, class `j`: its index in the chunk's own layout.
-            let local = |a: usize, j: usize| match self.layout {
-                Layout::AnchorMajor => a * c + j,
-                Layout::ClassMajor => j * k + a,
-            };
-            for a in 0..k {
-                // SAFETY: s + a < n, every index inside its buffer; valid (caller).
-                unsafe {
-                    y[a] = self.labels.get(s + a);
-                    w[a] = self.weight.map_or(1.0, |b| b.get(s + a));
-                    for j in 0..c {
-                        x[local(a, j)] = self.logits.get(self.at(s + a, j));
-                        if let (Some(gb), true) = (grad, grad_in) {
-                            g[local(a, j)] = gb.get(self.at(s + a, j));
-                        }
-                    }
-                }
-            }
-            let mut input = Labels::new(&x[..k * c], &y[..k], c, self.layout);
-            if self.weight.is_some() {
-                input = input.anchor_weight(&w[..k]);
-            }
-            f(&input, &mut g[..k * c], &mut l[..k])?;
-            for a in 0..k {
-                // SAFETY: as above; valid for writes (caller).
-                unsafe {
-                    if let Some(lb) = loss {
-                        lb.set(s + a, l[a]);
-                    }
-                    if let Some(gb) = grad {
+        let (c, bl) = (self.classes, self.blocks);
+        for b in 0..bl.count {
+            let (px, pt, pw) = (bl.pred.at(b), bl.target.at(b), bl.weight.at(b));
+            let (pg, pl) = (bl.grad.at(b), bl.loss_elems.at(b));
+            let mut s = self.range.0;
+            while s < self.range.1 {
+                let k = per.min(self.range.1 - s);
+                // Sample `a` of the chunk, class `j`: its index in the chunk's own layout.
+                let chunk = |a: usize, j: usize| match self.layout {
+                    Layout::AnchorMajor => a * c + j,
+                    Layout::ClassMajor => j * k + a,
+                };
+                for a in 0..k {
+                    // SAFETY: every index is inside its buffer's extent; valid (caller).
+                    unsafe {
+                        y[a] = self.labels.get(pt + s + a);
+                        w[a] = self.weight.map_or(1.0, |v| v.get(pw + s + a));
                         for j in 0..c {
-                            gb.set(self.at(s + a, j), g[local(a, j)]);
+                            x[chunk(a, j)] = self.logits.get(px + self.local(s + a, j));
+                            if let (Some(gb), true) = (grad, grad_in) {
+                                g[chunk(a, j)] = gb.get(pg + self.local(s + a, j));
+                            }
                         }
                     }
                 }
+                let mut input = Labels::new(&x[..k * c], &y[..k], c, self.layout);
+                if self.weight.is_some() {
+                    input = input.anchor_weight(&w[..k]);
+                }
+                f(&input, &mut g[..k * c], &mut l[..k])?;
+                for a in 0..k {
+                    // SAFETY: as above; valid for writes (caller).
+                    unsafe {
+                        if let Some(lb) = loss {
+                            lb.set(pl + s + a, l[a]);
+                        }
+                        if let Some(gb) = grad {
+                            for j in 0..c {
+                                gb.set(pg + self.local(s + a, j), g[chunk(a, j)]);
+                            }
+                        }
+                    }
+                }
+                s += k;
             }
-            s += k;
         }
         Ok(())
     }
 
-    /// The first bad sample, explained (the caller knows there is one).
+    /// The first bad sample, explained (the caller knows there is one): the index is the
+    /// element's in the caller's buffer.
     ///
     /// # Safety
     /// The buffers are valid for reads.
     unsafe fn first_bad(&self) -> Fault {
-        for a in self.range.0..self.range.1 {
-            for k in 0..self.classes {
-                let i = self.at(a, k);
-                // SAFETY: i < n * C; valid for reads (caller).
-                let v = unsafe { self.logits.get(i) };
-                if !v.is_finite() {
-                    let f = Fault::new(Error::Input, c"logits", c"is not finite");
-                    return f.at(i).value(v as f64);
+        let bl = self.blocks;
+        for b in 0..bl.count {
+            for a in self.range.0..self.range.1 {
+                for k in 0..self.classes {
+                    let i = bl.pred.at(b) + self.local(a, k);
+                    // SAFETY: inside the logits' extent; valid for reads (caller).
+                    let v = unsafe { self.logits.get(i) };
+                    if !v.is_finite() {
+                        let f = Fault::new(Error::Input, c"logits", c"is not finite");
+                        return f.at(i).value(v as f64);
+                    }
                 }
-            }
-            // SAFETY: a < n; valid for reads (caller).
-            let w = self.weight.map_or(1.0, |b| unsafe { b.get(a) });
-            if !(0.0..=f32::MAX).contains(&w) {
-                let f = Fault::new(Error::Input, c"sample_weight", c"is not finite and >= 0");
-                return f.at(a).value(w as f64);
+                let i = bl.weight.at(b) + a;
+                // SAFETY: inside the weights' extent; valid for reads (caller).
+                let w = self.weight.map_or(1.0, |v| unsafe { v.get(i) });
+                if !(0.0..=f32::MAX).contains(&w) {
+                    let f = Fault::new(Error::Input, c"sample_weight", c"is not finite and >= 0");
+                    return f.at(i).value(w as f64);
+                }
             }
         }
         Error::Input.into()
@@ -322,6 +423,74 @@ pub extern "C" fn ghm_softmax_config_default() -> ghm_softmax_config {
     (&GhmSoftmax::default()).into()
 }
 
+/// The one call, for either way of passing the batch. `desc`: the blocks descriptor's bytes
+/// (an input), if any.
+///
+/// # Safety
+/// Every non-NULL pointer is valid as the C contract says.
+#[allow(clippy::too_many_arguments)]
+unsafe fn one_call(
+    cfg: *const ghm_softmax_config,
+    ema: *mut Ema,
+    src: impl FnOnce() -> Result<Source, Fault>,
+    desc: Option<Region>,
+    grad: *mut f32,
+    loss: *mut f32,
+    sample_loss: *mut f32,
+    stats: *mut Stats,
+) -> super::ghm_status {
+    let run = || -> Result<(), Fault> {
+        let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
+        let src = src()?;
+        let (g, l) = (src.grad(grad)?, src.loss(sample_loss)?);
+        let res = Results::new(loss, stats, ema)?;
+        let bl = src.blocks;
+        let [a, b, c] = src.named();
+        let [r0, r1, r2] = res.named();
+        let gr = src.out_region(g, bl.grad, bl.len * src.classes);
+        let lr = src.out_region(l, bl.loss_elems, bl.len);
+        disjoint(
+            &[a, b, c, (c"cfg", cfg_region), (c"blocks", desc)],
+            &[(c"grad", gr), (c"sample_loss", lr), r0, r1, r2],
+        )?;
+        let samples = bl.count * (src.range.1 - src.range.0);
+        // SAFETY: valid per the C contract; outputs disjoint from everything (checked).
+        let core = || -> Result<(), Error> {
+            unsafe {
+                let mut ema_local = res.ema.map(|e| read(e));
+                let mut stats_local = Stats::default();
+                let value = if aligned(&src, g, l) {
+                    let out = SoftmaxOut {
+                        grad: g.map(|b| b.slice_mut()),
+                        loss: l.map(|b| b.slice_mut()),
+                        stats: Some(&mut stats_local),
+                    };
+                    cfg.loss_grad(ema_local.as_mut(), &src.input(), out)?
+                } else {
+                    bounced(
+                        &cfg,
+                        &plan,
+                        ema_local.as_mut(),
+                        &src,
+                        g,
+                        l,
+                        &mut stats_local,
+                    )?
+                };
+                res.write(&plan, samples, value, &stats_local, ema_local);
+            }
+            Ok(())
+        };
+        core().map_err(|e| {
+            // SAFETY: valid per the C contract, and unchanged (the call failed).
+            let ema = res.ema.map(|e| unsafe { read(e) });
+            // SAFETY: as above.
+            unsafe { explain(e, &plan, Some(&src), Some(ema.as_ref()), None, None) }
+        })
+    };
+    status(run())
+}
+
 /// Softmax cross-entropy GHM of `num_samples` samples, in one call, fused loss and gradient.
 ///
 /// `logits`: `num_samples * num_classes` floats in `layout` (GHM_LAYOUT_ANCHOR_MAJOR:
@@ -360,10 +529,9 @@ pub unsafe extern "C" fn ghm_softmax_loss_grad(
     sample_loss: *mut f32,
     stats: *mut Stats,
 ) -> super::ghm_status {
-    let run = || -> Result<(), Fault> {
-        let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
-        let n = num_samples;
-        let src = Source::new(
+    let n = num_samples;
+    let src = || {
+        Source::new(
             logits,
             labels,
             sample_weight,
@@ -371,57 +539,44 @@ pub unsafe extern "C" fn ghm_softmax_loss_grad(
             num_classes,
             layout,
             (0, n),
-        )?;
-        let g = Buf::optional(grad as *const f32, src.logits.len, c"grad")?;
-        let l = Buf::optional(sample_loss as *const f32, n, c"sample_loss")?;
-        let res = Results::new(loss, stats, ema)?;
-        let [a, b, c] = src.named();
-        let [r0, r1, r2] = res.named();
-        disjoint(
-            &[a, b, c, (c"cfg", cfg_region)],
-            &[
-                (c"grad", region(g)),
-                (c"sample_loss", region(l)),
-                r0,
-                r1,
-                r2,
-            ],
-        )?;
-        // SAFETY: valid per the C contract; outputs disjoint from everything (checked).
-        let core = || -> Result<(), Error> {
-            unsafe {
-                let mut ema_local = res.ema.map(|e| read(e));
-                let mut stats_local = Stats::default();
-                let value = if aligned(&src, g, l) {
-                    let out = SoftmaxOut {
-                        grad: g.map(|b| b.slice_mut()),
-                        loss: l.map(|b| b.slice_mut()),
-                        stats: Some(&mut stats_local),
-                    };
-                    cfg.loss_grad(ema_local.as_mut(), &src.input(), out)?
-                } else {
-                    bounced(
-                        &cfg,
-                        &plan,
-                        ema_local.as_mut(),
-                        &src,
-                        g,
-                        l,
-                        &mut stats_local,
-                    )?
-                };
-                res.write(&plan, n, value, &stats_local, ema_local);
-            }
-            Ok(())
-        };
-        core().map_err(|e| {
-            // SAFETY: valid per the C contract, and unchanged (the call failed).
-            let ema = res.ema.map(|e| unsafe { read(e) });
-            // SAFETY: as above.
-            unsafe { explain(e, &plan, Some(&src), Some(ema.as_ref()), None, None) }
-        })
+        )
     };
-    status(run())
+    // SAFETY: forwarded from the caller.
+    unsafe { one_call(cfg, ema, src, None, grad, loss, sample_loss, stats) }
+}
+
+/// `ghm_softmax_loss_grad` over `blocks->count` blocks of `blocks->len` samples each, read and
+/// written in place through the views of `blocks`: a block's `logits` (view `blocks->pred`)
+/// and `grad` (view `blocks->grad`) are `len * num_classes` floats in `layout` order, its
+/// `labels` (view `blocks->target`), `sample_weight` (view `blocks->weight`) and
+/// `sample_loss` (view `blocks->loss_elems`) `len` values. A segmentation head's NCHW output
+/// `[batch][C][h * w]` is class-major blocks of `h * w` samples, `C * h * w` floats apart.
+///
+/// # Safety
+/// `blocks` points to a valid `ghm_blocks`; every non-NULL buffer holds its blocks.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_softmax_loss_grad_blocks(
+    cfg: *const ghm_softmax_config,
+    ema: *mut Ema,
+    blocks: *const Blocks,
+    logits: *const f32,
+    labels: *const i32,
+    sample_weight: *const f32,
+    num_classes: usize,
+    layout: u32,
+    grad: *mut f32,
+    loss: *mut f32,
+    sample_loss: *mut f32,
+    stats: *mut Stats,
+) -> super::ghm_status {
+    // SAFETY: forwarded from the caller.
+    let (b, desc) = match unsafe { super::blocks(blocks) } {
+        Ok(v) => v,
+        Err(f) => return status(Err(f)),
+    };
+    let src = || Source::blocked(logits, labels, sample_weight, num_classes, layout, b);
+    // SAFETY: forwarded from the caller.
+    unsafe { one_call(cfg, ema, src, Some(desc), grad, loss, sample_loss, stats) }
 }
 
 /// The one call on aligned copies: accumulate every chunk, finalize, apply every chunk.
@@ -439,7 +594,7 @@ unsafe fn bounced(
 ) -> Result<f32, Error> {
     crate::api::check_ema(plan, ema.as_deref())?;
     src.per_chunk()?;
-    if src.n == 0 {
+    if src.blocks.count == 0 || src.range.0 == src.range.1 {
         return Ok(0.0);
     }
     let mut hist = Hist::new(plan.bins as u32)?;
@@ -480,40 +635,23 @@ unsafe fn apply_chunks(
     }
 }
 
-/// Phase 1 of softmax GHM: adds samples `[sample_begin, sample_end)` of the batch to `*h`
-/// (buffers and sizes are the whole batch's, as in `ghm_softmax_loss_grad`).
+/// Phase 1 for either way of passing the batch.
 ///
 /// # Safety
-/// As `ghm_softmax_loss_grad`; `h` points to a valid histogram.
-#[no_mangle]
-pub unsafe extern "C" fn ghm_softmax_accumulate(
+/// Every non-NULL pointer is valid as the C contract says.
+unsafe fn accumulate(
     cfg: *const ghm_softmax_config,
-    logits: *const f32,
-    labels: *const i32,
-    sample_weight: *const f32,
-    num_samples: usize,
-    num_classes: usize,
-    layout: u32,
-    sample_begin: usize,
-    sample_end: usize,
+    src: impl FnOnce() -> Result<Source, Fault>,
+    desc: Option<Region>,
     h: *mut Hist,
 ) -> super::ghm_status {
     let run = || -> Result<(), Fault> {
         let hist = one_required(h as *const Hist, c"h")?;
         let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
-        let range = (sample_begin, sample_end);
-        let src = Source::new(
-            logits,
-            labels,
-            sample_weight,
-            num_samples,
-            num_classes,
-            layout,
-            range,
-        )?;
+        let src = src()?;
         let [a, b, c] = src.named();
         disjoint(
-            &[a, b, c, (c"cfg", cfg_region)],
+            &[a, b, c, (c"cfg", cfg_region), (c"blocks", desc)],
             &[(c"h", Some(hist.region()))],
         )?;
         // SAFETY: valid per the C contract; the histogram overlaps no input (checked).
@@ -540,6 +678,58 @@ pub unsafe extern "C" fn ghm_softmax_accumulate(
         })
     };
     status(run())
+}
+
+/// Phase 1 of softmax GHM: adds samples `[sample_begin, sample_end)` of the batch to `*h`
+/// (buffers and sizes are the whole batch's, as in `ghm_softmax_loss_grad`).
+///
+/// # Safety
+/// As `ghm_softmax_loss_grad`; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_softmax_accumulate(
+    cfg: *const ghm_softmax_config,
+    logits: *const f32,
+    labels: *const i32,
+    sample_weight: *const f32,
+    num_samples: usize,
+    num_classes: usize,
+    layout: u32,
+    sample_begin: usize,
+    sample_end: usize,
+    h: *mut Hist,
+) -> super::ghm_status {
+    let range = (sample_begin, sample_end);
+    let n = num_samples;
+    let src = || Source::new(logits, labels, sample_weight, n, num_classes, layout, range);
+    // SAFETY: forwarded from the caller.
+    unsafe { accumulate(cfg, src, None, h) }
+}
+
+/// `ghm_softmax_accumulate` through blocked views (see `ghm_softmax_loss_grad_blocks`). A
+/// chunk of a blocked batch is a range of its blocks: `count` and the `offset`s moved
+/// (`offset + first * stride`).
+///
+/// # Safety
+/// As `ghm_softmax_loss_grad_blocks`; `h` points to a valid histogram.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_softmax_accumulate_blocks(
+    cfg: *const ghm_softmax_config,
+    blocks: *const Blocks,
+    logits: *const f32,
+    labels: *const i32,
+    sample_weight: *const f32,
+    num_classes: usize,
+    layout: u32,
+    h: *mut Hist,
+) -> super::ghm_status {
+    // SAFETY: forwarded from the caller.
+    let (b, desc) = match unsafe { super::blocks(blocks) } {
+        Ok(v) => v,
+        Err(f) => return status(Err(f)),
+    };
+    let src = || Source::blocked(logits, labels, sample_weight, num_classes, layout, b);
+    // SAFETY: forwarded from the caller.
+    unsafe { accumulate(cfg, src, Some(desc), h) }
 }
 
 /// Phase 2 of softmax GHM, once per batch: EMA update (`ema` may be NULL when momentum is 0),
@@ -588,47 +778,37 @@ pub unsafe extern "C" fn ghm_softmax_finalize(
     status(run())
 }
 
-/// Phase 3 of softmax GHM: the gradient rows and per-sample losses of samples
-/// `[sample_begin, sample_end)`, written into the whole batch's `grad` and `sample_loss`
-/// (pointers as `ghm_softmax_loss_grad`). Unless skip_bad is 1 the samples are checked
-/// first: nothing is written if one is bad.
+/// Phase 3 for either way of passing the batch.
 ///
 /// # Safety
-/// As `ghm_softmax_loss_grad`; `w` points to valid weights.
-#[no_mangle]
-pub unsafe extern "C" fn ghm_softmax_apply(
+/// Every non-NULL pointer is valid as the C contract says.
+unsafe fn apply(
     cfg: *const ghm_softmax_config,
     w: *const Weights,
-    logits: *const f32,
-    labels: *const i32,
-    sample_weight: *const f32,
-    num_samples: usize,
-    num_classes: usize,
-    layout: u32,
-    sample_begin: usize,
-    sample_end: usize,
+    src: impl FnOnce() -> Result<Source, Fault>,
+    desc: Option<Region>,
     grad: *mut f32,
     sample_loss: *mut f32,
 ) -> super::ghm_status {
     let run = || -> Result<(), Fault> {
         let wb = one_required(w, c"w")?;
         let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
-        let range = (sample_begin, sample_end);
-        let src = Source::new(
-            logits,
-            labels,
-            sample_weight,
-            num_samples,
-            num_classes,
-            layout,
-            range,
-        )?;
-        let g = Buf::optional(grad as *const f32, src.logits.len, c"grad")?;
-        let l = Buf::optional(sample_loss as *const f32, num_samples, c"sample_loss")?;
+        let src = src()?;
+        let (g, l) = (src.grad(grad)?, src.loss(sample_loss)?);
+        let bl = src.blocks;
+        let gr = src.out_region(g, bl.grad, bl.len * src.classes);
+        let lr = src.out_region(l, bl.loss_elems, bl.len);
         let [a, b, c] = src.named();
         disjoint(
-            &[a, b, c, (c"cfg", cfg_region), (c"w", Some(wb.region()))],
-            &[(c"grad", region(g)), (c"sample_loss", region(l))],
+            &[
+                a,
+                b,
+                c,
+                (c"cfg", cfg_region),
+                (c"w", Some(wb.region())),
+                (c"blocks", desc),
+            ],
+            &[(c"grad", gr), (c"sample_loss", lr)],
         )?;
         // SAFETY: valid per the C contract; outputs overlap nothing (checked).
         let core = || -> Result<(), Error> {
@@ -658,4 +838,61 @@ pub unsafe extern "C" fn ghm_softmax_apply(
         })
     };
     status(run())
+}
+
+/// Phase 3 of softmax GHM: the gradient rows and per-sample losses of samples
+/// `[sample_begin, sample_end)`, written into the whole batch's `grad` and `sample_loss`
+/// (pointers as `ghm_softmax_loss_grad`). Unless skip_bad is 1 the samples are checked
+/// first: nothing is written if one is bad.
+///
+/// # Safety
+/// As `ghm_softmax_loss_grad`; `w` points to valid weights.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_softmax_apply(
+    cfg: *const ghm_softmax_config,
+    w: *const Weights,
+    logits: *const f32,
+    labels: *const i32,
+    sample_weight: *const f32,
+    num_samples: usize,
+    num_classes: usize,
+    layout: u32,
+    sample_begin: usize,
+    sample_end: usize,
+    grad: *mut f32,
+    sample_loss: *mut f32,
+) -> super::ghm_status {
+    let range = (sample_begin, sample_end);
+    let n = num_samples;
+    let src = || Source::new(logits, labels, sample_weight, n, num_classes, layout, range);
+    // SAFETY: forwarded from the caller.
+    unsafe { apply(cfg, w, src, None, grad, sample_loss) }
+}
+
+/// `ghm_softmax_apply` through blocked views (see `ghm_softmax_loss_grad_blocks`; a chunk is
+/// a range of blocks, as for `ghm_softmax_accumulate_blocks`).
+///
+/// # Safety
+/// As `ghm_softmax_loss_grad_blocks`; `w` points to valid weights.
+#[no_mangle]
+pub unsafe extern "C" fn ghm_softmax_apply_blocks(
+    cfg: *const ghm_softmax_config,
+    w: *const Weights,
+    blocks: *const Blocks,
+    logits: *const f32,
+    labels: *const i32,
+    sample_weight: *const f32,
+    num_classes: usize,
+    layout: u32,
+    grad: *mut f32,
+    sample_loss: *mut f32,
+) -> super::ghm_status {
+    // SAFETY: forwarded from the caller.
+    let (b, desc) = match unsafe { super::blocks(blocks) } {
+        Ok(v) => v,
+        Err(f) => return status(Err(f)),
+    };
+    let src = || Source::blocked(logits, labels, sample_weight, num_classes, layout, b);
+    // SAFETY: forwarded from the caller.
+    unsafe { apply(cfg, w, src, Some(desc), grad, sample_loss) }
 }
