@@ -1,7 +1,8 @@
 //! Criterion benchmarks: GHM-C (30 bins, momentum 0.75; dense targets, with and without
-//! `skip_bad`, and class-index labels) and GHM-R (10 bins, momentum 0.7), one call (loss and
-//! gradient), on every backend this machine runs, at N = 4Ki, 64Ki, 1Mi and 16Mi elements,
-//! reported as elements per second.
+//! `skip_bad`, and class-index labels), GHM-R (10 bins, momentum 0.7) and softmax
+//! cross-entropy GHM (80 classes, both layouts), one call (loss and gradient), on every
+//! backend this machine runs, at N = 4Ki, 64Ki, 1Mi and 16Mi elements (logits), reported as
+//! elements per second.
 //!
 //! `cargo bench --bench kernels` (filter with e.g. `-- avx512`). For the side-by-side table
 //! with the streaming floor, see `examples/bench_report.rs`.
@@ -10,10 +11,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ghm::{Backend, Dense, Ema, GhmC, GhmR, Labels, Layout, Out};
+use ghm::{Backend, Dense, Ema, GhmC, GhmR, GhmSoftmax, Labels, Layout, Out, SoftmaxOut};
 
 const SIZES: [usize; 4] = [4 << 10, 64 << 10, 1 << 20, 16 << 20];
 const CLASSES: usize = 16;
+/// Classes of the softmax benchmark.
+const SOFTMAX_C: usize = 80;
 
 /// Detector-like data (as in the report): ~1% positives, easy negatives, a few confident
 /// outliers; regression deltas with 1% large errors.
@@ -133,6 +136,38 @@ fn kernels(c: &mut Criterion) {
                 b.iter(|| black_box(cfg.loss_grad(Some(&mut ema), &input, Out::grad(&mut grad))))
             });
             g.finish();
+
+            // Softmax: the logits as n / 80 samples of 80 classes, in each layout.
+            let samples = n / SOFTMAX_C;
+            let m = samples * SOFTMAX_C;
+            let labels: Vec<i32> = (0..samples).map(|i| (i * 37 % SOFTMAX_C) as i32).collect();
+            let mut planes = vec![0.0f32; m];
+            for a in 0..samples {
+                for k in 0..SOFTMAX_C {
+                    planes[k * samples + a] = d.logits[a * SOFTMAX_C + k];
+                }
+            }
+            let cfg = GhmSoftmax {
+                momentum: 0.75,
+                backend: Some(backend),
+                ..GhmSoftmax::default()
+            };
+            let mut ema = Ema::new(10).unwrap();
+            for (name, logits, layout) in [
+                ("softmax_rows", &d.logits[..m], Layout::AnchorMajor),
+                ("softmax_planes", &planes[..], Layout::ClassMajor),
+            ] {
+                let mut g = c.benchmark_group(format!("{name}/{}", backend.name()));
+                g.throughput(Throughput::Elements(m as u64));
+                let input = Labels::new(logits, &labels, SOFTMAX_C, layout);
+                g.bench_function(BenchmarkId::from_parameter(n), |b| {
+                    b.iter(|| {
+                        let out = SoftmaxOut::grad(&mut grad[..m]);
+                        black_box(cfg.loss_grad(Some(&mut ema), &input, out))
+                    })
+                });
+                g.finish();
+            }
         }
     }
 }

@@ -30,7 +30,8 @@ use crate::state::{Ema, Hist, Stats, Weights};
 ///    else sign(d), in [-1, 1]; g = mean of the 4 |dl/dd| (in [0, 1]); the 4 dl/dd are the
 ///    sample's gradient row (k = 4), rescaled in place.
 ///  - softmax cross-entropy over C classes: p = softmax(x), gradient row p - onehot(y);
-///    g = 1 - p_y = half the L1 norm of that row (in [0, 1]); the row is k = C floats.
+///    g = 1 - p_y = half the L1 norm of that row (in [0, 1]); the row is k = C floats. (Built
+///    in, loss and gradient computed for you: `ghm_softmax_loss_grad`.)
 ///
 /// An unbounded gradient (a raw L1 or L2 residual): g_max = a high percentile of the g seen.
 #[repr(C)]
