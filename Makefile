@@ -1,5 +1,7 @@
 # ghm for C and C++ users (GNU make). Cargo does the building; this file installs the header,
-# the static and shared libraries and a pkg-config file, and builds the C example.
+# the static and shared libraries and a pkg-config file, and builds the C example. The shared
+# library is installed as libghm.so.<version>, with the links libghm.so.<abi> (its SONAME) and
+# libghm.so, as system libraries are.
 #
 #   make                                  # = make build: the release libghm.a and libghm.so
 #   make install PREFIX=$HOME/.local      # then: cc app.c $(pkg-config --cflags --libs ghm)
@@ -26,6 +28,13 @@ LIBDIR ?= $(RELEASE_DIR)
 # the same list is Libs.private in ghm.pc.in.
 NATIVE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
+# The version (Cargo.toml's) and the shared library's ABI name: libghm.so.<abi> is its SONAME
+# (build.rs sets it), <abi> the major version from 1.0 on and 0.<minor> before it.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+ABI := $(shell echo '$(VERSION)' | awk -F. '{ print ($$1 == 0) ? "0." $$2 : $$1 }')
+SONAME := libghm.so.$(ABI)
+REALNAME := libghm.so.$(VERSION)
+
 EXAMPLE_SRC := ffi-tests/examples/train_head.c
 EXAMPLE_BIN := $(TARGET_DIR)/c-examples/train_head
 EXAMPLE_CFLAGS ?= -std=c99 -pedantic -Wall -Wextra -Werror -O2
@@ -46,9 +55,11 @@ install:
 	$(INSTALL) -d '$(DESTDIR)$(PREFIX)/include' '$(DESTDIR)$(PREFIX)/lib/pkgconfig'
 	$(INSTALL) -m 644 include/ghm.h '$(DESTDIR)$(PREFIX)/include/ghm.h'
 	$(INSTALL) -m 644 '$(LIBDIR)/libghm.a' '$(DESTDIR)$(PREFIX)/lib/libghm.a'
-	$(INSTALL) -m 755 '$(LIBDIR)/libghm.so' '$(DESTDIR)$(PREFIX)/lib/libghm.so'
+	$(INSTALL) -m 755 '$(LIBDIR)/libghm.so' '$(DESTDIR)$(PREFIX)/lib/$(REALNAME)'
+	ln -sf '$(REALNAME)' '$(DESTDIR)$(PREFIX)/lib/$(SONAME)'
+	ln -sf '$(SONAME)' '$(DESTDIR)$(PREFIX)/lib/libghm.so'
 	tmp=$$(mktemp) && \
-	sed -e 's|@PREFIX@|$(PREFIX)|g' ghm.pc.in > "$$tmp" && \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' ghm.pc.in > "$$tmp" && \
 	$(INSTALL) -m 644 "$$tmp" '$(DESTDIR)$(PREFIX)/lib/pkgconfig/ghm.pc'; \
 	status=$$?; rm -f "$$tmp"; exit $$status
 
@@ -56,6 +67,8 @@ uninstall:
 	rm -f '$(DESTDIR)$(PREFIX)/include/ghm.h' \
 	      '$(DESTDIR)$(PREFIX)/lib/libghm.a' \
 	      '$(DESTDIR)$(PREFIX)/lib/libghm.so' \
+	      '$(DESTDIR)$(PREFIX)/lib/$(SONAME)' \
+	      '$(DESTDIR)$(PREFIX)/lib/$(REALNAME)' \
 	      '$(DESTDIR)$(PREFIX)/lib/pkgconfig/ghm.pc'
 
 # Linked statically against the fresh build, so it runs without LD_LIBRARY_PATH.

@@ -15,10 +15,38 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={f}");
     }
-    let config = match cbindgen::Config::from_file(Path::new(&dir).join("cbindgen.toml")) {
+    let version =
+        |part: &str| std::env::var(format!("CARGO_PKG_VERSION_{part}")).unwrap_or_default();
+    let (major, minor, patch) = (version("MAJOR"), version("MINOR"), version("PATCH"));
+    let soname = format!("libghm.so.{}", abi_version(&major, &minor));
+    // The shared library's SONAME, on ELF systems: every cdylib build of the crate carries it
+    // (`cargo rustc --crate-type cdylib`, `make build`, the tests' C libraries). As a link
+    // argument of every target of this package: `rustc-cdylib-link-arg` warns on each build,
+    // the manifest's own crate type being rlib (the C libraries are `cargo rustc` builds), and
+    // a SONAME in the package's test and example executables does nothing. It does not reach
+    // crates that depend on ghm.
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if matches!(
+        os.as_str(),
+        "linux" | "android" | "freebsd" | "netbsd" | "openbsd"
+    ) {
+        println!("cargo:rustc-link-arg=-Wl,-soname,{soname}");
+    }
+    let mut config = match cbindgen::Config::from_file(Path::new(&dir).join("cbindgen.toml")) {
         Ok(c) => c,
         Err(e) => return println!("cargo:warning=cbindgen.toml: {e}"),
     };
+    config.after_includes = Some(format!(
+        "\n/* The version of the library this header belongs to (Cargo.toml's); ghm_version()\n \
+         * returns GHM_VERSION of the library actually linked. GHM_SONAME: the shared library's\n \
+         * ABI name (README: \"Versions and the ABI\"). */\n\
+         #define GHM_VERSION_MAJOR {major}\n\
+         #define GHM_VERSION_MINOR {minor}\n\
+         #define GHM_VERSION_PATCH {patch}\n\
+         #define GHM_VERSION ((GHM_VERSION_MAJOR << 16) | (GHM_VERSION_MINOR << 8) | \
+         GHM_VERSION_PATCH)\n\
+         #define GHM_SONAME \"{soname}\""
+    ));
     let bindings = match cbindgen::Builder::new()
         .with_crate(&dir)
         .with_config(config)
@@ -39,6 +67,16 @@ fn main() {
         if let Err(e) = std::fs::write(&path, header) {
             println!("cargo:warning=could not write {}: {e}", path.display());
         }
+    }
+}
+
+/// The ABI version in the shared library's name: the major version from 1.0 on; before it,
+/// `0.<minor>` (a 0.x minor release may change the ABI, as Cargo's semver reads 0.x).
+fn abi_version(major: &str, minor: &str) -> String {
+    if major == "0" {
+        format!("0.{minor}")
+    } else {
+        major.to_owned()
     }
 }
 

@@ -310,8 +310,13 @@ static void test_misc(void) {
     CHECK(s != NULL && s[0] != 0, "ghm_status_str(%d) (unknown code) is NULL or empty",
           (int)unknown[i]);
   }
-  CHECK(ghm_version() == 0x000100, "ghm_version() = 0x%06x, want 0x000100 (0.1.0)",
-        (unsigned)ghm_version());
+  /* The library linked is the one this header describes (Cargo.toml's version: checked by
+   * tests/ffi_c.rs against the header's macros). */
+  CHECK(ghm_version() == GHM_VERSION, "ghm_version() = 0x%06x, GHM_VERSION 0x%06x",
+        (unsigned)ghm_version(), (unsigned)GHM_VERSION);
+  CHECK(GHM_VERSION == ((GHM_VERSION_MAJOR << 16) | (GHM_VERSION_MINOR << 8) | GHM_VERSION_PATCH),
+        "GHM_VERSION is its parts");
+  CHECK(strncmp(GHM_SONAME, "libghm.so.", 10) == 0, "GHM_SONAME %s", GHM_SONAME);
   b = ghm_backend();
   CHECK(b != NULL && b[0] != 0, "ghm_backend() is NULL or empty");
   /* ghm_set_backend: force the scalar path, refuse unknown names, then back to automatic. */

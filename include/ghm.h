@@ -16,6 +16,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version of the library this header belongs to (Cargo.toml's); ghm_version()
+ * returns GHM_VERSION of the library actually linked. GHM_SONAME: the shared library's
+ * ABI name (README: "Versions and the ABI"). */
+#define GHM_VERSION_MAJOR 0
+#define GHM_VERSION_MINOR 1
+#define GHM_VERSION_PATCH 0
+#define GHM_VERSION ((GHM_VERSION_MAJOR << 16) | (GHM_VERSION_MINOR << 8) | GHM_VERSION_PATCH)
+#define GHM_SONAME "libghm.so.0.1"
+
 /**
  * Largest supported number of bins (C: `GHM_MAX_BINS`); the state structs have exactly
  * this many entries.

@@ -194,3 +194,37 @@ fn c_abi_from_c_and_cpp() {
 fn c_abi_from_c_and_cpp() {
     eprintln!("SKIPPED: c_abi_from_c_and_cpp: needs a Unix cc, c++ and make");
 }
+
+/// The header's version macros are Cargo.toml's version, `ghm_version()` agrees with them,
+/// and `GHM_SONAME` is the ABI name of the policy (the major version, or `0.<minor>` before
+/// 1.0; README "Versions and the ABI").
+#[test]
+fn header_version_macros_are_cargo_tomls() {
+    let header = std::fs::read_to_string(root().join("include/ghm.h")).expect("include/ghm.h");
+    let define = |name: &str| -> String {
+        let prefix = format!("#define {name} ");
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("include/ghm.h defines {name}"))
+            .trim()
+            .to_owned()
+    };
+    let part = |name: &str| -> u32 { define(name).parse().expect("a number") };
+    let (major, minor, patch) = (
+        part("GHM_VERSION_MAJOR"),
+        part("GHM_VERSION_MINOR"),
+        part("GHM_VERSION_PATCH"),
+    );
+    let cargo = |v: &str| -> u32 { v.parse().unwrap() };
+    assert_eq!(major, cargo(env!("CARGO_PKG_VERSION_MAJOR")));
+    assert_eq!(minor, cargo(env!("CARGO_PKG_VERSION_MINOR")));
+    assert_eq!(patch, cargo(env!("CARGO_PKG_VERSION_PATCH")));
+    assert_eq!(ghm::ffi::ghm_version(), major << 16 | minor << 8 | patch);
+    let abi = if major == 0 {
+        format!("0.{minor}")
+    } else {
+        major.to_string()
+    };
+    assert_eq!(define("GHM_SONAME"), format!("\"libghm.so.{abi}\""));
+}

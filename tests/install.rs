@@ -20,13 +20,43 @@ use std::process::Command;
 
 use ghm::{Dense, GhmC, Out};
 
-/// What `make install` lays out under the prefix.
-const INSTALLED: [&str; 4] = [
-    "include/ghm.h",
-    "lib/libghm.a",
-    "lib/libghm.so",
-    "lib/pkgconfig/ghm.pc",
-];
+/// What `make install` lays out under the prefix (besides the shared library's names, which
+/// [`shared_library_names`] checks).
+const INSTALLED: [&str; 3] = ["include/ghm.h", "lib/libghm.a", "lib/pkgconfig/ghm.pc"];
+
+/// The shared library's ABI version: the major version, or `0.<minor>` before 1.0.
+fn abi() -> String {
+    match env!("CARGO_PKG_VERSION_MAJOR") {
+        "0" => format!("0.{}", env!("CARGO_PKG_VERSION_MINOR")),
+        major => major.to_owned(),
+    }
+}
+
+/// The shared library installed as a system library is: `libghm.so.<version>` (a file whose
+/// SONAME is `libghm.so.<abi>`), `libghm.so.<abi>` linking to it and `libghm.so` to that.
+fn shared_library_names(lib: &Path) {
+    let real = format!("libghm.so.{}", env!("CARGO_PKG_VERSION"));
+    let soname = format!("libghm.so.{}", abi());
+    let meta = std::fs::symlink_metadata(lib.join(&real)).expect("the versioned library");
+    assert!(meta.is_file(), "{real} is a file");
+    for (link, to) in [
+        (soname.as_str(), real.as_str()),
+        ("libghm.so", soname.as_str()),
+    ] {
+        let target = std::fs::read_link(lib.join(link))
+            .unwrap_or_else(|e| panic!("lib/{link} is not a symbolic link: {e}"));
+        assert_eq!(target, Path::new(to), "lib/{link} links to {to}");
+    }
+    if have("readelf") {
+        let dynamic = run(Command::new("readelf").arg("-d").arg(lib.join(&real)));
+        assert!(
+            dynamic.contains(&format!("Library soname: [{soname}]")),
+            "{real}'s SONAME is {soname}:\n{dynamic}"
+        );
+    } else {
+        eprintln!("readelf not found: the SONAME itself is not checked");
+    }
+}
 
 /// A C program computing the default GHM-C loss of `pred` / `target`; it prints the library
 /// version and the loss.
@@ -130,6 +160,7 @@ fn make_install_then_pkg_config() {
     for f in INSTALLED {
         assert!(prefix.join(f).is_file(), "make install did not install {f}");
     }
+    shared_library_names(&prefix.join("lib"));
     assert_eq!(
         std::fs::read(prefix.join("include/ghm.h")).unwrap(),
         std::fs::read(root.join("include/ghm.h")).unwrap(),
@@ -192,6 +223,17 @@ fn make_install_then_pkg_config() {
         .env("LD_LIBRARY_PATH", prefix.join("lib"))
         .env("DYLD_LIBRARY_PATH", prefix.join("lib")));
     check_output("shared libghm.so", &printed, expected);
+    // The program records the SONAME, not the file name it was linked with.
+    if have("readelf") {
+        let needed = run(Command::new("readelf")
+            .arg("-d")
+            .arg(tmp.join("app_shared")));
+        let soname = format!("libghm.so.{}", abi());
+        assert!(
+            needed.contains(&format!("Shared library: [{soname}]")),
+            "the program needs {soname}:\n{needed}"
+        );
+    }
 
     // Static: the archive by path (a plain `-lghm` picks the .so), then what `--static` adds.
     // The `-lghm` in that list finds nothing left to resolve; --as-needed keeps the linker from
