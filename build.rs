@@ -1,5 +1,8 @@
 //! Generates `include/ghm.h` from the C ABI in `src/ffi.rs` with cbindgen (configured by
-//! `cbindgen.toml`). The header is committed; CI checks that a build leaves it unchanged.
+//! `cbindgen.toml`), and gives the shared library its SONAME. The header is committed; in the
+//! repository a build rewrites it when the C ABI changed, and CI checks that a build leaves it
+//! unchanged. Elsewhere (a registry download, `cargo package`'s verification) it is only
+//! written to `OUT_DIR`.
 
 use std::path::Path;
 
@@ -60,8 +63,16 @@ fn main() {
     bindings.write(&mut raw);
     let header = parenthesize_negative_defines(&String::from_utf8_lossy(&raw));
 
-    // Rewrite only on change, and never fail the build when the source tree is read-only
-    // (a registry download): the committed header is then the right one already.
+    // Always into OUT_DIR. Into the source tree only in a git work tree (the repository, where
+    // CI then checks that the committed header is this one), and only on change: never in a
+    // registry download or `cargo package`'s verification build, whose sources must stay as
+    // they were packaged (the packaged header is the committed one).
+    if let Ok(out) = std::env::var("OUT_DIR") {
+        let _ = std::fs::write(Path::new(&out).join("ghm.h"), &header);
+    }
+    if !Path::new(&dir).join(".git").exists() {
+        return;
+    }
     let path = Path::new(&dir).join("include/ghm.h");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(header.as_str()) {
         if let Err(e) = std::fs::write(&path, header) {
