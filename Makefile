@@ -1,5 +1,6 @@
 # ghm for C and C++ users (GNU make). Cargo does the building; this file installs the header,
-# the static and shared libraries and a pkg-config file, and builds the C example. The shared
+# the static and shared libraries, a pkg-config file and a CMake package, and builds the C
+# example. The shared
 # library is installed as libghm.so.<version>, with the links libghm.so.<abi> (its SONAME) and
 # libghm.so, as system libraries are.
 #
@@ -58,10 +59,18 @@ install:
 	$(INSTALL) -m 755 '$(LIBDIR)/libghm.so' '$(DESTDIR)$(PREFIX)/lib/$(REALNAME)'
 	ln -sf '$(REALNAME)' '$(DESTDIR)$(PREFIX)/lib/$(SONAME)'
 	ln -sf '$(SONAME)' '$(DESTDIR)$(PREFIX)/lib/libghm.so'
-	tmp=$$(mktemp) && \
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' ghm.pc.in > "$$tmp" && \
-	$(INSTALL) -m 644 "$$tmp" '$(DESTDIR)$(PREFIX)/lib/pkgconfig/ghm.pc'; \
-	status=$$?; rm -f "$$tmp"; exit $$status
+	$(INSTALL) -d '$(DESTDIR)$(PREFIX)/lib/cmake/ghm'
+	for f in ghm.pc.in cmake/ghmConfig.cmake.in cmake/ghmConfigVersion.cmake.in; do \
+	  case $$f in \
+	    ghm.pc.in) dest=lib/pkgconfig/ghm.pc ;; \
+	    *) dest=lib/cmake/ghm/$$(basename $$f .in) ;; \
+	  esac; \
+	  tmp=$$(mktemp) && \
+	  sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@ABI@|$(ABI)|g' \
+	      -e 's|@SONAME@|$(SONAME)|g' -e 's|@REALNAME@|$(REALNAME)|g' $$f > "$$tmp" && \
+	  $(INSTALL) -m 644 "$$tmp" '$(DESTDIR)$(PREFIX)/'"$$dest"; \
+	  status=$$?; rm -f "$$tmp"; [ $$status -eq 0 ] || exit $$status; \
+	done
 
 uninstall:
 	rm -f '$(DESTDIR)$(PREFIX)/include/ghm.h' \
@@ -69,7 +78,9 @@ uninstall:
 	      '$(DESTDIR)$(PREFIX)/lib/libghm.so' \
 	      '$(DESTDIR)$(PREFIX)/lib/$(SONAME)' \
 	      '$(DESTDIR)$(PREFIX)/lib/$(REALNAME)' \
-	      '$(DESTDIR)$(PREFIX)/lib/pkgconfig/ghm.pc'
+	      '$(DESTDIR)$(PREFIX)/lib/pkgconfig/ghm.pc' \
+	      '$(DESTDIR)$(PREFIX)/lib/cmake/ghm/ghmConfig.cmake' \
+	      '$(DESTDIR)$(PREFIX)/lib/cmake/ghm/ghmConfigVersion.cmake'
 
 # Linked statically against the fresh build, so it runs without LD_LIBRARY_PATH.
 example: build

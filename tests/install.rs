@@ -9,7 +9,9 @@
 //! - statically against the installed `libghm.a`, with the system libraries from
 //!   `pkg-config --static` (its `Libs.private`), run without `LD_LIBRARY_PATH`;
 //!
-//! and checks that both print this process's GHM-C loss for the same batch.
+//! and checks that both print this process's GHM-C loss for the same batch; then the same
+//! program from a CMake project through the installed CMake package (`find_package(ghm
+//! CONFIG)`, targets `ghm::ghm` and `ghm::ghm_static`) and through `pkg_check_modules`.
 
 mod common;
 
@@ -22,7 +24,94 @@ use ghm::{Dense, GhmC, Out};
 
 /// What `make install` lays out under the prefix (besides the shared library's names, which
 /// [`shared_library_names`] checks).
-const INSTALLED: [&str; 3] = ["include/ghm.h", "lib/libghm.a", "lib/pkgconfig/ghm.pc"];
+const INSTALLED: [&str; 5] = [
+    "include/ghm.h",
+    "lib/libghm.a",
+    "lib/pkgconfig/ghm.pc",
+    "lib/cmake/ghm/ghmConfig.cmake",
+    "lib/cmake/ghm/ghmConfigVersion.cmake",
+];
+
+/// A CMake project using the installed package both ways CMake users do: the package's own
+/// configuration (`find_package(ghm CONFIG)`, the imported targets `ghm::ghm` and
+/// `ghm::ghm_static`) and pkg-config (`pkg_check_modules(... IMPORTED_TARGET ghm)`). Its
+/// programs must print this process's loss. A version the install cannot satisfy (another
+/// ABI) must not be found. Skipped, loudly, without cmake.
+fn cmake_consumers(tmp: &Path, prefix: &Path, expected: f32) {
+    if !have("cmake") {
+        eprintln!("SKIPPED: the CMake consumers: cmake not found (CI installs it)");
+        return;
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let project = format!(
+        "cmake_minimum_required(VERSION 3.16)\n\
+         project(ghm_consumer C)\n\
+         find_package(ghm {version} CONFIG REQUIRED)\n\
+         add_executable(app_config app.c)\n\
+         target_link_libraries(app_config PRIVATE ghm::ghm)\n\
+         add_executable(app_config_static app.c)\n\
+         target_link_libraries(app_config_static PRIVATE ghm::ghm_static)\n\
+         find_package(PkgConfig REQUIRED)\n\
+         pkg_check_modules(GHM REQUIRED IMPORTED_TARGET ghm)\n\
+         add_executable(app_pkgconfig app.c)\n\
+         target_link_libraries(app_pkgconfig PRIVATE PkgConfig::GHM)\n"
+    );
+    let src = tmp.join("cmake-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("CMakeLists.txt"), project).unwrap();
+    std::fs::copy(tmp.join("app.c"), src.join("app.c")).unwrap();
+    let build = tmp.join("cmake-build");
+    let cmake = |args: &[&std::ffi::OsStr]| {
+        run(Command::new("cmake")
+            .args(args)
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")))
+    };
+    cmake(&[
+        "-S".as_ref(),
+        src.as_os_str(),
+        "-B".as_ref(),
+        build.as_os_str(),
+        format!("-DCMAKE_PREFIX_PATH={}", prefix.display()).as_ref(),
+    ]);
+    cmake(&["--build".as_ref(), build.as_os_str()]);
+    for app in ["app_config", "app_config_static", "app_pkgconfig"] {
+        let printed = run(Command::new(build.join(app))
+            .env("LD_LIBRARY_PATH", prefix.join("lib"))
+            .env("DYLD_LIBRARY_PATH", prefix.join("lib")));
+        check_output(&format!("CMake {app}"), &printed, expected);
+    }
+
+    // Another ABI is not this install: find_package must not accept it.
+    let other = match env!("CARGO_PKG_VERSION_MAJOR") {
+        "0" => format!(
+            "0.{}",
+            env!("CARGO_PKG_VERSION_MINOR").parse::<u32>().unwrap() + 1
+        ),
+        major => format!("{}", major.parse::<u32>().unwrap() + 1),
+    };
+    let probe = tmp.join("cmake-probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    std::fs::write(
+        probe.join("CMakeLists.txt"),
+        format!(
+            "cmake_minimum_required(VERSION 3.16)\nproject(probe NONE)\n\
+             find_package(ghm {other} CONFIG)\n\
+             message(STATUS \"ghm found: ${{ghm_FOUND}}\")\n"
+        ),
+    )
+    .unwrap();
+    let out = cmake(&[
+        "-S".as_ref(),
+        probe.as_os_str(),
+        "-B".as_ref(),
+        probe.join("build").as_os_str(),
+        format!("-DCMAKE_PREFIX_PATH={}", prefix.display()).as_ref(),
+    ]);
+    assert!(
+        out.contains("ghm found: 0"),
+        "find_package(ghm {other}) accepted version {version}:\n{out}"
+    );
+}
 
 /// The shared library's ABI version: the major version, or `0.<minor>` before 1.0.
 fn abi() -> String {
@@ -247,6 +336,8 @@ fn make_install_then_pkg_config() {
         .env_remove("LD_LIBRARY_PATH")
         .env_remove("DYLD_LIBRARY_PATH"));
     check_output("static libghm.a", &printed, expected);
+
+    cmake_consumers(&tmp, &prefix, expected);
 
     // `make uninstall` removes what `make install` put there.
     make("uninstall", &[]);
