@@ -17,6 +17,9 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CARGO ?= cargo
 INSTALL ?= install
+# Debug info (the Rust standard library's, in libghm.a: 27 MB -> 18 MB) and unneeded symbols
+# are stripped from the installed libraries; `make install STRIP=` keeps them.
+STRIP ?= strip
 
 # Where cargo puts the release build (it honours CARGO_TARGET_DIR; so do we).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
@@ -57,6 +60,8 @@ install:
 	$(INSTALL) -m 644 include/ghm.h '$(DESTDIR)$(PREFIX)/include/ghm.h'
 	$(INSTALL) -m 644 '$(LIBDIR)/libghm.a' '$(DESTDIR)$(PREFIX)/lib/libghm.a'
 	$(INSTALL) -m 755 '$(LIBDIR)/libghm.so' '$(DESTDIR)$(PREFIX)/lib/$(REALNAME)'
+	$(if $(STRIP),$(STRIP) --strip-debug '$(DESTDIR)$(PREFIX)/lib/libghm.a')
+	$(if $(STRIP),$(STRIP) --strip-unneeded '$(DESTDIR)$(PREFIX)/lib/$(REALNAME)')
 	ln -sf '$(REALNAME)' '$(DESTDIR)$(PREFIX)/lib/$(SONAME)'
 	ln -sf '$(SONAME)' '$(DESTDIR)$(PREFIX)/lib/libghm.so'
 	$(INSTALL) -d '$(DESTDIR)$(PREFIX)/lib/cmake/ghm'

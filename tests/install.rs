@@ -250,6 +250,16 @@ fn make_install_then_pkg_config() {
         assert!(prefix.join(f).is_file(), "make install did not install {f}");
     }
     shared_library_names(&prefix.join("lib"));
+    // Installed without debug info (the built archive carries the standard library's).
+    if have("readelf") {
+        let sections = run(Command::new("readelf")
+            .args(["-S", "--wide"])
+            .arg(prefix.join("lib/libghm.a")));
+        assert!(
+            !sections.contains(".debug_"),
+            "the installed libghm.a still has debug sections"
+        );
+    }
     assert_eq!(
         std::fs::read(prefix.join("include/ghm.h")).unwrap(),
         std::fs::read(root.join("include/ghm.h")).unwrap(),
