@@ -586,37 +586,11 @@ pub unsafe extern "C" fn ghm_g_finalize(
     h: *const Hist,
     w: *mut Weights,
 ) -> super::ghm_status {
-    let run = || -> Result<(), Fault> {
-        let hb = one_required(h, c"h")?;
-        let wb = one_required(w as *const Weights, c"w")?;
-        let (cfg, plan, cfg_region) = unsafe { config(cfg) }?;
-        let e = one(ema as *const Ema, c"ema")?;
-        disjoint(
-            &[(c"h", Some(hb.region())), (c"cfg", cfg_region)],
-            &[(c"w", Some(wb.region())), (c"ema", region(e))],
-        )?;
-        // SAFETY: valid per the C contract; outputs overlap nothing (checked).
-        let core = || -> Result<(), Error> {
-            unsafe {
-                let mut ema_local = e.map(|e| read(e));
-                let weights = cfg.finalize(ema_local.as_mut(), &read(hb))?;
-                if let (Some(e), Some(v)) = (e, ema_local) {
-                    if plan.momentum > 0.0 {
-                        e.set(0, v);
-                    }
-                }
-                wb.set(0, weights);
-            }
-            Ok(())
-        };
-        core().map_err(|err| {
-            // SAFETY: valid per the C contract, and unchanged (the call failed).
-            let (h, ema) = unsafe { (read(hb), e.map(|e| read(e))) };
-            // SAFETY: no samples are read.
-            unsafe { explain(err, &plan, None, Some(ema.as_ref()), Some(&h), None) }
-        })
-    };
-    status(run())
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (plan, region) = super::config::<_, GhmG>(cfg);
+        super::finalize(plan, ema, h, w, region)
+    }
 }
 
 /// Phase 3 of generic GHM: multiplies the gradient rows of a chunk of `n` samples by their

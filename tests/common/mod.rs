@@ -339,3 +339,26 @@ pub fn cross_compiled() -> Option<String> {
         )
     })
 }
+
+/// The first C block of the README's section `heading` (a `### ...` line), checked to be the
+/// code of `example` (a path from the repository root): a README recipe is a tested program.
+/// Returns the block.
+pub fn readme_recipe(heading: &str, example: &str) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    let code = std::fs::read_to_string(format!("{root}/{example}")).expect("the example");
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("the README's section {heading:?}"));
+    let block = section
+        .split("```c\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its C block");
+    assert!(
+        code.contains(block),
+        "the README's recipe under {heading:?} differs from {example}"
+    );
+    block.to_owned()
+}
