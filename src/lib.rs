@@ -22,6 +22,11 @@
 //! # Ok::<(), ghm::Error>(())
 //! ```
 //!
+//! Beyond GHM-C and GHM-R: [`GhmSoftmax`] is GHM for a softmax classifier (softmax
+//! cross-entropy, `g = 1 - p_y`, loss and gradient computed by the library), and [`GhmG`] is
+//! GHM for any loss whose per-sample gradient norm the caller computes ("bring your own g",
+//! its gradient rows rescaled in place).
+//!
 //! With an EMA (`momentum > 0`) the caller owns the state ([`Ema`]) and passes it to every
 //! call. A batch split across threads, processes or machines goes through the phased API:
 //! [`GhmC::accumulate`] per chunk into a [`Hist`], [`Hist::merge`], one [`GhmC::finalize`],
@@ -83,6 +88,8 @@
 //! | `bins` | the exact bin rule |
 //! | `source` | input layouts: dense, class-index labels anchor-major and class-major |
 //! | `kernel` | the two passes, written once over the vector trait |
+//! | `generic` | GHM for the caller's own `g` and gradient rows ([`GhmG`]) |
+//! | `softmax`, `softmax_kernel` | softmax cross-entropy GHM ([`GhmSoftmax`]) and its two passes over the vector trait |
 //! | `scalar` | the same passes one element at a time (the reference path) |
 //! | `simd`, `vmath` | the vector trait with its backends, and vector `exp` / `ln` |
 //! | `ffi`, `fault` | the C ABI, and its refused calls explained for `ghm_last_error` |
