@@ -3002,6 +3002,29 @@ static void test_softmax(void) {
     CHECK(s == GHM_ERR_SHAPE, "0 classes: %s", sname(s));
     s = ghm_softmax_loss_grad(&cfg, NULL, x, y, w, SN, C, 7, g, NULL, NULL, NULL);
     CHECK(s == GHM_ERR_CONFIG, "layout 7: %s", sname(s));
+    /* Hostile sizes: refused before any element is read (the buffers are far too short). */
+    {
+      const size_t ns[] = {SIZE_MAX / 2, SIZE_MAX / 8, SIZE_MAX, 3};
+      const size_t cs[] = {3, 4, 1, SIZE_MAX};
+      static float snap[SN * C];
+      ghm_hist hh;
+      size_t q;
+      memcpy(snap, g, sizeof g);
+      ghm_hist_init(&hh, 10);
+      for (q = 0; q < sizeof ns / sizeof ns[0]; q++) {
+        s = ghm_softmax_loss_grad(&cfg, NULL, x, y, NULL, ns[q], cs[q], GHM_LAYOUT_CLASS_MAJOR,
+                                  g, NULL, NULL, NULL);
+        CHECK(s == GHM_ERR_SHAPE, "num_samples %zu, num_classes %zu: %s", ns[q], cs[q], sname(s));
+        s = ghm_softmax_accumulate(&cfg, x, y, NULL, ns[q], cs[q], GHM_LAYOUT_ANCHOR_MAJOR, 0, 1,
+                                   &hh);
+        CHECK(s == GHM_ERR_SHAPE, "accumulate: num_samples %zu, num_classes %zu: %s", ns[q],
+              cs[q], sname(s));
+      }
+      s = ghm_softmax_accumulate(&cfg, x, y, NULL, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, 0, SIZE_MAX,
+                                 &hh);
+      CHECK(s == GHM_ERR_SHAPE, "sample_end SIZE_MAX: %s", sname(s));
+      CHECK(same_bytes(g, snap, sizeof g), "hostile sizes: something was written");
+    }
     s = ghm_softmax_loss_grad(&cfg, NULL, x, NULL, w, SN, C, GHM_LAYOUT_ANCHOR_MAJOR, g, NULL,
                               NULL, NULL);
     CHECK(s == GHM_ERR_NULL, "NULL labels: %s", sname(s));
