@@ -26,7 +26,7 @@
 
 use crate::backend::Backend;
 use crate::bins::Bins;
-use crate::config::{EmaStart, Loss, Normalize, Plan, Planned, Reduction};
+use crate::config::{EmaStart, Layout, Loss, Normalize, Plan, Planned, Reduction};
 use crate::dispatch;
 use crate::error::Error;
 use crate::fault::Fault;
@@ -137,7 +137,7 @@ impl GhmSoftmax {
     }
 
     /// Softmax cross-entropy GHM of a batch, in one call: `input.pred` holds the logits
-    /// (`[N][C]` for [`Layout::AnchorMajor`](crate::Layout::AnchorMajor), `[C][N]` for [`Layout::ClassMajor`](crate::Layout::ClassMajor)),
+    /// (`[N][C]` for [`Layout::AnchorMajor`], `[C][N]` for [`Layout::ClassMajor`]),
     /// `input.labels` one class index per sample, `input.anchor_weight` a validity mask
     /// (`> 0` valid). Returns the reduced loss; writes the gradient (same layout as the
     /// logits) and the per-sample losses if asked for. `input.blocks` reads (and writes) the
@@ -196,7 +196,8 @@ impl GhmSoftmax {
 
     /// Phase 3: the gradient rows and per-sample losses of the samples `input.anchors` (into
     /// full-size outputs, as [`GhmSoftmax::loss_grad`]'s). Unless `skip_bad` is set, the
-    /// samples are checked first (pass 1 again): nothing is written if one is bad.
+    /// samples are checked first (their logits' and weights' bits): nothing is written if one
+    /// is bad.
     pub fn apply(
         &self,
         weights: &Weights,
@@ -213,7 +214,7 @@ impl GhmSoftmax {
         }
         let bins = Bins::new(plan.bins, plan.last_edge());
         if !plan.skip_bad {
-            pass1(&plan, &bins, input, &shape)?;
+            check(input, &shape)?;
         }
         pass2(&plan, &bins, weights, input, &shape, grad, loss);
         Ok(())
@@ -329,6 +330,33 @@ impl Shape {
             anchors: input.anchors.clone(),
         }
     }
+}
+
+/// [`Error::Input`] if a covered sample is bad (a logit not finite, or a weight not in
+/// `[0, f32::MAX]`): the input check of the phased `apply`, which reads the logits' bits only
+/// (pass 1 would compute every exponential again just to find none bad).
+fn check(input: &Labels<'_>, shape: &Shape) -> Result<(), Error> {
+    // The largest absolute value's bits: above f32::MAX's for an infinity or a NaN.
+    let finite = |s: &[f32]| {
+        let max = s.iter().fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff));
+        max <= f32::MAX.to_bits()
+    };
+    let (a0, a1) = (input.anchors.start, input.anchors.end);
+    for b in 0..shape.blocks.count {
+        let rows = shape.rows(input, b);
+        let (c, len) = (rows.classes, rows.len);
+        let logits_ok = match rows.layout {
+            Layout::AnchorMajor => finite(&rows.x[a0 * c..a1 * c]),
+            Layout::ClassMajor => (0..c).all(|k| finite(&rows.x[k * len + a0..k * len + a1])),
+        };
+        let weights_ok = rows
+            .weight
+            .is_none_or(|w| w[a0..a1].iter().all(|w| (0.0..=f32::MAX).contains(w)));
+        if !(logits_ok && weights_ok) {
+            return Err(Error::Input);
+        }
+    }
+    Ok(())
 }
 
 /// Pass 1 over every block: the histogram of the samples `input.anchors`.

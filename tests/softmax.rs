@@ -584,6 +584,21 @@ fn bad_samples_are_refused_with_nothing_written_or_skipped_and_counted() {
                 let mut h = Hist::new(10).unwrap();
                 assert_eq!(cfg.accumulate(&input, &mut h), Err(Error::Input));
                 assert_eq!(h, Hist::new(10).unwrap());
+                // The phased apply refuses it too, with nothing written; a chunk without it
+                // is applied.
+                let w = GhmSoftmax::default()
+                    .finalize(None, &Hist::new(10).unwrap())
+                    .unwrap();
+                let out = (Some(&mut grad[..]), Some(&mut per[..]));
+                assert_eq!(cfg.apply(&w, &input, out.0, out.1), Err(Error::Input));
+                assert!(grad.iter().all(|&v| v == 9.0) && per.iter().all(|&v| v == 9.0));
+                let clean = input.clone().anchors(0..victim);
+                cfg.apply(&w, &clean, Some(&mut grad), None).unwrap();
+                assert!(
+                    grad.iter().any(|&v| v != 9.0),
+                    "{what}: the clean chunk written"
+                );
+                grad.fill(9.0);
 
                 cfg.skip_bad = true;
                 let out = SoftmaxOut {
