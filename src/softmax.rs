@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::fault::Fault;
 use crate::kernel::Tables;
 use crate::softmax_kernel::{Dest, Rows, Sums};
-use crate::state::{self, Ema, Hist, Stats, Weights};
+use crate::state::{Ema, Hist, Stats, Weights};
 use crate::view::{Blocks, View};
 use crate::Labels;
 
@@ -162,11 +162,8 @@ impl GhmSoftmax {
         }
         let bins = Bins::new(plan.bins, plan.last_edge());
         let hist = pass1(&plan, &bins, input, &shape)?;
-        let (weights, new_ema) = state::finalize(&plan, ema.as_deref(), &hist)?;
-        // Nothing can fail from here on: commit.
-        if let (Some(ema), Some(new)) = (ema, new_ema) {
-            *ema = new;
-        }
+        // Commits the EMA: nothing can fail after it (pass 2 cannot).
+        let weights = crate::api::finalize(plan, ema, &hist)?;
         if out.grad.is_some() || out.loss.is_some() {
             // Pass 1 has refused any bad sample (or `skip_bad` is set).
             pass2(&plan, &bins, &weights, input, &shape, out.grad, out.loss);

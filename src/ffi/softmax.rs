@@ -116,6 +116,8 @@ struct Source {
     layout: Layout,
     /// The samples of each block this call covers.
     range: (usize, usize),
+    /// The caller's blocks descriptor's bytes (an input of the call), if any.
+    desc: Option<Region>,
 }
 
 impl Source {
@@ -134,16 +136,26 @@ impl Source {
         Source::in_blocks(logits, labels, weight, classes, layout, range, b, false)
     }
 
-    /// A batch in the caller's blocks (every sample of each).
-    fn blocked(
+    /// A batch in the caller's blocks (every sample of each); [`Error::Null`] for NULL
+    /// `blocks`.
+    ///
+    /// # Safety
+    /// `blocks` is NULL or points to a valid `ghm_blocks`.
+    unsafe fn blocked(
+        blocks: *const Blocks,
         logits: *const f32,
         labels: *const i32,
         weight: *const f32,
         classes: usize,
         layout: u32,
-        b: Blocks,
     ) -> Result<Source, Fault> {
-        Source::in_blocks(logits, labels, weight, classes, layout, (0, b.len), b, true)
+        // SAFETY: forwarded from the caller.
+        let (b, desc) = unsafe { super::blocks(blocks) }?;
+        let src = Source::in_blocks(logits, labels, weight, classes, layout, (0, b.len), b, true)?;
+        Ok(Source {
+            desc: Some(desc),
+            ..src
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -193,6 +205,7 @@ impl Source {
             classes,
             layout,
             range,
+            desc: None,
         })
     }
 
@@ -423,8 +436,7 @@ pub extern "C" fn ghm_softmax_config_default() -> ghm_softmax_config {
     (&GhmSoftmax::default()).into()
 }
 
-/// The one call, for either way of passing the batch. `desc`: the blocks descriptor's bytes
-/// (an input), if any.
+/// The one call, for either way of passing the batch.
 ///
 /// # Safety
 /// Every non-NULL pointer is valid as the C contract says.
@@ -433,7 +445,6 @@ unsafe fn one_call(
     cfg: *const ghm_softmax_config,
     ema: *mut Ema,
     src: impl FnOnce() -> Result<Source, Fault>,
-    desc: Option<Region>,
     grad: *mut f32,
     loss: *mut f32,
     sample_loss: *mut f32,
@@ -450,7 +461,7 @@ unsafe fn one_call(
         let gr = src.out_region(g, bl.grad, bl.len * src.classes);
         let lr = src.out_region(l, bl.loss_elems, bl.len);
         disjoint(
-            &[a, b, c, (c"cfg", cfg_region), (c"blocks", desc)],
+            &[a, b, c, (c"cfg", cfg_region), (c"blocks", src.desc)],
             &[(c"grad", gr), (c"sample_loss", lr), r0, r1, r2],
         )?;
         let samples = bl.count * (src.range.1 - src.range.0);
@@ -542,7 +553,7 @@ pub unsafe extern "C" fn ghm_softmax_loss_grad(
         )
     };
     // SAFETY: forwarded from the caller.
-    unsafe { one_call(cfg, ema, src, None, grad, loss, sample_loss, stats) }
+    unsafe { one_call(cfg, ema, src, grad, loss, sample_loss, stats) }
 }
 
 /// `ghm_softmax_loss_grad` over `blocks->count` blocks of `blocks->len` samples each, read and
@@ -570,13 +581,10 @@ pub unsafe extern "C" fn ghm_softmax_loss_grad_blocks(
     stats: *mut Stats,
 ) -> super::ghm_status {
     // SAFETY: forwarded from the caller.
-    let (b, desc) = match unsafe { super::blocks(blocks) } {
-        Ok(v) => v,
-        Err(f) => return status(Err(f)),
-    };
-    let src = || Source::blocked(logits, labels, sample_weight, num_classes, layout, b);
+    let src =
+        || unsafe { Source::blocked(blocks, logits, labels, sample_weight, num_classes, layout) };
     // SAFETY: forwarded from the caller.
-    unsafe { one_call(cfg, ema, src, Some(desc), grad, loss, sample_loss, stats) }
+    unsafe { one_call(cfg, ema, src, grad, loss, sample_loss, stats) }
 }
 
 /// The one call on aligned copies: accumulate every chunk, finalize, apply every chunk.
@@ -642,7 +650,6 @@ unsafe fn apply_chunks(
 unsafe fn accumulate(
     cfg: *const ghm_softmax_config,
     src: impl FnOnce() -> Result<Source, Fault>,
-    desc: Option<Region>,
     h: *mut Hist,
 ) -> super::ghm_status {
     let run = || -> Result<(), Fault> {
@@ -651,7 +658,7 @@ unsafe fn accumulate(
         let src = src()?;
         let [a, b, c] = src.named();
         disjoint(
-            &[a, b, c, (c"cfg", cfg_region), (c"blocks", desc)],
+            &[a, b, c, (c"cfg", cfg_region), (c"blocks", src.desc)],
             &[(c"h", Some(hist.region()))],
         )?;
         // SAFETY: valid per the C contract; the histogram overlaps no input (checked).
@@ -702,7 +709,7 @@ pub unsafe extern "C" fn ghm_softmax_accumulate(
     let n = num_samples;
     let src = || Source::new(logits, labels, sample_weight, n, num_classes, layout, range);
     // SAFETY: forwarded from the caller.
-    unsafe { accumulate(cfg, src, None, h) }
+    unsafe { accumulate(cfg, src, h) }
 }
 
 /// `ghm_softmax_accumulate` through blocked views (see `ghm_softmax_loss_grad_blocks`). A
@@ -723,13 +730,10 @@ pub unsafe extern "C" fn ghm_softmax_accumulate_blocks(
     h: *mut Hist,
 ) -> super::ghm_status {
     // SAFETY: forwarded from the caller.
-    let (b, desc) = match unsafe { super::blocks(blocks) } {
-        Ok(v) => v,
-        Err(f) => return status(Err(f)),
-    };
-    let src = || Source::blocked(logits, labels, sample_weight, num_classes, layout, b);
+    let src =
+        || unsafe { Source::blocked(blocks, logits, labels, sample_weight, num_classes, layout) };
     // SAFETY: forwarded from the caller.
-    unsafe { accumulate(cfg, src, Some(desc), h) }
+    unsafe { accumulate(cfg, src, h) }
 }
 
 /// Phase 2 of softmax GHM, once per batch: EMA update (`ema` may be NULL when momentum is 0),
@@ -760,7 +764,6 @@ unsafe fn apply(
     cfg: *const ghm_softmax_config,
     w: *const Weights,
     src: impl FnOnce() -> Result<Source, Fault>,
-    desc: Option<Region>,
     grad: *mut f32,
     sample_loss: *mut f32,
 ) -> super::ghm_status {
@@ -780,7 +783,7 @@ unsafe fn apply(
                 c,
                 (c"cfg", cfg_region),
                 (c"w", Some(wb.region())),
-                (c"blocks", desc),
+                (c"blocks", src.desc),
             ],
             &[(c"grad", gr), (c"sample_loss", lr)],
         )?;
@@ -840,7 +843,7 @@ pub unsafe extern "C" fn ghm_softmax_apply(
     let n = num_samples;
     let src = || Source::new(logits, labels, sample_weight, n, num_classes, layout, range);
     // SAFETY: forwarded from the caller.
-    unsafe { apply(cfg, w, src, None, grad, sample_loss) }
+    unsafe { apply(cfg, w, src, grad, sample_loss) }
 }
 
 /// `ghm_softmax_apply` through blocked views (see `ghm_softmax_loss_grad_blocks`; a chunk is
@@ -862,11 +865,8 @@ pub unsafe extern "C" fn ghm_softmax_apply_blocks(
     sample_loss: *mut f32,
 ) -> super::ghm_status {
     // SAFETY: forwarded from the caller.
-    let (b, desc) = match unsafe { super::blocks(blocks) } {
-        Ok(v) => v,
-        Err(f) => return status(Err(f)),
-    };
-    let src = || Source::blocked(logits, labels, sample_weight, num_classes, layout, b);
+    let src =
+        || unsafe { Source::blocked(blocks, logits, labels, sample_weight, num_classes, layout) };
     // SAFETY: forwarded from the caller.
-    unsafe { apply(cfg, w, src, Some(desc), grad, sample_loss) }
+    unsafe { apply(cfg, w, src, grad, sample_loss) }
 }
