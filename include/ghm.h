@@ -32,6 +32,13 @@
 #define GHM_MAX_BINS 128
 
 /**
+ * The smallest `mu`: `sqrt(f32::MIN_POSITIVE)`, about `1.08e-19`. Below it `mu^2`
+ * underflows f32, and an element predicted exactly (`d = 0`) would get
+ * `g = 0 / sqrt(0 + 0)`, NaN (so would mmdet's f32 arithmetic).
+ */
+#define GhmR_MU_MIN 1.0842022e-19
+
+/**
  * `reduction`: `lw * sum(w * l) / (tot + FLT_EPSILON)`.
  */
 #define GHM_REDUCTION_MEAN 0
@@ -207,7 +214,8 @@ typedef struct ghm_r_config {
    */
   float momentum;
   /**
-   * The ASL1 parameter, positive and finite (default 0.02).
+   * The ASL1 parameter, finite and at least 1.0842022e-19 (2^-63; below it mu * mu
+   * underflows f32 and an exact prediction would get g = 0/0) (default 0.02).
    */
   float mu;
   /**
@@ -480,7 +488,8 @@ typedef struct ghm_g_config {
  * row_stride 1, elem_stride >= n. Darknet's box deltas in place, for a layer's
  * `[batch][anchor][4 + 1 + C][h * w]` delta buffer: grad = delta, k 4, row_stride 1,
  * elem_stride h * w, block_len h * w, block_stride (5 + C) * h * w (the samples in image,
- * anchor, position order). No float may belong to two samples.
+ * anchor, position order). No float may belong to two samples, nor be two floats of one
+ * sample (GHM_ERR_SHAPE).
  */
 typedef struct ghm_g_rows {
   /**

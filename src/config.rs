@@ -168,7 +168,7 @@ pub struct GhmR {
     pub bins: u32,
     /// EMA momentum in `[0, 1)`; 0 disables the EMA (default 0).
     pub momentum: f32,
-    /// The ASL1 parameter `mu`, positive and finite (default 0.02).
+    /// The ASL1 parameter `mu`, finite and at least [`GhmR::MU_MIN`] (default 0.02).
     pub mu: f32,
     /// Multiplies the loss, its elements and the gradient (default 1).
     pub loss_weight: f32,
@@ -334,10 +334,16 @@ impl GhmC {
 }
 
 impl GhmR {
+    /// The smallest `mu`: `sqrt(f32::MIN_POSITIVE)`, about `1.08e-19`. Below it `mu^2`
+    /// underflows f32, and an element predicted exactly (`d = 0`) would get
+    /// `g = 0 / sqrt(0 + 0)`, NaN (so would mmdet's f32 arithmetic).
+    pub const MU_MIN: f32 = 1.084_202_2e-19;
+
     /// `mu` out of range, explained.
     pub(crate) fn bad_mu(&self) -> Option<Fault> {
-        let ok = self.mu > 0.0 && self.mu.is_finite();
-        let f = Fault::new(Error::Config, c"cfg", c"is not positive and finite").field(c"mu");
+        let ok = self.mu >= Self::MU_MIN && self.mu.is_finite();
+        let why = c"is not finite and at least 1.0842022e-19 (below it, mu * mu underflows f32)";
+        let f = Fault::new(Error::Config, c"cfg", why).field(c"mu");
         (!ok).then_some(f.value(self.mu as f64))
     }
 

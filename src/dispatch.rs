@@ -137,7 +137,8 @@ pub(crate) fn apply<M: Model>(
         return scalar::apply(model, bins, w, loss_weight, batch, out);
     }
     let t = Tables::new(w, loss_weight);
-    match backend {
+    let sum_loss = out.sum_loss;
+    let sum = match backend {
         // SAFETY: the backend is available, so the CPU has its features.
         #[cfg(target_arch = "x86_64")]
         Backend::Avx512 => unsafe { x86::apply_avx512(model, bins, &t, batch, out, skip_bad) },
@@ -145,7 +146,21 @@ pub(crate) fn apply<M: Model>(
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 => unsafe { x86::apply_avx2(model, bins, &t, batch, out, skip_bad) },
         _ => kernel::apply::<wide::f32x8, M, _>(Plain, model, bins, &t, batch, out, skip_bad),
+    }?;
+    if sum_loss && !sum.is_finite() {
+        // The one call rounds each `w_k * l` to f32 before its f64 sum (see `kernel::apply`):
+        // a loss near f32::MAX in a bin of weight > 1 made it +inf where the exact product
+        // is finite (found by fuzzing). The exact sum, as the scalar path takes it; no
+        // training gets here, so the kernels keep their speed.
+        let out = Outputs {
+            grad: None,
+            loss_elems: None,
+            accumulate: false,
+            sum_loss: true,
+        };
+        return scalar::apply(model, bins, w, loss_weight, batch, out);
     }
+    Ok(sum)
 }
 
 /// Pass 1 with per-bin loss sums on `backend` (see [`kernel::accumulate_sums`]): the generic

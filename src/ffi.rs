@@ -155,7 +155,8 @@ pub struct ghm_r_config {
     pub bins: u32,
     /// EMA momentum in [0, 1); 0 disables the EMA (default 0).
     pub momentum: f32,
-    /// The ASL1 parameter, positive and finite (default 0.02).
+    /// The ASL1 parameter, finite and at least 1.0842022e-19 (2^-63; below it mu * mu
+    /// underflows f32 and an exact prediction would get g = 0/0) (default 0.02).
     pub mu: f32,
     /// Multiplies loss, loss elements and gradient (default 1).
     pub loss_weight: f32,
@@ -412,10 +413,13 @@ impl<T> Buf<T> {
             return Region::whole(self.ptr as usize, 0);
         }
         let t = size_of::<T>();
+        // One block's stride is never used (it may be anything, even beyond the address
+        // space: found by fuzzing); more blocks' fit the buffer, which was checked.
+        let stride = if count == 1 { block } else { view.stride };
         Region {
             start: self.ptr as usize + view.offset * t,
             block: block * t,
-            stride: view.stride * t,
+            stride: stride * t,
             count,
         }
     }

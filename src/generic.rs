@@ -331,8 +331,20 @@ impl RowLayout {
         let rows = (len - 1).checked_mul(s).ok_or(overflow(c"row_stride", s))?;
         let floats = (k - 1).checked_mul(e).ok_or(overflow(c"elem_stride", e))?;
         // Each row's floats inside one step of the rows, or each float's samples inside one
-        // step of the floats (one sample, or one float, always).
-        if !(len == 1 || k == 1 || (e >= 1 && s > floats) || (s >= 1 && e > rows)) {
+        // step of the floats. One sample needs distinct floats (elem_stride >= 1), one float
+        // per sample distinct samples (row_stride >= 1): with a stride of 0, one float would
+        // be scaled several times (found by fuzzing).
+        let distinct = match (len == 1, k == 1) {
+            (true, true) => true,
+            (true, false) => e >= 1,
+            (false, true) => s >= 1,
+            (false, false) => (e >= 1 && s > floats) || (s >= 1 && e > rows),
+        };
+        if !distinct && len == 1 {
+            let why = c"is 0: a sample's floats would be one float";
+            return Err((c"elem_stride", e, why));
+        }
+        if !distinct {
             let why = c"makes two samples share a float (it must step over a whole row)";
             return Err((c"row_stride", s, why));
         }

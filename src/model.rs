@@ -194,17 +194,15 @@ pub(crate) struct R {
     mu: f32,
     /// `mu * mu`, rounded once from f64 (as mmdet's Python `mu * mu` reaches f32).
     mu2: f32,
-    /// `mu` and `mu^2` scaled by `2^-70`, for the lanes evaluated scaled.
-    mu_s: f32,
+    /// `mu^2` scaled by `2^-140` (`mu` by `2^-70`), for the lanes evaluated scaled.
     mu2_s: f32,
 }
 
 /// Beyond `|d| = 2^50` (or `mu = 2^50`) `d^2` would be near overflow: such lanes are evaluated
-/// with everything scaled by `2^-70`; `g` and `dl/dx` are scale-free and the loss is scaled
-/// back.
+/// with everything scaled by `2^-70`; `g` and `dl/dx` are scale-free, and the loss of such a
+/// lane is the scalar path's (f64, rounded once).
 const BIG: f32 = 1_125_899_906_842_624.0; // 2^50
 const SCALE_DOWN: f32 = 8.470_329_5e-22; // 2^-70
-const SCALE_UP: f32 = 1.180_591_6e21; // 2^70
 
 impl R {
     pub(crate) fn new(mu: f32) -> R {
@@ -212,7 +210,6 @@ impl R {
         R {
             mu,
             mu2: (mu as f64 * mu as f64) as f32,
-            mu_s,
             mu2_s: (mu_s as f64 * mu_s as f64) as f32,
         }
     }
@@ -274,9 +271,20 @@ impl Model for R {
         let root = d2.add(mu2).sqrt();
         let grad = d.div(root);
         let loss = if LOSS {
-            let mu = V::select(big, V::splat(self.mu_s), V::splat(self.mu));
-            let l = d2.mul(root.add(mu).recip());
-            V::select(big, l.mul(V::splat(SCALE_UP)), l)
+            // The scaled lanes take the scalar path's f64 formula, lane by lane: the f32
+            // formula's few ulp of error would turn a loss that rounds to f32::MAX into +inf
+            // (and that into an infinite reduced loss) where the scalar path is finite. Only
+            // for |d| > 2^50 or mu > 2^50, which no training reaches: a cold path.
+            let l = d2.mul(root.add(V::splat(self.mu)).recip());
+            let (xs, ts) = (x.to_array(), t.to_array());
+            let flag = V::select(big, V::splat(1.0), V::splat(0.0)).to_array();
+            let mut ls = l.to_array();
+            for i in 0..V::LANES {
+                if flag[i] != 0.0 {
+                    ls[i] = self.loss_scalar(xs[i], ts[i]);
+                }
+            }
+            V::from_array(&ls)
         } else {
             grad
         };
@@ -292,7 +300,7 @@ impl Model for R {
         // The same formula in f64, rounded once: accurate, and finite whenever it fits f32.
         let d = x as f64 - t as f64;
         let mu = self.mu as f64;
-        let root = libm::sqrt(d * d + mu * mu);
+        let root = crate::vmath::sqrt(d * d + mu * mu);
         (d * d / (root + mu)) as f32
     }
 }

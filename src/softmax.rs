@@ -316,7 +316,7 @@ impl Shape {
         } else {
             (bl.pred, bl.target, bl.weight)
         };
-        let (p, t, w) = (pv.at(b), tv.at(b), wv.at(b));
+        let (p, t, w) = (pv.start(b, len * c), tv.start(b, len), wv.start(b, len));
         Rows {
             x: &input.pred[p..p + len * c],
             labels: &input.labels[t..t + len],
@@ -393,10 +393,10 @@ fn pass2(
         let dest = Dest {
             grad: grad
                 .as_deref_mut()
-                .map(|g| &mut g[gv.at(b)..gv.at(b) + row]),
+                .map(|g| &mut g[gv.start(b, row)..gv.start(b, row) + row]),
             loss: loss
                 .as_deref_mut()
-                .map(|l| &mut l[lv.at(b)..lv.at(b) + bl.len]),
+                .map(|l| &mut l[lv.start(b, bl.len)..lv.start(b, bl.len) + bl.len]),
             accumulate: plan.accumulate,
         };
         dispatch::softmax_apply(plan.backend, &rows, bins, &t, dest);

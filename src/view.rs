@@ -43,6 +43,17 @@ impl View {
         self.offset + b * self.stride
     }
 
+    /// Where block `b` of `n` elements starts: [`View::at`], or 0 for a block of no elements
+    /// (whose view's offset may lie outside a buffer of none: found by fuzzing).
+    #[inline(always)]
+    pub(crate) fn start(self, b: usize, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            self.at(b)
+        }
+    }
+
     /// Elements a buffer needs to hold `count` blocks of `block` elements through this view:
     /// one past the last element of the last block (0 for no element). [`Error::Shape`] on
     /// overflow.

@@ -258,7 +258,7 @@ fn config_names_the_field_and_its_value() {
         "cfg",
         "mu",
         -1,
-        "cfg.mu = -1 is not positive and finite",
+        "cfg.mu = -1 is not finite and at least 1.0842022e-19 (below it, mu * mu underflows f32)",
     );
     let labels = [0i32; N];
     let cfg = ghm_c_config_default();

@@ -224,7 +224,8 @@ impl Source {
 /// row_stride 1, elem_stride >= n. Darknet's box deltas in place, for a layer's
 /// `[batch][anchor][4 + 1 + C][h * w]` delta buffer: grad = delta, k 4, row_stride 1,
 /// elem_stride h * w, block_len h * w, block_stride (5 + C) * h * w (the samples in image,
-/// anchor, position order). No float may belong to two samples.
+/// anchor, position order). No float may belong to two samples, nor be two floats of one
+/// sample (GHM_ERR_SHAPE).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ghm_g_rows {

@@ -41,7 +41,7 @@ impl Vector for f32 {
     }
     #[inline(always)]
     fn sqrt(self) -> Self {
-        libm::sqrtf(self)
+        crate::vmath::sqrtf(self)
     }
     #[inline(always)]
     fn mul_add(self, a: Self, b: Self) -> Self {

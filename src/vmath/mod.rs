@@ -9,3 +9,23 @@ mod ln;
 
 pub(crate) use exp::exp_neg;
 pub(crate) use ln::{ln, ln_1m, ln_1p};
+
+/// Correctly rounded square roots, scalar: `libm`'s (one `sqrtss` / `sqrtsd` on x86_64), or
+/// under Miri, which cannot run that inline assembly, std's (the same correctly rounded
+/// result).
+#[inline(always)]
+pub(crate) fn sqrtf(x: f32) -> f32 {
+    #[cfg(all(miri, feature = "std"))]
+    return x.sqrt();
+    #[cfg(not(all(miri, feature = "std")))]
+    libm::sqrtf(x)
+}
+
+/// As [`sqrtf`], in f64.
+#[inline(always)]
+pub(crate) fn sqrt(x: f64) -> f64 {
+    #[cfg(all(miri, feature = "std"))]
+    return x.sqrt();
+    #[cfg(not(all(miri, feature = "std")))]
+    libm::sqrt(x)
+}
