@@ -576,28 +576,35 @@ pub trait Call {
     }
 }
 
-fn ranges_meet(a: &[(usize, usize)], b: &[(usize, usize)]) -> bool {
-    a.iter()
-        .any(|&(s, e)| b.iter().any(|&(t, f)| s < f && t < e))
-}
-
 /// An output shares a byte with an input, with another output, or with itself (two of its
-/// own blocks): the contract says GHM_ERR_ALIAS.
+/// own blocks): the contract says GHM_ERR_ALIAS. (A sweep over the ranges sorted by start:
+/// generic GHM's rows are a range per float.)
 pub fn overlapping(acc: &[Access]) -> Option<String> {
-    for (i, o) in acc.iter().enumerate() {
-        if o.write.is_none() {
-            continue;
-        }
-        for (j, p) in acc.iter().enumerate() {
-            if i != j && (j > i || p.write.is_none()) && ranges_meet(&o.ranges, &p.ranges) {
-                return Some(format!("{} overlaps {}", o.name, p.name));
+    let mut all: Vec<(usize, usize, usize)> = acc
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            a.ranges
+                .iter()
+                .filter(|r| r.0 < r.1)
+                .map(move |r| (r.0, r.1, i))
+        })
+        .collect();
+    all.sort_unstable();
+    let mut active: Vec<(usize, usize)> = Vec::new(); // (end, access)
+    for (start, end, i) in all {
+        active.retain(|&(e, _)| e > start);
+        for &(_, j) in &active {
+            let (a, b) = (&acc[i], &acc[j]);
+            if a.write.is_some() || b.write.is_some() {
+                return Some(if i == j {
+                    format!("{} overlaps itself", a.name)
+                } else {
+                    format!("{} overlaps {}", a.name, b.name)
+                });
             }
         }
-        for (k, r) in o.ranges.iter().enumerate() {
-            if ranges_meet(&[*r], &o.ranges[k + 1..]) {
-                return Some(format!("{} overlaps itself", o.name));
-            }
-        }
+        active.push((end, i));
     }
     None
 }

@@ -1,7 +1,8 @@
 //! The fuzz targets as plain property tests (no libFuzzer, no sanitizer needed): every input
 //! of the committed corpora (`corpus/<target>/`, seeds and any input a fuzzer found), then
 //! pseudo-random inputs. `FUZZ_REPLAY_CASES` sets how many random inputs per target
-//! (default 300); `FUZZ_REPLAY_SEED` their seed.
+//! (default 300); `FUZZ_REPLAY_SEED` their seed; `FUZZ_REPLAY_TARGETS` which targets (e.g.
+//! `c_dense,setup`; default all).
 
 use std::path::Path;
 
@@ -14,6 +15,15 @@ fn next(s: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The targets to run: all, or those named in `FUZZ_REPLAY_TARGETS` (comma-separated).
+fn targets() -> Vec<(&'static str, ghm_fuzz::Target)> {
+    let only = std::env::var("FUZZ_REPLAY_TARGETS").unwrap_or_default();
+    ghm_fuzz::TARGETS
+        .into_iter()
+        .filter(|(n, _)| only.is_empty() || only.split(',').any(|o| o == *n))
+        .collect()
+}
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -24,7 +34,7 @@ fn env(name: &str, default: u64) -> u64 {
 #[test]
 fn committed_corpora() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for (name, target) in ghm_fuzz::TARGETS {
+    for (name, target) in targets() {
         let dir = root.join(name);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -45,7 +55,7 @@ fn committed_corpora() {
 fn pseudo_random_inputs() {
     let cases = env("FUZZ_REPLAY_CASES", 300);
     let mut s = env("FUZZ_REPLAY_SEED", 0x5eed);
-    for (name, target) in ghm_fuzz::TARGETS {
+    for (name, target) in targets() {
         for case in 0..cases {
             let len = match next(&mut s) % 4 {
                 0 => next(&mut s) % 64,
