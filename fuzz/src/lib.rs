@@ -553,9 +553,11 @@ pub fn c_labels(data: &[u8]) {
 // The phased API of GHM-C (dense and labels) and GHM-R
 
 /// `ghm_hist_merge(&hist[into], &hist[from])` (the same histogram twice must be refused).
+/// `loose` for GHM-R's histograms (their `tot` may already differ in its last bits).
 struct Merge {
     into: usize,
     from: usize,
+    loose: bool,
 }
 
 impl Call for Merge {
@@ -576,6 +578,9 @@ impl Call for Merge {
     }
     fn aliased(&self) -> bool {
         self.into == self.from
+    }
+    fn loose(&self) -> bool {
+        self.loose
     }
 }
 
@@ -820,7 +825,12 @@ pub fn phased(data: &[u8]) {
             }
             2 => {
                 let into = g.below(2);
-                e.step(&Merge { into, from: h });
+                let loose = matches!(fam, Family::R(_));
+                e.step(&Merge {
+                    into,
+                    from: h,
+                    loose,
+                });
             }
             _ => {
                 let mut f = Finalize::new(h, !g.chance(40));
@@ -1399,7 +1409,11 @@ pub fn generic(data: &[u8]) {
             }
             3 => {
                 let into = g.below(2);
-                e.step(&Merge { into, from: h });
+                e.step(&Merge {
+                    into,
+                    from: h,
+                    loose: false,
+                });
             }
             _ => {
                 let mut f = Finalize::new(h, !g.chance(40));
@@ -1540,7 +1554,11 @@ pub fn softmax(data: &[u8]) {
             }
             3 => {
                 let into = g.below(2);
-                e.step(&Merge { into, from: h });
+                e.step(&Merge {
+                    into,
+                    from: h,
+                    loose: false,
+                });
             }
             _ => {
                 let mut f = Finalize::new(h, !g.chance(40));
