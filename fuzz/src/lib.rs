@@ -31,60 +31,60 @@ const MOMENTA: [f32; 8] = [0.75, 0.9, 0.999, 0.5, 0.75, 1.0, -0.5, 2.0];
 const LOSS_WEIGHTS: [f32; 5] = [0.5, 2.0, 0.0, -1.0, 1e30];
 const GRAD_SCALES: [f32; 4] = [-1.0, 0.5, 0.0, 1e30];
 
+/// The fields every config has: bins, momentum, loss_weight, reduction, grad_scale.
+macro_rules! common_fields {
+    ($c:ident, $g:ident) => {
+        $c.bins = $g.bins();
+        $c.momentum = $g.cfg_f32($c.momentum, &MOMENTA);
+        $c.loss_weight = $g.cfg_f32($c.loss_weight, &LOSS_WEIGHTS);
+        $c.reduction = $g.cfg_u32($c.reduction, &[1, 2, 1, 2, 3]);
+        $c.grad_scale = $g.cfg_f32($c.grad_scale, &GRAD_SCALES);
+    };
+}
+
+/// A 0/1 field (or enum of two): mostly `usual`, sometimes the other or an unknown value.
+fn flag(g: &mut Gen, usual: u32) -> u32 {
+    g.cfg_u32(usual, &[1, 1, 1, 2])
+}
+
 fn c_config(g: &mut Gen) -> ghm_c_config {
     let mut c = ghm_c_config_default();
-    c.bins = g.bins();
-    c.momentum = g.cfg_f32(c.momentum, &MOMENTA);
-    c.loss_weight = g.cfg_f32(c.loss_weight, &LOSS_WEIGHTS);
-    c.reduction = g.cfg_u32(c.reduction, &[1, 2, 1, 2, 3]);
-    c.grad_scale = g.cfg_f32(c.grad_scale, &GRAD_SCALES);
-    c.accumulate = g.cfg_u32(c.accumulate, &[1, 1, 1, 2]);
-    c.skip_bad = g.cfg_u32(c.skip_bad, &[1, 1, 1, 2]);
-    c.input = g.cfg_u32(c.input, &[1, 1, 1, 2]);
-    c.normalize = g.cfg_u32(c.normalize, &[1, 1, 1, 2]);
-    c.ema_start = g.cfg_u32(c.ema_start, &[1, 1, 1, 2]);
+    common_fields!(c, g);
+    c.accumulate = flag(g, c.accumulate);
+    c.skip_bad = flag(g, c.skip_bad);
+    c.input = flag(g, c.input);
+    c.normalize = flag(g, c.normalize);
+    c.ema_start = flag(g, c.ema_start);
     c
 }
 
 fn r_config(g: &mut Gen) -> ghm_r_config {
     let mut c = ghm_r_config_default();
-    c.bins = g.bins();
-    c.momentum = g.cfg_f32(c.momentum, &MOMENTA);
+    common_fields!(c, g);
     c.mu = g.cfg_f32(c.mu, &[0.0, -0.02, 1e-30, 1e30, 1.0]);
-    c.loss_weight = g.cfg_f32(c.loss_weight, &LOSS_WEIGHTS);
-    c.reduction = g.cfg_u32(c.reduction, &[1, 2, 1, 2, 3]);
-    c.grad_scale = g.cfg_f32(c.grad_scale, &GRAD_SCALES);
-    c.accumulate = g.cfg_u32(c.accumulate, &[1, 1, 1, 2]);
-    c.skip_bad = g.cfg_u32(c.skip_bad, &[1, 1, 1, 2]);
-    c.normalize = g.cfg_u32(c.normalize, &[1, 1, 1, 2]);
-    c.ema_start = g.cfg_u32(c.ema_start, &[1, 1, 1, 2]);
+    c.accumulate = flag(g, c.accumulate);
+    c.skip_bad = flag(g, c.skip_bad);
+    c.normalize = flag(g, c.normalize);
+    c.ema_start = flag(g, c.ema_start);
     c
 }
 
 fn g_config(g: &mut Gen) -> ghm_g_config {
     let mut c = ghm_g_config_default();
-    c.bins = g.bins();
-    c.momentum = g.cfg_f32(c.momentum, &MOMENTA);
-    c.loss_weight = g.cfg_f32(c.loss_weight, &LOSS_WEIGHTS);
-    c.reduction = g.cfg_u32(c.reduction, &[1, 2, 1, 2, 3]);
-    c.grad_scale = g.cfg_f32(c.grad_scale, &GRAD_SCALES);
+    common_fields!(c, g);
     c.g_max = g.cfg_f32(c.g_max, &[2.0, 0.5, 1e-30, 0.0, 1e30]);
-    c.skip_bad = g.cfg_u32(c.skip_bad, &[1, 1, 1, 2]);
-    c.ema_start = g.cfg_u32(c.ema_start, &[1, 1, 1, 2]);
+    c.skip_bad = flag(g, c.skip_bad);
+    c.ema_start = flag(g, c.ema_start);
     c
 }
 
 fn softmax_config(g: &mut Gen) -> ghm_softmax_config {
     let mut c = ghm_softmax_config_default();
-    c.bins = g.bins();
-    c.momentum = g.cfg_f32(c.momentum, &MOMENTA);
-    c.loss_weight = g.cfg_f32(c.loss_weight, &LOSS_WEIGHTS);
-    c.reduction = g.cfg_u32(c.reduction, &[1, 2, 1, 2, 3]);
-    c.grad_scale = g.cfg_f32(c.grad_scale, &GRAD_SCALES);
-    c.accumulate = g.cfg_u32(c.accumulate, &[1, 1, 1, 2]);
-    c.skip_bad = g.cfg_u32(c.skip_bad, &[1, 1, 1, 2]);
-    c.normalize = g.cfg_u32(c.normalize, &[1, 1, 1, 2]);
-    c.ema_start = g.cfg_u32(c.ema_start, &[1, 1, 1, 2]);
+    common_fields!(c, g);
+    c.accumulate = flag(g, c.accumulate);
+    c.skip_bad = flag(g, c.skip_bad);
+    c.normalize = flag(g, c.normalize);
+    c.ema_start = flag(g, c.ema_start);
     c
 }
 
