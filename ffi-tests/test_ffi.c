@@ -854,6 +854,8 @@ static void test_err_config(void) {
       {"mu -1", 8, -1},
       {"mu inf", 8, inf},
       {"mu NaN", 8, nan},
+      {"mu subnormal (mu * mu underflows)", 8, 2.9387358770557188e-39},
+      {"mu just below 2^-63 (mu * mu underflows)", 8, 1.0842020e-19},
   };
   size_t i;
   check_group("GHM_ERR_CONFIG");
@@ -914,8 +916,8 @@ static void test_err_config(void) {
     A.cc.grad_scale = -FLT_MAX;
     EXPECT_OK(a_c(NE), "ghm_c_loss_grad(grad_scale -FLT_MAX)");
     arena_reset(K_R);
-    A.rc.mu = FLT_MIN / 4; /* subnormal, positive */
-    EXPECT_OK(a_r(NE), "ghm_r_loss_grad(mu subnormal)");
+    A.rc.mu = 0x1p-63f; /* the smallest: mu * mu = FLT_MIN */
+    EXPECT_OK(a_r(NE), "ghm_r_loss_grad(mu 2^-63)");
   }
   MIS = 0;
   check_group_done();
