@@ -688,27 +688,28 @@ impl Call for LabelPhase {
     }
 }
 
-/// `ghm_{c,r,g,softmax}_finalize(cfg, ema, &hist[h], &weights)`.
+/// The config of one of the four losses.
+#[derive(Clone, Copy)]
+enum AnyCfg {
+    C(Cfg<ghm_c_config>),
+    R(Cfg<ghm_r_config>),
+    G(Cfg<ghm_g_config>),
+    S(Cfg<ghm_softmax_config>),
+}
+
+/// `ghm_{c,r,g,softmax}_finalize(cfg, ema or NULL, &hist[h], &weights)`.
 struct Finalize {
-    which: u8,
-    c: Option<Cfg<ghm_c_config>>,
-    r: Option<Cfg<ghm_r_config>>,
-    gc: Option<Cfg<ghm_g_config>>,
-    s: Option<Cfg<ghm_softmax_config>>,
+    cfg: AnyCfg,
     h: usize,
     ema: bool,
 }
 
 impl Finalize {
-    fn new(h: usize, ema: bool) -> Finalize {
+    fn new(g: &mut Gen, cfg: AnyCfg, h: usize) -> Finalize {
         Finalize {
-            which: 0,
-            c: None,
-            r: None,
-            gc: None,
-            s: None,
+            cfg,
             h,
-            ema,
+            ema: !g.chance(40),
         }
     }
 }
@@ -725,17 +726,13 @@ impl Call for Finalize {
         } else {
             core::ptr::null_mut()
         };
-        let _ = self.which;
         // SAFETY: valid structures (their contents as the fuzz input made them).
         unsafe {
-            if let Some(c) = self.c {
-                ghm_c_finalize(c.ptr(), ema, h, wt)
-            } else if let Some(c) = self.r {
-                ghm_r_finalize(c.ptr(), ema, h, wt)
-            } else if let Some(c) = self.gc {
-                ghm_g_finalize(c.ptr(), ema, h, wt)
-            } else {
-                ghm_softmax_finalize(self.s.unwrap().ptr(), ema, h, wt)
+            match self.cfg {
+                AnyCfg::C(c) => ghm_c_finalize(c.ptr(), ema, h, wt),
+                AnyCfg::R(c) => ghm_r_finalize(c.ptr(), ema, h, wt),
+                AnyCfg::G(c) => ghm_g_finalize(c.ptr(), ema, h, wt),
+                AnyCfg::S(c) => ghm_softmax_finalize(c.ptr(), ema, h, wt),
             }
         }
     }
@@ -743,18 +740,15 @@ impl Call for Finalize {
         Vec::new()
     }
     fn must_fail(&self) -> bool {
-        [
-            self.c.map(|c| c.null),
-            self.r.map(|c| c.null),
-            self.gc.map(|c| c.null),
-            self.s.map(|c| c.null),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|n| n)
+        match self.cfg {
+            AnyCfg::C(c) => c.null,
+            AnyCfg::R(c) => c.null,
+            AnyCfg::G(c) => c.null,
+            AnyCfg::S(c) => c.null,
+        }
     }
     fn loose(&self) -> bool {
-        self.r.is_some()
+        matches!(self.cfg, AnyCfg::R(_))
     }
 }
 
@@ -833,12 +827,11 @@ pub fn phased(data: &[u8]) {
                 });
             }
             _ => {
-                let mut f = Finalize::new(h, !g.chance(40));
-                match fam {
-                    Family::C(c) => f.c = Some(c),
-                    Family::R(c) => f.r = Some(c),
-                }
-                e.step(&f);
+                let cfg = match fam {
+                    Family::C(c) => AnyCfg::C(c),
+                    Family::R(c) => AnyCfg::R(c),
+                };
+                e.step(&Finalize::new(&mut g, cfg, h));
             }
         }
     }
@@ -1152,13 +1145,8 @@ pub fn blocks(data: &[u8]) {
         let phase = g.u8() % 5;
         let h = g.below(2);
         if phase >= 3 {
-            let mut f = Finalize::new(h, !g.chance(40));
-            if fam == 2 {
-                f.r = Some(r);
-            } else {
-                f.c = Some(c);
-            }
-            e.step(&f);
+            let cfg = if fam == 2 { AnyCfg::R(r) } else { AnyCfg::C(c) };
+            e.step(&Finalize::new(&mut g, cfg, h));
             continue;
         }
         let v = if phase > 0 && !v.hostile && g.chance(128) {
@@ -1416,9 +1404,7 @@ pub fn generic(data: &[u8]) {
                 });
             }
             _ => {
-                let mut f = Finalize::new(h, !g.chance(40));
-                f.gc = Some(cfg);
-                e.step(&f);
+                e.step(&Finalize::new(&mut g, AnyCfg::G(cfg), h));
             }
         }
     }
@@ -1561,9 +1547,7 @@ pub fn softmax(data: &[u8]) {
                 });
             }
             _ => {
-                let mut f = Finalize::new(h, !g.chance(40));
-                f.s = Some(cfg);
-                e.step(&f);
+                e.step(&Finalize::new(&mut g, AnyCfg::S(cfg), h));
             }
         }
     }
