@@ -291,3 +291,46 @@ fn softmax_views_of_empty_blocks() {
         assert_eq!((out[0], loss, stats.tot), (5.0, 0.0, 0.0), "{b:?}");
     });
 }
+
+/// A bin's loss factor `loss_weight * w_k` beyond f32 (`grad_scale` small enough that its
+/// gradient factor is not): every per-element loss was `inf * l`, NaN on a backend whose loss
+/// underflowed to 0 and `+inf` on one whose did not. Refused now, as an overflowing gradient
+/// factor is (GHM_ERR_CONFIG, nothing written).
+#[test]
+fn a_loss_factor_beyond_f32_is_refused() {
+    // One element in the first bin, nine in the last: w = 10 / (1 * 2) = 5 for the first.
+    let mut x = [20.0f32; 10];
+    x[0] = -20.0;
+    let t = [0.0f32; 10];
+    let mut cfg = ghm_c_config_default();
+    (cfg.grad_scale, cfg.reduction) = (1e-10, GHM_REDUCTION_SUM);
+    for (lw, ok) in [(3e38f32, false), (3e37, true)] {
+        cfg.loss_weight = lw;
+        on_every_backend(|b| {
+            let mut elems = [7.0f32; 10];
+            let mut grad = [7.0f32; 10];
+            // SAFETY: 10 elements each.
+            let s = unsafe {
+                ghm_c_loss_grad(
+                    &cfg,
+                    null_mut(),
+                    x.as_ptr(),
+                    t.as_ptr(),
+                    null(),
+                    10,
+                    grad.as_mut_ptr(),
+                    null_mut(),
+                    elems.as_mut_ptr(),
+                    null_mut(),
+                )
+            };
+            if ok {
+                assert_eq!(s, GHM_OK, "loss_weight {lw:e} on {b:?}");
+                assert!(elems.iter().all(|e| !e.is_nan()), "{b:?}: {elems:?}");
+            } else {
+                assert_eq!(s, GHM_ERR_CONFIG, "loss_weight {lw:e} on {b:?}");
+                assert_eq!((elems, grad), ([7.0; 10], [7.0; 10]), "refused but wrote");
+            }
+        });
+    }
+}

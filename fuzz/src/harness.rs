@@ -487,6 +487,10 @@ pub struct Access {
     pub write: Option<Cmp>,
     /// What an output may write, when less than `ranges` (the call's range of the batch).
     pub written: Option<Vec<(usize, usize)>>,
+    /// The span the library's overlap check may take instead of `ranges` (generic GHM's
+    /// spaced rows: a block's whole span, as the contract says); GHM_ERR_ALIAS is then
+    /// allowed where the span overlaps, and required only where `ranges` do.
+    pub span: Option<Vec<(usize, usize)>>,
 }
 
 impl Access {
@@ -496,6 +500,7 @@ impl Access {
             ranges,
             write: None,
             written: None,
+            span: None,
         }
     }
     pub fn write(name: &'static str, ranges: Vec<(usize, usize)>, cmp: Cmp) -> Access {
@@ -504,6 +509,7 @@ impl Access {
             ranges,
             write: Some(cmp),
             written: None,
+            span: None,
         }
     }
     /// An output of `whole` (for the overlap checks) that writes only `part`.
@@ -518,6 +524,7 @@ impl Access {
             ranges: whole,
             write: Some(cmp),
             written: Some(part),
+            span: None,
         }
     }
     fn writes(&self) -> &[(usize, usize)] {
@@ -579,15 +586,17 @@ pub trait Call {
 /// An output shares a byte with an input, with another output, or with itself (two of its
 /// own blocks): the contract says GHM_ERR_ALIAS. (A sweep over the ranges sorted by start:
 /// generic GHM's rows are a range per float.)
-pub fn overlapping(acc: &[Access]) -> Option<String> {
+/// With `spans`, an access's `span` stands for its ranges where it has one.
+pub fn overlapping(acc: &[Access], spans: bool) -> Option<String> {
     let mut all: Vec<(usize, usize, usize)> = acc
         .iter()
         .enumerate()
         .flat_map(|(i, a)| {
-            a.ranges
-                .iter()
-                .filter(|r| r.0 < r.1)
-                .map(move |r| (r.0, r.1, i))
+            let r = match (&a.span, spans) {
+                (Some(s), true) => s,
+                _ => &a.ranges,
+            };
+            r.iter().filter(|r| r.0 < r.1).map(move |r| (r.0, r.1, i))
         })
         .collect();
     all.sort_unstable();
@@ -697,7 +706,7 @@ impl Engine {
             c.fetch_add(1, Ordering::Relaxed);
         }
         let acc = call.accesses();
-        let overlap = overlapping(&acc);
+        let overlap = overlapping(&acc, false);
         if sa != GHM_OK {
             assert!(
                 self.a.same_bytes(&before_a),
@@ -710,7 +719,7 @@ impl Engine {
             assert_eq!(ra.0, sa, "{name}: ghm_last_error reports another status");
             assert_eq!(ra, rb, "{name}: the report differs on {bk}");
             if sa == GHM_ERR_ALIAS {
-                let why = overlap.is_some() || call.aliased();
+                let why = overlapping(&acc, true).is_some() || call.aliased();
                 assert!(why, "{name}: GHM_ERR_ALIAS but no buffer overlaps");
             }
             return sa;

@@ -1241,6 +1241,22 @@ impl RowsDesc {
         }
         Some(m)
     }
+    /// Each block's span, first float to last (what the library's overlap check may take
+    /// for spaced rows).
+    fn spans(&self, n: usize) -> Vec<(usize, usize)> {
+        let mut v: Vec<(usize, usize)> = Vec::new();
+        let bl = if self.rows.block_len == 0 {
+            n.max(1)
+        } else {
+            self.rows.block_len
+        };
+        for chunk in self.floats(n).chunks(bl * self.rows.k) {
+            let lo = chunk.iter().map(|r| r.0).min().unwrap_or(0);
+            let hi = chunk.iter().map(|r| r.1).max().unwrap_or(0);
+            v.push((lo, hi));
+        }
+        v
+    }
     fn floats(&self, n: usize) -> Vec<(usize, usize)> {
         let Some(b) = self.buf else { return Vec::new() };
         let mut v = Vec::new();
@@ -1315,7 +1331,9 @@ impl Call for GenericCall {
                 Cmp::Exact,
             ));
             if let Some(r) = self.rows.filter(|r| !r.hostile) {
-                acc.push(Access::write("rows", r.floats(n), Cmp::Exact));
+                let mut a = Access::write("rows", r.floats(n), Cmp::Exact);
+                a.span = Some(r.spans(n));
+                acc.push(a);
             }
         }
         acc
