@@ -15,7 +15,7 @@ pub enum Error {
     /// A configuration value is out of range: `bins` outside `1..=MAX_BINS`, `momentum`
     /// outside `[0, 1)` or NaN, `mu` not finite or below `GhmR::MU_MIN`, a non-finite `loss_weight` or
     /// `grad_scale`, an unknown enum value; or `loss_weight * grad_scale` so large that a
-    /// bin's gradient factor overflows f32, or `loss_weight` that its loss factor does.
+    /// bin's gradient factor overflows f32.
     Config = -2,
     /// Caller-owned state does not fit the call: EMA state missing while `momentum > 0`, or
     /// EMA, histogram or weights made for another bin count, or holding impossible values.
@@ -49,8 +49,8 @@ impl Error {
             Error::Null => c"a required pointer argument was NULL",
             Error::Config => {
                 c"invalid configuration: bins must be 1..=128, momentum in [0, 1), mu finite and at \
-                  least 2^-63, loss_weight and grad_scale finite (and small enough that no \
-                  gradient or loss factor overflows), and every enum field a known value"
+                  least 2^-63, loss_weight and grad_scale finite (and their product small enough that \
+                  no gradient factor overflows), and every enum field a known value"
             }
             Error::State => {
                 c"caller-owned state does not match the call: EMA state is missing while \

@@ -1417,7 +1417,7 @@ fn explain_with(
         }
         Error::Input => first_bad().unwrap_or(e.into()),
         Error::Config => {
-            let why = c"(times grad_scale) is so large that a bin's gradient or loss factor overflows f32";
+            let why = c"times grad_scale is so large that a bin's gradient factor overflows f32";
             let f = Fault::new(e, c"cfg", why).field(c"loss_weight");
             f.value(plan.loss_weight as f64)
         }

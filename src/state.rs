@@ -324,12 +324,9 @@ pub(crate) fn finalize(
         }
         let wk = (mk as f64 * mass) as f32;
         let scale = (plan.grad_scale as f64 * lw * wk as f64 * norm) as f32;
-        if !scale.is_finite() || !(plan.loss_weight * wk).is_finite() {
-            // grad_scale * loss_weight is so large that a gradient factor overflows f32, or
-            // loss_weight that a per-element loss factor does (an infinite factor times a
-            // loss that underflows to 0 on one backend and not on another would be NaN
-            // there and +inf here: found by fuzzing): refused like any other unusable
-            // configuration, before anything is written.
+        if !scale.is_finite() {
+            // grad_scale * loss_weight is so large that a gradient factor overflows f32:
+            // refused like any other unusable configuration, before anything is written.
             return Err(Error::Config);
         }
         w.weight[k] = wk;

@@ -224,8 +224,8 @@ fn config_names_the_field_and_its_value() {
     // loss_weight * grad_scale overflowing a bin's gradient factor is found by finalize.
     let mut cfg = ghm_c_config_default();
     (cfg.loss_weight, cfg.grad_scale, cfg.reduction) = (3e38, 3e38, GHM_REDUCTION_SUM);
-    let why = "cfg.loss_weight = 300000000000000000000000000000000000000 (times grad_scale) is \
-               so large that a bin's gradient or loss factor overflows f32";
+    let why = "cfg.loss_weight = 300000000000000000000000000000000000000 times grad_scale is so \
+               large that a bin's gradient factor overflows f32";
     expect(
         call_c(&cfg, null_mut(), &mut b),
         GHM_ERR_CONFIG,
