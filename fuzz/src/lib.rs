@@ -257,96 +257,86 @@ fn r_elems() -> Cmp {
 /// so within 8 ulp of the scalar path's after the weighting).
 const C_ELEMS: Cmp = Cmp::Ulps(8);
 
-struct CDense {
-    cfg: Cfg<ghm_c_config>,
+/// The one call of GHM-C (dense targets) or GHM-R.
+struct DenseOne {
+    f: Family,
     d: Dense,
     res: Results,
 }
 
-impl Call for CDense {
+impl Call for DenseOne {
     fn name(&self) -> &'static str {
-        "ghm_c_loss_grad"
+        match self.f {
+            Family::C(_) => "ghm_c_loss_grad",
+            Family::R(_) => "ghm_r_loss_grad",
+        }
     }
     fn run(&self, w: &mut World) -> ghm_status {
         let [p, t, lw, gr, el] = self.d.ptrs(w);
         let (loss, stats, ema) = self.res.ptrs(w);
+        let n = self.d.n;
         // SAFETY: every buffer holds `n` elements, or `n` is one the call must refuse.
-        unsafe { ghm_c_loss_grad(self.cfg.ptr(), ema, p, t, lw, self.d.n, gr, loss, el, stats) }
+        unsafe {
+            match self.f {
+                Family::C(c) => ghm_c_loss_grad(c.ptr(), ema, p, t, lw, n, gr, loss, el, stats),
+                Family::R(c) => ghm_r_loss_grad(c.ptr(), ema, p, t, lw, n, gr, loss, el, stats),
+            }
+        }
     }
     fn accesses(&self) -> Vec<Access> {
-        self.d.accesses(true, C_ELEMS)
+        let el = match self.f {
+            Family::C(_) => C_ELEMS,
+            Family::R(_) => r_elems(),
+        };
+        self.d.accesses(true, el)
     }
     fn must_fail(&self) -> bool {
-        self.d.hostile || self.cfg.null
-    }
-}
-
-struct RDense {
-    cfg: Cfg<ghm_r_config>,
-    d: Dense,
-    res: Results,
-}
-
-impl Call for RDense {
-    fn name(&self) -> &'static str {
-        "ghm_r_loss_grad"
-    }
-    fn run(&self, w: &mut World) -> ghm_status {
-        let [p, t, lw, gr, el] = self.d.ptrs(w);
-        let (loss, stats, ema) = self.res.ptrs(w);
-        // SAFETY: as `CDense`.
-        unsafe { ghm_r_loss_grad(self.cfg.ptr(), ema, p, t, lw, self.d.n, gr, loss, el, stats) }
-    }
-    fn accesses(&self) -> Vec<Access> {
-        self.d.accesses(true, r_elems())
-    }
-    fn must_fail(&self) -> bool {
-        self.d.hostile || self.cfg.null
+        self.d.hostile || self.f.cfg_null()
     }
     fn loose(&self) -> bool {
-        true
+        matches!(self.f, Family::R(_))
     }
 }
 
-/// One-call GHM-C with dense targets, over 1 to 3 batches (the EMA carried).
+/// The one call over 1 to 3 batches (the EMA carried): GHM-C with dense targets, or GHM-R
+/// (whose predictions and targets, box regression values, may be any float).
+fn dense_one(data: &[u8], r: bool) {
+    let mut g = Gen::new(data);
+    let (c, rc) = if r {
+        (ghm_c_config_default(), Some(r_config(&mut g)))
+    } else {
+        (c_config(&mut g), None)
+    };
+    let bins = rc.map_or(c.bins, |r| r.bins);
+    let probs = rc.is_none() && c.input == GHM_INPUT_PROBS;
+    let mut lay = Layout::new(&mut g);
+    let d = Dense::place(&mut g, &mut lay);
+    let mut w = World::new(lay.end());
+    d.fill(&mut g, &mut w, bins, probs);
+    w.ema = ema(&mut g, bins);
+    let f = match rc {
+        Some(r) => Family::R(Cfg::new(&mut g, r)),
+        None => Family::C(Cfg::new(&mut g, c)),
+    };
+    let call = DenseOne {
+        f,
+        d,
+        res: Results::new(&mut g),
+    };
+    let mut e = Engine::new(&mut g, w);
+    for _ in 0..1 + g.below(3) {
+        e.step(&call);
+    }
+}
+
+/// One-call GHM-C with dense targets.
 pub fn c_dense(data: &[u8]) {
-    let mut g = Gen::new(data);
-    let cfg = c_config(&mut g);
-    let mut lay = Layout::new(&mut g);
-    let d = Dense::place(&mut g, &mut lay);
-    let mut w = World::new(lay.end());
-    d.fill(&mut g, &mut w, cfg.bins, cfg.input == GHM_INPUT_PROBS);
-    w.ema = ema(&mut g, cfg.bins);
-    let call = CDense {
-        cfg: Cfg::new(&mut g, cfg),
-        d,
-        res: Results::new(&mut g),
-    };
-    let mut e = Engine::new(&mut g, w);
-    for _ in 0..1 + g.below(3) {
-        e.step(&call);
-    }
+    dense_one(data, false)
 }
 
-/// One-call GHM-R, over 1 to 3 batches.
+/// One-call GHM-R.
 pub fn r_dense(data: &[u8]) {
-    let mut g = Gen::new(data);
-    let cfg = r_config(&mut g);
-    let mut lay = Layout::new(&mut g);
-    let d = Dense::place(&mut g, &mut lay);
-    let mut w = World::new(lay.end());
-    // GHM-R's predictions and targets are box regression values: any float goes.
-    d.fill(&mut g, &mut w, cfg.bins, false);
-    w.ema = ema(&mut g, cfg.bins);
-    let call = RDense {
-        cfg: Cfg::new(&mut g, cfg),
-        d,
-        res: Results::new(&mut g),
-    };
-    let mut e = Engine::new(&mut g, w);
-    for _ in 0..1 + g.below(3) {
-        e.step(&call);
-    }
+    dense_one(data, true)
 }
 
 // ---------------------------------------------------------------------------------------------
