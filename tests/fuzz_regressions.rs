@@ -1,19 +1,12 @@
 //! What the fuzz targets (fuzz/) found, each kept as a test of its own, through the C ABI as
 //! the fuzzer called it. Each failed before its fix.
 
+mod common;
+
+use common::on_every_backend;
 use core::ptr::{null, null_mut};
 use ghm::ffi::*;
-use ghm::{Backend, Ema, Stats};
-
-fn on_every_backend(mut f: impl FnMut(Backend)) {
-    for b in Backend::all_available() {
-        // SAFETY: a NUL-terminated backend name.
-        assert_eq!(unsafe { ghm_set_backend(b.c_name().as_ptr()) }, GHM_OK);
-        f(b);
-    }
-    // SAFETY: NULL restores the automatic choice.
-    unsafe { ghm_set_backend(null()) };
-}
+use ghm::{Ema, Stats};
 
 /// GHM-R's one call summed `w_k * l_i` rounded to f32 on the vector backends: an element
 /// whose loss is near f32::MAX, in a bin of weight > 1, made the reduced loss +inf there and

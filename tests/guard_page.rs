@@ -5,10 +5,13 @@
 //! boundary and 1 to 3 bytes before it (unaligned).
 #![cfg(target_os = "linux")]
 
+mod common;
+
+use common::on_every_backend;
 use core::ffi::c_void;
 use core::ptr::{null, null_mut};
 use ghm::ffi::*;
-use ghm::{Backend, Hist, Weights};
+use ghm::{Hist, Weights};
 
 extern "C" {
     fn mmap(addr: *mut c_void, len: usize, prot: i32, flags: i32, fd: i32, off: i64)
@@ -89,18 +92,6 @@ fn lengths() -> impl Iterator<Item = usize> {
     (0..=70).chain([127, 128, 129, 255, 1000, 4099])
 }
 
-fn backends() -> Vec<Backend> {
-    Backend::all_available().collect()
-}
-
-/// The backend is the process's: one test at a time chooses it.
-static BACKEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn select(b: Backend) {
-    // SAFETY: a NUL-terminated name.
-    assert_eq!(unsafe { ghm_set_backend(b.c_name().as_ptr()) }, GHM_OK);
-}
-
 fn logits(n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| ((i * 37 % 23) as f32 - 11.0) / 2.0)
@@ -113,9 +104,7 @@ fn targets(n: usize) -> Vec<f32> {
 
 #[test]
 fn dense_one_call_and_phased_at_the_page_end() {
-    let _one = BACKEND.lock().unwrap_or_else(|e| e.into_inner());
-    for b in backends() {
-        select(b);
+    on_every_backend(|b| {
         for n in lengths() {
             for gap in [0, 1, 3] {
                 let (x, t) = (logits(n), targets(n));
@@ -172,16 +161,12 @@ fn dense_one_call_and_phased_at_the_page_end() {
                 }
             }
         }
-    }
-    // SAFETY: NULL restores the automatic choice.
-    unsafe { ghm_set_backend(null()) };
+    });
 }
 
 #[test]
 fn labels_and_softmax_at_the_page_end() {
-    let _one = BACKEND.lock().unwrap_or_else(|e| e.into_inner());
-    for b in backends() {
-        select(b);
+    on_every_backend(|b| {
         for classes in [1usize, 3, 16, 17, 80] {
             for anchors in (0..=40).chain([129]) {
                 for gap in [0, 2] {
@@ -245,16 +230,12 @@ fn labels_and_softmax_at_the_page_end() {
                 }
             }
         }
-    }
-    // SAFETY: NULL restores the automatic choice.
-    unsafe { ghm_set_backend(null()) };
+    });
 }
 
 #[test]
 fn views_and_generic_rows_at_the_page_end() {
-    let _one = BACKEND.lock().unwrap_or_else(|e| e.into_inner());
-    for b in backends() {
-        select(b);
+    on_every_backend(|b| {
         for len in lengths().filter(|&l| l <= 300) {
             for gap in [0, 1] {
                 // Three blocks of `len`, 2 * len apart: the last block ends at the page end.
@@ -316,7 +297,5 @@ fn views_and_generic_rows_at_the_page_end() {
                 }
             }
         }
-    }
-    // SAFETY: NULL restores the automatic choice.
-    unsafe { ghm_set_backend(null()) };
+    });
 }

@@ -362,3 +362,21 @@ pub fn readme_recipe(heading: &str, example: &str) -> String {
     );
     block.to_owned()
 }
+
+/// The backend chosen through the C ABI (`ghm_set_backend`) is the process's: one test at a
+/// time goes through [`on_every_backend`].
+static C_BACKEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` once per backend this machine runs, each selected through the C ABI
+/// (`ghm_set_backend`), then restores the automatic choice.
+pub fn on_every_backend(mut f: impl FnMut(ghm::Backend)) {
+    let _one = C_BACKEND.lock().unwrap_or_else(|e| e.into_inner());
+    for b in ghm::Backend::all_available() {
+        // SAFETY: a NUL-terminated backend name.
+        let s = unsafe { ghm::ffi::ghm_set_backend(b.c_name().as_ptr()) };
+        assert_eq!(s, ghm::ffi::GHM_OK, "ghm_set_backend({})", b.name());
+        f(b);
+    }
+    // SAFETY: NULL restores the automatic choice.
+    unsafe { ghm::ffi::ghm_set_backend(core::ptr::null()) };
+}
