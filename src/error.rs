@@ -13,9 +13,9 @@ pub enum Error {
     /// A required pointer was NULL (C ABI only; safe Rust cannot express it).
     Null = -1,
     /// A configuration value is out of range: `bins` outside `1..=MAX_BINS`, `momentum`
-    /// outside `[0, 1)` or NaN, `mu` not finite or below `GhmR::MU_MIN`, a non-finite `loss_weight` or
-    /// `grad_scale`, an unknown enum value; or `loss_weight * grad_scale` so large that a
-    /// bin's gradient factor overflows f32.
+    /// outside `[0, 1)` or NaN, `mu` not finite or below `GhmR::MU_MIN`, a non-finite
+    /// `loss_weight` or `grad_scale`, an unknown enum value; or `loss_weight * grad_scale` so
+    /// large that a bin's gradient factor overflows f32.
     Config = -2,
     /// Caller-owned state does not fit the call: EMA state missing while `momentum > 0`, or
     /// EMA, histogram or weights made for another bin count, or holding impossible values.

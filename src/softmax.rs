@@ -316,11 +316,10 @@ impl Shape {
         } else {
             (bl.pred, bl.target, bl.weight)
         };
-        let (p, t, w) = (pv.start(b, len * c), tv.start(b, len), wv.start(b, len));
         Rows {
-            x: &input.pred[p..p + len * c],
-            labels: &input.labels[t..t + len],
-            weight: input.anchor_weight.map(|a| &a[w..w + len]),
+            x: &input.pred[pv.block(b, len * c)],
+            labels: &input.labels[tv.block(b, len)],
+            weight: input.anchor_weight.map(|a| &a[wv.block(b, len)]),
             classes: c,
             layout: input.layout,
             len,
@@ -391,12 +390,8 @@ fn pass2(
     for b in 0..bl.count {
         let rows = shape.rows(input, b);
         let dest = Dest {
-            grad: grad
-                .as_deref_mut()
-                .map(|g| &mut g[gv.start(b, row)..gv.start(b, row) + row]),
-            loss: loss
-                .as_deref_mut()
-                .map(|l| &mut l[lv.start(b, bl.len)..lv.start(b, bl.len) + bl.len]),
+            grad: grad.as_deref_mut().map(|g| &mut g[gv.block(b, row)]),
+            loss: loss.as_deref_mut().map(|l| &mut l[lv.block(b, bl.len)]),
             accumulate: plan.accumulate,
         };
         dispatch::softmax_apply(plan.backend, &rows, bins, &t, dest);

@@ -43,15 +43,12 @@ impl View {
         self.offset + b * self.stride
     }
 
-    /// Where block `b` of `n` elements starts: [`View::at`], or 0 for a block of no elements
-    /// (whose view's offset may lie outside a buffer of none: found by fuzzing).
+    /// The elements of block `b`, `n` of them: from [`View::at`], or `0..0` for a block of
+    /// none (whose view's offset may lie outside a buffer of none: found by fuzzing).
     #[inline(always)]
-    pub(crate) fn start(self, b: usize, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            self.at(b)
-        }
+    pub(crate) fn block(self, b: usize, n: usize) -> core::ops::Range<usize> {
+        let start = if n == 0 { 0 } else { self.at(b) };
+        start..start + n
     }
 
     /// Elements a buffer needs to hold `count` blocks of `block` elements through this view:
