@@ -681,8 +681,7 @@ impl Call for LabelPhase {
 /// The config of one of the four losses.
 #[derive(Clone, Copy)]
 enum AnyCfg {
-    C(Cfg<ghm_c_config>),
-    R(Cfg<ghm_r_config>),
+    Dense(Family),
     G(Cfg<ghm_g_config>),
     S(Cfg<ghm_softmax_config>),
 }
@@ -719,8 +718,8 @@ impl Call for Finalize {
         // SAFETY: valid structures (their contents as the fuzz input made them).
         unsafe {
             match self.cfg {
-                AnyCfg::C(c) => ghm_c_finalize(c.ptr(), ema, h, wt),
-                AnyCfg::R(c) => ghm_r_finalize(c.ptr(), ema, h, wt),
+                AnyCfg::Dense(Family::C(c)) => ghm_c_finalize(c.ptr(), ema, h, wt),
+                AnyCfg::Dense(Family::R(c)) => ghm_r_finalize(c.ptr(), ema, h, wt),
                 AnyCfg::G(c) => ghm_g_finalize(c.ptr(), ema, h, wt),
                 AnyCfg::S(c) => ghm_softmax_finalize(c.ptr(), ema, h, wt),
             }
@@ -731,14 +730,13 @@ impl Call for Finalize {
     }
     fn must_fail(&self) -> bool {
         match self.cfg {
-            AnyCfg::C(c) => c.null,
-            AnyCfg::R(c) => c.null,
+            AnyCfg::Dense(f) => f.cfg_null(),
             AnyCfg::G(c) => c.null,
             AnyCfg::S(c) => c.null,
         }
     }
     fn loose(&self) -> bool {
-        matches!(self.cfg, AnyCfg::R(_))
+        matches!(self.cfg, AnyCfg::Dense(Family::R(_)))
     }
 }
 
@@ -817,11 +815,7 @@ pub fn phased(data: &[u8]) {
                 });
             }
             _ => {
-                let cfg = match fam {
-                    Family::C(c) => AnyCfg::C(c),
-                    Family::R(c) => AnyCfg::R(c),
-                };
-                e.step(&Finalize::new(&mut g, cfg, h));
+                e.step(&Finalize::new(&mut g, AnyCfg::Dense(fam), h));
             }
         }
     }
@@ -1033,11 +1027,11 @@ impl Blocked {
     }
 }
 
-/// A call through blocked views: the one call, or a phased step over a range of blocks.
+/// A call through blocked views: the one call, or a phased step over a range of blocks;
+/// GHM-C with dense targets or class-index labels (`labels`), or GHM-R.
 struct BlocksCall {
-    fam: u8,
-    c: Cfg<ghm_c_config>,
-    r: Cfg<ghm_r_config>,
+    f: Family,
+    labels: bool,
     v: Blocked,
     layout: u32,
     res: Results,
@@ -1048,7 +1042,11 @@ struct BlocksCall {
 
 impl Call for BlocksCall {
     fn name(&self) -> &'static str {
-        ["ghm_c_*_blocks", "ghm_c_*_labels_blocks", "ghm_r_*_blocks"][self.fam as usize]
+        match (self.f, self.labels) {
+            (Family::R(_), _) => "ghm_r_*_blocks",
+            (_, true) => "ghm_c_*_labels_blocks",
+            _ => "ghm_c_*_blocks",
+        }
     }
     fn run(&self, w: &mut World) -> ghm_status {
         let bp = self.v.desc_ptr(w);
@@ -1063,39 +1061,55 @@ impl Call for BlocksCall {
         let (loss, stats, ema) = self.res.ptrs(w);
         let h: *mut ghm::Hist = &mut w.hist[self.h];
         let wt: *const ghm::Weights = &w.weights;
-        let (c, r, nc, lay) = (self.c.ptr(), self.r.ptr(), v.classes, self.layout);
-        let lab = t as *const i32;
+        let (nc, lay, lab) = (v.classes, self.layout, t as *const i32);
         // SAFETY: every buffer holds its view's extent, or the descriptor is one to refuse.
         unsafe {
-            match (self.fam, self.phase) {
-                (0, 0) => ghm_c_loss_grad_blocks(c, ema, bp, p, t, lw, gr, loss, el, stats),
-                (0, 1) => ghm_c_accumulate_blocks(c, bp, p, t, lw, h),
-                (0, _) => ghm_c_apply_blocks(c, wt, bp, p, t, lw, gr, el),
-                (1, 0) => ghm_c_loss_grad_labels_blocks(
-                    c, ema, bp, p, lab, lw, nc, lay, gr, loss, el, stats,
+            match (self.f, self.labels, self.phase) {
+                (Family::R(r), _, 0) => {
+                    ghm_r_loss_grad_blocks(r.ptr(), ema, bp, p, t, lw, gr, loss, el, stats)
+                }
+                (Family::R(r), _, 1) => ghm_r_accumulate_blocks(r.ptr(), bp, p, t, lw, h),
+                (Family::R(r), _, _) => ghm_r_apply_blocks(r.ptr(), wt, bp, p, t, lw, gr, el),
+                (Family::C(c), false, 0) => {
+                    ghm_c_loss_grad_blocks(c.ptr(), ema, bp, p, t, lw, gr, loss, el, stats)
+                }
+                (Family::C(c), false, 1) => ghm_c_accumulate_blocks(c.ptr(), bp, p, t, lw, h),
+                (Family::C(c), false, _) => ghm_c_apply_blocks(c.ptr(), wt, bp, p, t, lw, gr, el),
+                (Family::C(c), true, 0) => ghm_c_loss_grad_labels_blocks(
+                    c.ptr(),
+                    ema,
+                    bp,
+                    p,
+                    lab,
+                    lw,
+                    nc,
+                    lay,
+                    gr,
+                    loss,
+                    el,
+                    stats,
                 ),
-                (1, 1) => ghm_c_accumulate_labels_blocks(c, bp, p, lab, lw, nc, lay, h),
-                (1, _) => ghm_c_apply_labels_blocks(c, wt, bp, p, lab, lw, nc, lay, gr, el),
-                (_, 0) => ghm_r_loss_grad_blocks(r, ema, bp, p, t, lw, gr, loss, el, stats),
-                (_, 1) => ghm_r_accumulate_blocks(r, bp, p, t, lw, h),
-                (_, _) => ghm_r_apply_blocks(r, wt, bp, p, t, lw, gr, el),
+                (Family::C(c), true, 1) => {
+                    ghm_c_accumulate_labels_blocks(c.ptr(), bp, p, lab, lw, nc, lay, h)
+                }
+                (Family::C(c), true, _) => {
+                    ghm_c_apply_labels_blocks(c.ptr(), wt, bp, p, lab, lw, nc, lay, gr, el)
+                }
             }
         }
     }
     fn accesses(&self) -> Vec<Access> {
-        let el = if self.fam == 2 { r_elems() } else { C_ELEMS };
+        let el = match self.f {
+            Family::C(_) => C_ELEMS,
+            Family::R(_) => r_elems(),
+        };
         self.v.accesses(self.phase != 1, el)
     }
     fn must_fail(&self) -> bool {
-        let cfg_null = if self.fam == 2 {
-            self.r.null
-        } else {
-            self.c.null
-        };
-        self.v.must_fail() || cfg_null || (self.fam == 1 && self.layout > 1)
+        self.v.must_fail() || self.f.cfg_null() || (self.labels && self.layout > 1)
     }
     fn loose(&self) -> bool {
-        self.fam == 2
+        matches!(self.f, Family::R(_))
     }
 }
 
@@ -1129,14 +1143,14 @@ pub fn blocks(data: &[u8]) {
     let usual = g_layout(&mut g);
     let layout = g.cfg_u32(usual, &[2]);
     let (c, r) = (Cfg::new(&mut g, c), Cfg::new(&mut g, r));
+    let f = if fam == 2 { Family::R(r) } else { Family::C(c) };
     let res = Results::new(&mut g);
     let mut e = Engine::new(&mut g, w);
     for _ in 0..1 + g.below(6) {
         let phase = g.u8() % 5;
         let h = g.below(2);
         if phase >= 3 {
-            let cfg = if fam == 2 { AnyCfg::R(r) } else { AnyCfg::C(c) };
-            e.step(&Finalize::new(&mut g, cfg, h));
+            e.step(&Finalize::new(&mut g, AnyCfg::Dense(f), h));
             continue;
         }
         let v = if phase > 0 && !v.hostile && g.chance(128) {
@@ -1146,9 +1160,8 @@ pub fn blocks(data: &[u8]) {
             v
         };
         e.step(&BlocksCall {
-            fam,
-            c,
-            r,
+            f,
+            labels: fam == 1,
             v,
             layout,
             res,
