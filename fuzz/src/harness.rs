@@ -389,6 +389,14 @@ impl World {
         let at = GUARD + b.off;
         self.bytes_mut()[at..at + size_of::<T>()].copy_from_slice(raw(t));
     }
+    /// The EMA, both histograms and the weights for `bins`, as [`ema`], [`hist`] and
+    /// [`weights`] make them (ordinary, or corrupt now and then).
+    pub fn states(&mut self, g: &mut Gen, bins: u32) {
+        self.ema = ema(g, bins);
+        self.hist = [hist(g, bins), hist(g, bins)];
+        self.weights = weights(g, bins);
+    }
+
     fn same_bytes(&self, o: &World) -> bool {
         self.bytes() == o.bytes()
             && raw(&self.ema) == raw(&o.ema)

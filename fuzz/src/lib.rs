@@ -775,9 +775,7 @@ pub fn phased(data: &[u8]) {
     if let Some(l) = &l {
         l.fill(&mut g, &mut w, bins, probs);
     }
-    w.ema = ema(&mut g, bins);
-    w.hist = [hist(&mut g, bins), hist(&mut g, bins)];
-    w.weights = weights(&mut g, bins);
+    w.states(&mut g, bins);
     let mut e = Engine::new(&mut g, w);
     for _ in 0..1 + g.below(8) {
         let op = g.u8() % 5;
@@ -1137,9 +1135,7 @@ pub fn blocks(data: &[u8]) {
         c.input == GHM_INPUT_PROBS && fam != 2,
         classes,
     );
-    w.ema = ema(&mut g, bins);
-    w.hist = [hist(&mut g, bins), hist(&mut g, bins)];
-    w.weights = weights(&mut g, bins);
+    w.states(&mut g, bins);
     let usual = g_layout(&mut g);
     let layout = g.cfg_u32(usual, &[2]);
     let (c, r) = (Cfg::new(&mut g, c), Cfg::new(&mut g, r));
@@ -1385,9 +1381,7 @@ pub fn generic(data: &[u8]) {
         g.begin_buffer();
         w.fill_f32(r.buf, floats, || g.before());
     }
-    w.ema = ema(&mut g, cfg.bins);
-    w.hist = [hist(&mut g, cfg.bins), hist(&mut g, cfg.bins)];
-    w.weights = weights(&mut g, cfg.bins);
+    w.states(&mut g, cfg.bins);
     let cfg = Cfg::new(&mut g, cfg);
     let res = Results::new(&mut g);
     let mut e = Engine::new(&mut g, w);
@@ -1530,9 +1524,7 @@ pub fn softmax(data: &[u8]) {
     if let Some(v) = &v {
         v.fill(&mut g, &mut w, cfg.bins, false, v.classes);
     }
-    w.ema = ema(&mut g, cfg.bins);
-    w.hist = [hist(&mut g, cfg.bins), hist(&mut g, cfg.bins)];
-    w.weights = weights(&mut g, cfg.bins);
+    w.states(&mut g, cfg.bins);
     let cfg = Cfg::new(&mut g, cfg);
     let res = Results::new(&mut g);
     let mut e = Engine::new(&mut g, w);
