@@ -6,7 +6,7 @@
 //!   loss sums. The one call usually skips the loss here.
 //! - [`apply`] (pass 2) recomputes `g` and `dl/dx` from the inputs (the outputs must not be
 //!   written before pass 1 has seen every element, so there is nowhere to keep them) and
-//!   writes `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * w[bin] * l`; for
+//!   writes `grad = scale[bin] * dl/dx` and, if asked, `loss_elems = lw * (w[bin] * l)`; for
 //!   the one call it also sums `w[bin] * l` in f64 lanes, which is its loss.
 //! - With `skip_bad` no element can make the call fail, so the one call (GHM-C, gradients
 //!   only) may store `dl/dx` in `grad` during pass 1, with the per-bin loss sums; pass 2 is
@@ -981,11 +981,26 @@ pub(crate) struct Outputs<'a> {
     pub sum_loss: bool,
 }
 
+/// The weighted loss `loss_weight * (w * l)` of a loss `l >= 0` with weight `w` (finite,
+/// `>= 0`), and 0 when `loss_weight` is, whatever `w * l`.
+///
+/// In this order, never `0 * inf`: `w * l` is finite or `+inf`, and is only multiplied by a
+/// non-zero `loss_weight`. `(loss_weight * w) * l` overflowed for a huge `loss_weight` (say
+/// `FLT_MAX` with MEAN, whose gradient factors stay finite) and made a loss that is 0 NaN
+/// (and one that rounds to a subnormal on another backend `+inf` there).
+#[inline(always)]
+pub(crate) fn weighted_loss(loss_weight: f32, w: f32, l: f32) -> f32 {
+    let w = if loss_weight == 0.0 { 0.0 } else { w };
+    loss_weight * (w * l)
+}
+
 /// Per-bin lookup tables of pass 2, padded to 256 entries; index `M` (trash) and beyond hold 0.
 pub(crate) struct Tables {
     scale: [f32; 256],
-    weighted: [f32; 256],
     weight: [f32; 256],
+    /// `weight`, or all zeros when `loss_weight` is 0: the factor of [`Tables::weighted`].
+    loss_w: [f32; 256],
+    loss_weight: f32,
 }
 
 impl Tables {
@@ -995,24 +1010,33 @@ impl Tables {
         self.scale[k & 255]
     }
 
-    /// Bin `k`'s `loss_weight * weight[k]` (0 past the bins).
+    /// [`weighted_loss`] of a loss `l` in bin `k` (0 past the bins).
     #[inline(always)]
-    pub(crate) fn weighted_of(&self, k: usize) -> f32 {
-        self.weighted[k & 255]
+    pub(crate) fn weighted_of(&self, k: usize, l: f32) -> f32 {
+        weighted_loss(self.loss_weight, self.loss_w[k & 255], l)
     }
 
-    /// `scale[k]` and `loss_weight * weight[k]` of the bins of `w`.
+    /// [`weighted_loss`] per lane, of the lanes' losses in their bins `k`.
+    #[inline(always)]
+    pub(crate) fn weighted<V: Vector>(&self, k: V::I, m: usize, l: V) -> V {
+        V::splat(self.loss_weight).mul(V::lut(&self.loss_w, k, m).mul(l))
+    }
+
+    /// `scale[k]` and the weights of the bins of `w`.
     pub(crate) fn new(w: &Weights, loss_weight: f32) -> Tables {
         let m = (w.bins as usize).min(MAX_BINS);
         let mut t = Tables {
             scale: [0.0; 256],
-            weighted: [0.0; 256],
             weight: [0.0; 256],
+            loss_w: [0.0; 256],
+            loss_weight,
         };
         for k in 0..m {
             t.scale[k] = w.scale[k];
             t.weight[k] = w.weight[k];
-            t.weighted[k] = loss_weight * w.weight[k];
+            if loss_weight != 0.0 {
+                t.loss_w[k] = w.weight[k];
+            }
         }
         t
     }
@@ -1107,7 +1131,8 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> S
         }
         if LOSS {
             if let Some(le) = self.loss_elems.as_deref_mut() {
-                let v = V::select(valid, V::lut(&c.tables.weighted, k, m).mul(e.loss), zero);
+                let l = c.model.elem_loss(x, t, e.loss);
+                let v = V::select(valid, c.tables.weighted(k, m, l), zero);
                 store(&mut le[i..], tail, v);
             }
             if c.sum_loss {

@@ -68,6 +68,14 @@ pub(crate) trait Model: Copy {
     }
     /// `l` for one element, straight from the formula with `libm`.
     fn loss_scalar(&self, x: f32, t: f32) -> f32;
+    /// The per-element loss to write for lanes `x`, `t` whose [`Model::eval`] loss is `l`:
+    /// `l`, unless the vector formula is not close enough to [`Model::loss_scalar`] for the
+    /// weighting (GHM-R's subnormal losses).
+    #[inline(always)]
+    fn elem_loss<V: Vector>(&self, x: V, t: V, l: V) -> V {
+        let _ = (x, t);
+        l
+    }
 }
 
 /// The bits of `f32::MAX`: a non-negative f32 (sign bit clear) is finite iff its bits, as
@@ -196,6 +204,8 @@ pub(crate) struct R {
     mu2: f32,
     /// `mu^2` scaled by `2^-140` (`mu` by `2^-70`), for the lanes evaluated scaled.
     mu2_s: f32,
+    /// Below this `|d|` the loss is subnormal (or 0); at and above it, normal.
+    tiny: f32,
 }
 
 /// Beyond `|d| = 2^50` (or `mu = 2^50`) `d^2` would be near overflow: such lanes are evaluated
@@ -211,8 +221,17 @@ impl R {
             mu,
             mu2: (mu as f64 * mu as f64) as f32,
             mu2_s: (mu_s as f64 * mu_s as f64) as f32,
+            tiny: tiny_d(mu),
         }
     }
+}
+
+/// The least `|d|` at which GHM-R's loss `d^2 / (sqrt(d^2 + mu^2) + mu)` is at least
+/// `f32::MIN_POSITIVE` (`m`), rounded up: the loss is at least `d^2 / (|d| + 2 mu)`, which is
+/// `m` at `|d| = (m + sqrt(m^2 + 8 mu m)) / 2`; 1% above it.
+fn tiny_d(mu: f32) -> f32 {
+    let (m, mu) = (f32::MIN_POSITIVE as f64, mu as f64);
+    ((m + crate::vmath::sqrt(m * m + 8.0 * mu * m)) / 2.0 * 1.01) as f32
 }
 
 impl Model for R {
@@ -253,8 +272,10 @@ impl Model for R {
             let root = d2.add(V::splat(self.mu2)).sqrt();
             let grad = d0.div(root);
             let loss = if LOSS {
-                // The loss needs no correctly rounded division ([`Vector::recip`]).
-                d2.mul(root.add(V::splat(self.mu)).recip())
+                // The loss needs no correctly rounded division ([`Vector::recip`]). `d * (d *
+                // r)`, not `d^2 * r`: `d^2` is subnormal below `|d| = 2^-63`, where it kept
+                // few bits, and `d * r` is normal wherever the loss is.
+                d0.mul(d0.mul(root.add(V::splat(self.mu)).recip()))
             } else {
                 grad
             };
@@ -275,7 +296,7 @@ impl Model for R {
             // formula's few ulp of error would turn a loss that rounds to f32::MAX into +inf
             // (and that into an infinite reduced loss) where the scalar path is finite. Only
             // for |d| > 2^50 or mu > 2^50, which no training reaches: a cold path.
-            let l = d2.mul(root.add(V::splat(self.mu)).recip());
+            let l = d.mul(d.mul(root.add(V::splat(self.mu)).recip()));
             let (xs, ts) = (x.to_array(), t.to_array());
             let flag = V::select(big, V::splat(1.0), V::splat(0.0)).to_array();
             let mut ls = l.to_array();
@@ -294,6 +315,28 @@ impl Model for R {
             grad,
             loss,
         }
+    }
+
+    /// Lanes whose loss is subnormal (`0 < |d| < tiny`) take the scalar path's: the f32
+    /// formula's few ulp of error put such a loss on another point of the subnormal grid
+    /// than the f64 formula rounded once, which a large `loss_weight * w_k` would scale back
+    /// up into many ulp. A cold path: `|d|` below about `2e-20` for `mu = 0.02`.
+    #[inline(always)]
+    fn elem_loss<V: Vector>(&self, x: V, t: V, l: V) -> V {
+        let a = x.sub(t).abs();
+        let low = V::m_andnot(a.lt(V::splat(self.tiny)), a.le(V::splat(0.0)));
+        if !V::m_any(low) {
+            return l;
+        }
+        let (xs, ts) = (x.to_array(), t.to_array());
+        let low = V::select(low, V::splat(1.0), V::splat(0.0)).to_array();
+        let mut ls = l.to_array();
+        for i in 0..V::LANES {
+            if low[i] != 0.0 {
+                ls[i] = self.loss_scalar(xs[i], ts[i]);
+            }
+        }
+        V::from_array(&ls)
     }
 
     fn loss_scalar(&self, x: f32, t: f32) -> f32 {

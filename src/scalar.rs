@@ -9,7 +9,7 @@
 use crate::bins::Bins;
 use crate::config::MAX_BINS;
 use crate::error::Error;
-use crate::kernel::Outputs;
+use crate::kernel::{weighted_loss, Outputs};
 use crate::model::Model;
 use crate::simd::Vector;
 use crate::source::{Batch, Scratch, Seg, Src, Visitor, STAGE};
@@ -184,7 +184,7 @@ impl<M: Model> Visitor<f32> for Apply<'_, M> {
             }
             if let Some(le) = self.out.loss_elems.as_deref_mut() {
                 le[li] = match l {
-                    Some((k, l)) => self.loss_weight * self.weights.weight[k] * l,
+                    Some((k, l)) => weighted_loss(self.loss_weight, self.weights.weight[k], l),
                     None => 0.0,
                 };
             }

@@ -577,7 +577,7 @@ pub(crate) fn accumulate<V: Vector>(
 
 /// Pass 2 over a block's anchors, known to be good (or `skip_bad`: the bad ones get factor 0):
 /// each sample's gradient row `scale[bin] * (p - onehot)` and weighted loss
-/// `loss_weight * w[bin] * CE` (0 and a row of zeros for invalid and bad samples; with
+/// `loss_weight * (w[bin] * CE)` (0 and a row of zeros for invalid and bad samples; with
 /// `accumulate`, their rows are left as they are).
 #[inline(always)]
 pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut dest: Dest<'_>) {
@@ -587,7 +587,7 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
     let keep = !accumulate;
     // A sample's factor, 1 / S, g and weighted loss (all 0 for invalid and bad samples).
     let factor = |kind: Kind| match kind {
-        Kind::Valid { bin, g, inv, ce } => (t.scale_of(bin), inv, g, t.weighted_of(bin) * ce),
+        Kind::Valid { bin, g, inv, ce } => (t.scale_of(bin), inv, g, t.weighted_of(bin, ce)),
         Kind::Ignored | Kind::Bad => (0.0, 0.0, 0.0, 0.0),
     };
     match rows.layout {

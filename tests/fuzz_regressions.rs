@@ -284,3 +284,135 @@ fn softmax_views_of_empty_blocks() {
         assert_eq!((out[0], loss, stats.tot), (5.0, 0.0, 0.0), "{b:?}");
     });
 }
+
+/// A per-element loss was `(loss_weight * w_k) * l`: with `loss_weight = FLT_MAX` (accepted
+/// with MEAN, whose gradient factors stay finite) and a bin of weight > 1 the factor was
+/// `+inf`, and an element whose loss is exactly 0 got `0 * inf = NaN` (on a backend whose loss
+/// rounded to a subnormal instead, `+inf`: the backends disagreed). Now
+/// `loss_weight * (w_k * l)`: 0 stays 0 and no per-element loss is NaN, on every backend.
+#[test]
+fn per_element_losses_with_a_huge_loss_weight_are_never_nan() {
+    // GHM-C: 3 elements with loss exactly 0 (logit -200, target 0: g = 0, bin 0) among 34 with
+    // g = 0.5, so bin 0's weight is 37 / (3 * 2) > 1.
+    let n = 37;
+    let mut x = [0.0f32; 37];
+    let mut t = [1.0f32; 37];
+    for i in [0, 17, 36] {
+        (x[i], t[i]) = (-200.0, 0.0);
+    }
+    let mut cfg = ghm_c_config_default();
+    cfg.loss_weight = f32::MAX;
+    // Softmax: 3 samples of 5 classes whose label's logit dominates (CE exactly 0, g = 0)
+    // among 30 samples of uniform logits (g = 0.8).
+    let (ns, nc) = (33, 5);
+    let mut logits = [0.0f32; 33 * 5];
+    let mut labels = [2i32; 33];
+    for a in [1, 16, 32] {
+        logits[a * nc + 3] = 200.0;
+        labels[a] = 3;
+    }
+    let mut scfg = ghm_softmax_config_default();
+    scfg.loss_weight = f32::MAX;
+    let mut want: Option<(Vec<f32>, Vec<f32>)> = None;
+    on_every_backend(|b| {
+        let (mut le, mut sl) = (vec![f32::NAN; n], vec![f32::NAN; ns]);
+        let (mut loss, mut sloss) = (0.0f32, 0.0f32);
+        // SAFETY: `n` elements each; `ns * nc` logits, `ns` labels and sample losses.
+        let (s, ss) = unsafe {
+            (
+                ghm_c_loss_grad(
+                    &cfg,
+                    null_mut(),
+                    x.as_ptr(),
+                    t.as_ptr(),
+                    null(),
+                    n,
+                    null_mut(),
+                    &mut loss,
+                    le.as_mut_ptr(),
+                    null_mut(),
+                ),
+                ghm_softmax_loss_grad(
+                    &scfg,
+                    null_mut(),
+                    logits.as_ptr(),
+                    labels.as_ptr(),
+                    null(),
+                    ns,
+                    nc,
+                    GHM_LAYOUT_ANCHOR_MAJOR,
+                    null_mut(),
+                    &mut sloss,
+                    sl.as_mut_ptr(),
+                    null_mut(),
+                ),
+            )
+        };
+        assert_eq!((s, ss), (GHM_OK, GHM_OK), "{b:?}");
+        for (what, v, zeros) in [("GHM-C", &le, [0, 17, 36]), ("softmax", &sl, [1, 16, 32])] {
+            assert!(v.iter().all(|e| !e.is_nan()), "{b:?}: {what} {v:?}");
+            assert!(zeros.iter().all(|&i| v[i] == 0.0), "{b:?}: {what} {v:?}");
+            assert!(
+                v.iter().all(|&e| e > 1e37 || e == 0.0),
+                "{b:?}: {what} {v:?}"
+            );
+        }
+        let (wc, ws) = want.get_or_insert_with(|| (le.clone(), sl.clone()));
+        for (a, w) in le.iter().zip(wc.iter()).chain(sl.iter().zip(ws.iter())) {
+            assert!(a.to_bits().abs_diff(w.to_bits()) <= 8, "{b:?}: {a} vs {w}");
+        }
+    });
+}
+
+/// GHM-R's vector loss was `d^2 * r`: below `|d| = 2^-63`, `d^2` is subnormal and kept few
+/// bits (14% off for `mu = 2^-63`, `d = 1e-22`); and a subnormal loss, a few ulp off the
+/// scalar path's, landed on another point of the subnormal grid, which a large
+/// `loss_weight * w_k` scaled back up into many ulp (1.3% in the input fuzzing found). Now
+/// `d * (d * r)`, and subnormal losses are the scalar path's: per-element losses within 8 ulp
+/// of the scalar path's on every backend.
+#[test]
+fn ghm_r_tiny_differences_weigh_alike_on_every_backend() {
+    for (mu, step) in [(0.02f32, 3.7e-22f32), (2f32.powi(-63), 1.3e-23)] {
+        // 70 tiny differences (one bin) among 30 ordinary ones.
+        let n = 100;
+        let x: Vec<f32> = (0..n)
+            .map(|i| match i {
+                0..70 => step * (i as f32 + 1.0) * if i % 2 == 0 { 1.0 } else { -1.0 },
+                _ => i as f32 * 0.37,
+            })
+            .collect();
+        let t = vec![0.0f32; n];
+        let mut cfg = ghm_r_config_default();
+        cfg.mu = mu;
+        cfg.loss_weight = 1e30;
+        let mut want: Option<Vec<f32>> = None;
+        on_every_backend(|b| {
+            let mut le = vec![f32::NAN; n];
+            let mut loss = 0.0f32;
+            // SAFETY: `n` elements each.
+            let s = unsafe {
+                ghm_r_loss_grad(
+                    &cfg,
+                    null_mut(),
+                    x.as_ptr(),
+                    t.as_ptr(),
+                    null(),
+                    n,
+                    null_mut(),
+                    &mut loss,
+                    le.as_mut_ptr(),
+                    null_mut(),
+                )
+            };
+            assert_eq!(s, GHM_OK, "{b:?}");
+            let w = want.get_or_insert_with(|| le.clone());
+            for (i, (a, e)) in le.iter().zip(w.iter()).enumerate() {
+                assert!(
+                    a.to_bits().abs_diff(e.to_bits()) <= 8,
+                    "{b:?}, mu {mu:e}: element {i} ({:e}): {a:e} vs {e:e} on the scalar path",
+                    x[i]
+                );
+            }
+        });
+    }
+}
