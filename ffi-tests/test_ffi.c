@@ -3060,6 +3060,145 @@ static void test_softmax(void) {
   check_group_end("input, state, shape, config, null, alias");
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The training log line (ghm_log_stats, ghm_log_weights) */
+
+/* The numbers of the JSON array `"key":[...]` in `line` (at most `cap`); returns how many. */
+static size_t json_array(const char *line, const char *key, double *out, size_t cap) {
+  char pat[64];
+  const char *p;
+  size_t n = 0;
+  snprintf(pat, sizeof pat, "\"%s\":[", key);
+  p = strstr(line, pat);
+  if (!p) return 0;
+  p += strlen(pat);
+  while (*p && *p != ']' && n < cap) {
+    char *end;
+    out[n++] = strtod(p, &end);
+    if (end == p) return 0;
+    p = *end == ',' ? end + 1 : end;
+  }
+  return n;
+}
+
+static void test_log(void) {
+  enum { LN = 3001 };
+  float *x = fvec(LN), *t = fvec(LN), loss = 0;
+  ghm_c_config cfg = ghm_c_config_default();
+  ghm_stats st, st2;
+  ghm_hist h, h7;
+  ghm_weights w;
+  ghm_report r;
+  static char buf[GHM_LOG_LINE_MAX], small[GHM_LOG_LINE_MAX];
+  static double v[GHM_MAX_BINS + 1];
+  char longtag[GHM_LOG_TAG_MAX + 2];
+  size_t len = 0, i, n;
+  int ok;
+  check_group("log line");
+  for (i = 0; i < LN; i++) {
+    x[i] = (float)((int)(i * 7919 % 2000) - 1000) / 150.0f;
+    t[i] = (i % 9 == 0) ? 1.0f : 0.0f;
+  }
+  cfg.bins = 12;
+  EXPECT_OK(ghm_c_loss_grad(&cfg, NULL, x, t, NULL, LN, NULL, &loss, NULL, &st), "GHM-C call");
+  EXPECT_OK(ghm_log_stats(&st, loss, 17, "yolo obj", 1.0f, buf, sizeof buf, &len),
+            "ghm_log_stats");
+  CHECK(len == strlen(buf) && len < GHM_LOG_LINE_MAX, "len %zu strlen %zu", len, strlen(buf));
+  CHECK(strncmp(buf, "{\"v\":1,\"iter\":17,\"tag\":\"yolo obj\",\"bins\":12,\"g_max\":1.0,"
+                     "\"edges\":[0.0,", 62) == 0 && buf[len - 1] == '}',
+        "line starts %.80s", buf);
+  n = json_array(buf, "counts", v, GHM_MAX_BINS);
+  ok = n == 12;
+  for (i = 0; ok && i < 12; i++) ok = v[i] == (double)st.counts[i];
+  CHECK(ok, "counts: %zu of them, or one differs from stats.counts", n);
+  n = json_array(buf, "weights", v, GHM_MAX_BINS);
+  ok = n == 12;
+  for (i = 0; ok && i < 12; i++) ok = (float)v[i] == st.weights[i];
+  CHECK(ok, "weights: %zu of them, or one differs from stats.weights", n);
+  n = json_array(buf, "edges", v, GHM_MAX_BINS + 1);
+  CHECK(n == 13 && v[0] == 0.0 && (float)v[3] == 3.0f / 12.0f && v[12] == 1.0, "edges (%zu)", n);
+  CHECK(strstr(buf, "\"skipped\":0,\"loss\":") != NULL, "skipped and loss: %s", buf + len - 40);
+
+  /* Too small by one byte (the NUL): nothing written, the bytes needed in the report. */
+  memset(small, 0x5a, sizeof small);
+  CHECK(ghm_log_stats(&st, loss, 17, "yolo obj", 1.0f, small, len, &len) == GHM_ERR_SHAPE,
+        "buf_len = len");
+  expect_report(GHM_ERR_SHAPE, "buf_len", -1, "buf_len = len");
+  ghm_last_error(&r);
+  CHECK(r.has_value && r.value == (double)(len + 1), "needed %g, want %zu", r.value, len + 1);
+  for (ok = 1, i = 0; i < sizeof small; i++) ok &= small[i] == 0x5a;
+  CHECK(ok, "buf_len = len: buf written");
+  EXPECT_OK(ghm_log_stats(&st, loss, 17, "yolo obj", 1.0f, small, len + 1, NULL),
+            "buf_len = len + 1, len NULL");
+  CHECK(strcmp(small, buf) == 0, "the same line in a buffer of exactly its size");
+
+  /* Every refusal: nothing written. */
+  memset(longtag, 'a', sizeof longtag - 1);
+  longtag[sizeof longtag - 1] = 0;
+  memset(small, 0x5a, sizeof small);
+  st2 = st;
+  CHECK(ghm_log_stats(NULL, loss, 1, "", 1.0f, small, sizeof small, &len) == GHM_ERR_NULL,
+        "stats NULL");
+  expect_report(GHM_ERR_NULL, "stats", -1, "stats NULL");
+  CHECK(ghm_log_stats(&st, loss, 1, "", 1.0f, NULL, 100, &len) == GHM_ERR_NULL, "buf NULL");
+  expect_report(GHM_ERR_NULL, "buf", -1, "buf NULL");
+  CHECK(ghm_log_stats(&st, loss, 1, longtag, 1.0f, small, sizeof small, &len) ==
+            GHM_ERR_CONFIG, "tag of 65 bytes");
+  expect_report(GHM_ERR_CONFIG, "tag", -1, "tag of 65 bytes");
+  CHECK(ghm_log_stats(&st, loss, 1, "\xff\xfe", 1.0f, small, sizeof small, &len) ==
+            GHM_ERR_CONFIG, "tag not UTF-8");
+  CHECK(ghm_log_stats(&st, loss, 1, "", 0.0f, small, sizeof small, &len) == GHM_ERR_CONFIG,
+        "g_max 0");
+  expect_report(GHM_ERR_CONFIG, "g_max", -1, "g_max 0");
+  CHECK(ghm_log_stats(&st, loss, 1, "", f_nan(), small, sizeof small, &len) == GHM_ERR_CONFIG,
+        "g_max NaN");
+  st2.bins = 129;
+  CHECK(ghm_log_stats(&st2, loss, 1, "", 1.0f, small, sizeof small, &len) == GHM_ERR_STATE,
+        "stats.bins 129");
+  expect_report(GHM_ERR_STATE, "stats", -1, "stats.bins 129");
+  st2 = st;
+  st2.nonempty_bins = 13;
+  CHECK(ghm_log_stats(&st2, loss, 1, "", 1.0f, small, sizeof small, &len) == GHM_ERR_STATE,
+        "stats.nonempty_bins 13");
+  CHECK(ghm_log_stats(&st, loss, 1, "", 1.0f, small, sizeof small, (size_t *)(small + 8)) ==
+            GHM_ERR_ALIAS, "len inside buf");
+  expect_report(GHM_ERR_ALIAS, "buf", -1, "len inside buf");
+  for (ok = 1, i = 0; i < sizeof small; i++) ok &= small[i] == 0x5a;
+  CHECK(ok, "refused calls: buf written");
+  st2 = st;
+  CHECK(ghm_log_stats(&st2, loss, 1, "", 1.0f, (char *)&st2 + 16, 64, &len) == GHM_ERR_ALIAS,
+        "buf inside stats");
+  expect_report(GHM_ERR_ALIAS, "buf", -1, "buf inside stats");
+  CHECK(memcmp(&st2, &st, sizeof st) == 0, "buf inside stats: stats written");
+
+  /* The phased API's line: the merged histogram and the weights. */
+  CHECK(ghm_hist_init(&h, 12) == GHM_OK && ghm_hist_init(&h7, 7) == GHM_OK, "hist_init");
+  EXPECT_OK(ghm_c_accumulate(&cfg, x, t, NULL, 1000, &h), "accumulate 1");
+  EXPECT_OK(ghm_c_accumulate(&cfg, x + 1000, t + 1000, NULL, LN - 1000, &h), "accumulate 2");
+  EXPECT_OK(ghm_c_finalize(&cfg, NULL, &h, &w), "finalize");
+  EXPECT_OK(ghm_log_weights(&h, &w, 18, NULL, 1.0f, small, sizeof small, &len),
+            "ghm_log_weights");
+  CHECK(strncmp(small, "{\"v\":1,\"iter\":18,\"tag\":\"\",\"bins\":12,", 36) == 0, "%.60s",
+        small);
+  n = json_array(small, "counts", v, GHM_MAX_BINS);
+  ok = n == 12;
+  for (i = 0; ok && i < 12; i++) ok = v[i] == (double)st.counts[i];
+  CHECK(ok, "phased counts differ from the one call's");
+  n = json_array(small, "weights", v, GHM_MAX_BINS);
+  ok = n == 12;
+  for (i = 0; ok && i < 12; i++) ok = (float)v[i] == w.weight[i] && w.weight[i] == st.weights[i];
+  CHECK(ok, "phased weights differ");
+  memset(small, 0x5a, sizeof small);
+  CHECK(ghm_log_weights(&h7, &w, 18, NULL, 1.0f, small, sizeof small, &len) == GHM_ERR_STATE,
+        "7-bin hist, 12-bin weights");
+  expect_report(GHM_ERR_STATE, "hist", -1, "7-bin hist, 12-bin weights");
+  CHECK(ghm_log_weights(&h, NULL, 18, NULL, 1.0f, small, sizeof small, &len) == GHM_ERR_NULL,
+        "w NULL");
+  CHECK(small[0] == 0x5a, "phased refusals: buf written");
+  free(x);
+  free(t);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s DATA_DIR (tests/data/mmdet)\n", argv[0]);
@@ -3086,5 +3225,6 @@ int main(int argc, char **argv) {
   test_huge_scales();
   test_generic();
   test_softmax();
+  test_log();
   return check_exit_code();
 }

@@ -99,6 +99,22 @@
 #define GHM_REPORT_MESSAGE_SIZE 256
 
 /**
+ * The schema's version, the line's `"v"` field (C: `GHM_LOG_VERSION`).
+ */
+#define GHM_LOG_VERSION 1
+
+/**
+ * The longest tag, in bytes (UTF-8, before escaping; C: `GHM_LOG_TAG_MAX`).
+ */
+#define GHM_LOG_TAG_MAX 64
+
+/**
+ * A buffer of this many bytes (C: `GHM_LOG_LINE_MAX`) holds any log line and its NUL: 128 bins of the longest
+ * counts, weights and edges, and a tag of [`LOG_TAG_MAX`] bytes that all need escaping.
+ */
+#define GHM_LOG_LINE_MAX 10240
+
+/**
  * Status of a call: `GHM_OK` (0) or a negative `GHM_ERR_*` code.
  */
 typedef int32_t ghm_status;
@@ -1096,6 +1112,45 @@ ghm_status ghm_g_apply(const struct ghm_g_config *cfg,
                        size_t n,
                        const struct ghm_g_rows *rows,
                        float *factor);
+
+/**
+ * Formats the statistics of one call (`stats`, as a one-call function filled them, and the
+ * `loss` it returned) as one line of JSON (schema version GHM_LOG_VERSION, in the README),
+ * NUL-terminated, into `buf`; `*len` (if `len` is not NULL) receives its length without the
+ * NUL. `tag` (NULL: empty) names the loss in the log, at most GHM_LOG_TAG_MAX bytes of
+ * UTF-8; `g_max` is the top of the range of `g` (1 for GHM-C, GHM-R and softmax; the generic
+ * configuration's `g_max`). A buffer of GHM_LOG_LINE_MAX bytes always suffices; a smaller
+ * one that cannot hold the line is GHM_ERR_SHAPE (the report's value is the bytes needed),
+ * with nothing written. Allocates nothing.
+ *
+ * # Safety
+ * `stats` points to a `ghm_stats`, `tag` is NULL or a NUL-terminated string, `buf` is valid
+ * for `buf_len` bytes, `len` is NULL or valid for one `size_t`.
+ */
+ghm_status ghm_log_stats(const struct ghm_stats *stats,
+                         double loss,
+                         uint64_t iteration,
+                         const char *tag,
+                         float g_max,
+                         char *buf,
+                         size_t buf_len,
+                         size_t *len);
+
+/**
+ * As `ghm_log_stats`, for the phased API: the merged histogram `hist` of the batch and the
+ * weights `w` that `*_finalize` made of it (the loss is `w->loss`).
+ *
+ * # Safety
+ * `hist` and `w` point to a `ghm_hist` and a `ghm_weights`; the rest as `ghm_log_stats`.
+ */
+ghm_status ghm_log_weights(const struct ghm_hist *hist,
+                           const struct ghm_weights *w,
+                           uint64_t iteration,
+                           const char *tag,
+                           float g_max,
+                           char *buf,
+                           size_t buf_len,
+                           size_t *len);
 
 /**
  * Softmax GHM defaults: bins 10, momentum 0, loss_weight 1, MEAN, grad_scale 1, overwrite,

@@ -38,11 +38,13 @@ use crate::state::{Ema, Hist, Stats, Weights};
 use crate::view::{Blocks, View};
 
 mod generic;
+mod log;
 mod softmax;
 pub use generic::{
     ghm_g_accumulate, ghm_g_apply, ghm_g_config, ghm_g_config_default, ghm_g_finalize,
     ghm_g_loss_grad, ghm_g_rows,
 };
+pub use log::{ghm_log_stats, ghm_log_weights};
 pub use softmax::{
     ghm_softmax_accumulate, ghm_softmax_accumulate_blocks, ghm_softmax_apply,
     ghm_softmax_apply_blocks, ghm_softmax_config, ghm_softmax_config_default, ghm_softmax_finalize,

@@ -109,6 +109,7 @@ mod fault;
 pub mod ffi;
 mod generic;
 mod kernel;
+pub mod log;
 mod model;
 #[cfg(feature = "rayon")]
 mod par;

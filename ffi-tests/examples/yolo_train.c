@@ -22,9 +22,13 @@
  *   GHM raw the same without the normalisation (mmdet's weights), to show why it is needed.
  * Each is tested on 300 clean held-out images: AP of objectness, and mAP of obj * class.
  *
+ * With a log file, the GHM-C run of seed 0 writes two lines per step to it (objectness and
+ * classes, ghm_log_stats: the training log that `ghm-plot` draws).
+ *
  * Exit status: 0 when GHM's mAP, averaged over the seeds, is at least the plain run's and
  * no GHM-C run diverged; 1 otherwise.
  *   usage: yolo_train [steps (300)] [learning rate (0.2)] [seeds (4)] [unlabelled (0.05)]
+ *                     [log file (none)]
  */
 #include <math.h>
 #include <stdint.h>
@@ -171,6 +175,8 @@ typedef struct {
     ghm_c_config obj, cls;
     ghm_ema obj_ema, cls_ema; /* one EMA per layer and per use */
     ghm_blocks obj_blocks, cls_blocks;
+    FILE *log; /* NULL: no training log */
+    int step;
 } ghm_layer;
 
 /* A refused call: its status, and which argument, element and why. */
@@ -214,15 +220,27 @@ static void ghm_layer_init(ghm_layer *g, uint32_t normalize) {
     g->cls_blocks = c;
 }
 
+/* One line of the training log: what the call did, as JSON. */
+static void ghm_log(ghm_layer *g, const ghm_stats *st, float loss, const char *tag) {
+    char line[GHM_LOG_LINE_MAX];
+    if (!g->log) return;
+    ghm_check(ghm_log_stats(st, loss, (uint64_t)g->step, tag, 1.0f, line, sizeof line, NULL),
+              "log");
+    fprintf(g->log, "%s\n", line);
+}
+
 static void ghm_delta(ghm_layer *g, const float *out, const targets *t, float *delta) {
     float loss;
+    ghm_stats st;
     ghm_check(ghm_c_loss_grad_blocks(&g->obj, &g->obj_ema, &g->obj_blocks, out, t->obj_t,
-                                     t->obj_w, delta, &loss, NULL, NULL),
+                                     t->obj_w, delta, &loss, NULL, &st),
               "objectness");
+    ghm_log(g, &st, loss, "yolo obj");
     ghm_check(ghm_c_loss_grad_labels_blocks(&g->cls, &g->cls_ema, &g->cls_blocks, out, t->label,
                                             t->cls_w, NC, GHM_LAYOUT_CLASS_MAJOR, delta, &loss,
-                                            NULL, NULL),
+                                            NULL, &st),
               "classes");
+    ghm_log(g, &st, loss, "yolo cls");
 }
 
 /* ---- evaluation -------------------------------------------------------------------- */
@@ -307,6 +325,7 @@ static void train(run *runs, int steps, float lr, int verbose) {
             if (!R->finite) continue;
             forward(&R->m, batch, BATCH, out);
             memset(delta, 0, sizeof delta);
+            R->ghm.step = step;
             if (R->use_ghm)
                 ghm_delta(&R->ghm, out, &tgt, delta);
             else
@@ -333,6 +352,11 @@ int main(int argc, char **argv) {
     float lr = argc > 2 ? (float)atof(argv[2]) : 0.2f;
     int seeds = argc > 3 ? atoi(argv[3]) : 4;
     if (argc > 4) unlabelled = atof(argv[4]);
+    FILE *log = NULL;
+    if (argc > 5 && !(log = fopen(argv[5], "w"))) {
+        perror(argv[5]);
+        return 2;
+    }
     rng_state = 0x9e3779b97f4a7c15ULL;
     for (int k = 0; k < NC; k++)
         for (int f = 0; f < NF; f++) class_proto[k][f] = (float)normal();
@@ -370,6 +394,7 @@ int main(int argc, char **argv) {
         }
         ghm_layer_init(&runs[1].ghm, GHM_NORMALIZE_GRAD_MASS);
         ghm_layer_init(&runs[2].ghm, GHM_NORMALIZE_NONE);
+        runs[1].ghm.log = seed == 0 ? log : NULL;
         if (seed == 0) {
             printf("seed 0, held-out obj AP and mAP during training:\n%6s", "step");
             for (int r = 0; r < 3; r++) printf("   %-9s obj AP  mAP ", runs[r].name);
@@ -396,6 +421,10 @@ int main(int argc, char **argv) {
                mass_sum[r], all_finite[r] ? "" : "  (diverged)");
     printf("gradient mass relative to plain BCE: GHM-C %.2fx, GHM-C raw %.2fx\n",
            mass_sum[1] / mass_sum[0], mass_sum[2] / mass_sum[0]);
+    if (log && fclose(log) != 0) {
+        perror(argv[5]);
+        return 2;
+    }
     int ok = all_finite[1] && map_sum[1] >= map_sum[0];
     printf("%s: GHM-C mAP %.4f %s plain BCE %.4f at the same learning rate\n",
            ok ? "OK" : "FAILED", map_sum[1], map_sum[1] >= map_sum[0] ? ">=" : "<", map_sum[0]);
