@@ -194,3 +194,18 @@ fn non_finite_numbers_are_null() {
     assert!(v["tot"].is_null() && v["loss"].is_null() && v["weights"][1].is_null());
     assert_eq!(v["weights"][0].as_f64(), Some(0.0));
 }
+
+/// The README's logging recipe is the code of the YOLO-style example, which CI runs (with
+/// its log drawn by ghm-plot).
+#[test]
+fn the_readme_recipe_is_the_example() {
+    let block = common::readme_recipe(
+        "### Seeing the gradient density",
+        "ffi-tests/examples/yolo_train.c",
+    );
+    assert!(block.contains("ghm_log_stats(") && block.contains("char line[GHM_LOG_LINE_MAX]"));
+    assert!(
+        block.contains("&st),"),
+        "the calls fill the stats that are logged"
+    );
+}
