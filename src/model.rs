@@ -226,6 +226,22 @@ impl R {
     }
 }
 
+impl R {
+    /// `l`, with the lanes of `m` replaced by the scalar path's loss of their `x` and `t`.
+    #[inline(always)]
+    fn scalar_lanes<V: Vector>(&self, x: V, t: V, l: V, m: V::M) -> V {
+        let (xs, ts) = (x.to_array(), t.to_array());
+        let flag = V::select(m, V::splat(1.0), V::splat(0.0)).to_array();
+        let mut ls = l.to_array();
+        for i in 0..V::LANES {
+            if flag[i] != 0.0 {
+                ls[i] = self.loss_scalar(xs[i], ts[i]);
+            }
+        }
+        V::from_array(&ls)
+    }
+}
+
 /// The least `|d|` at which GHM-R's loss `d^2 / (sqrt(d^2 + mu^2) + mu)` is at least
 /// `f32::MIN_POSITIVE` (`m`), rounded up: the loss is at least `d^2 / (|d| + 2 mu)`, which is
 /// `m` at `|d| = (m + sqrt(m^2 + 8 mu m)) / 2`; 1% above it.
@@ -297,15 +313,7 @@ impl Model for R {
             // (and that into an infinite reduced loss) where the scalar path is finite. Only
             // for |d| > 2^50 or mu > 2^50, which no training reaches: a cold path.
             let l = d.mul(d.mul(root.add(V::splat(self.mu)).recip()));
-            let (xs, ts) = (x.to_array(), t.to_array());
-            let flag = V::select(big, V::splat(1.0), V::splat(0.0)).to_array();
-            let mut ls = l.to_array();
-            for i in 0..V::LANES {
-                if flag[i] != 0.0 {
-                    ls[i] = self.loss_scalar(xs[i], ts[i]);
-                }
-            }
-            V::from_array(&ls)
+            self.scalar_lanes(x, t, l, big)
         } else {
             grad
         };
@@ -328,15 +336,7 @@ impl Model for R {
         if !V::m_any(low) {
             return l;
         }
-        let (xs, ts) = (x.to_array(), t.to_array());
-        let low = V::select(low, V::splat(1.0), V::splat(0.0)).to_array();
-        let mut ls = l.to_array();
-        for i in 0..V::LANES {
-            if low[i] != 0.0 {
-                ls[i] = self.loss_scalar(xs[i], ts[i]);
-            }
-        }
-        V::from_array(&ls)
+        self.scalar_lanes(x, t, l, low)
     }
 
     fn loss_scalar(&self, x: f32, t: f32) -> f32 {

@@ -8,6 +8,36 @@ use core::ptr::{null, null_mut};
 use ghm::ffi::*;
 use ghm::{Ema, Stats};
 
+/// GHM-R's one call through the C ABI (no gradient): its status and loss, and the
+/// per-element losses into `elems` if given.
+fn r_one_call(
+    cfg: &ghm_r_config,
+    x: &[f32],
+    t: &[f32],
+    elems: Option<&mut [f32]>,
+) -> (ghm_status, f32) {
+    assert_eq!(x.len(), t.len());
+    assert!(elems.as_ref().is_none_or(|e| e.len() == x.len()));
+    let le = elems.map_or(null_mut(), |e| e.as_mut_ptr());
+    let mut loss = 0.0f32;
+    // SAFETY: `x.len()` elements each (checked).
+    let s = unsafe {
+        ghm_r_loss_grad(
+            cfg,
+            null_mut(),
+            x.as_ptr(),
+            t.as_ptr(),
+            null(),
+            x.len(),
+            null_mut(),
+            &mut loss,
+            le,
+            null_mut(),
+        )
+    };
+    (s, loss)
+}
+
 /// GHM-R's one call summed `w_k * l_i` rounded to f32 on the vector backends: an element
 /// whose loss is near f32::MAX, in a bin of weight > 1, made the reduced loss +inf there and
 /// finite on the scalar path (which multiplies in f64). Now every backend gives the scalar
@@ -25,22 +55,7 @@ fn ghm_r_losses_near_f32_max_reduce_alike_on_every_backend() {
     cfg.bins = 12;
     let mut want = None;
     on_every_backend(|b| {
-        let mut loss = 0.0f32;
-        // SAFETY: 43 elements each.
-        let s = unsafe {
-            ghm_r_loss_grad(
-                &cfg,
-                null_mut(),
-                x.as_ptr(),
-                t.as_ptr(),
-                null(),
-                43,
-                null_mut(),
-                &mut loss,
-                null_mut(),
-                null_mut(),
-            )
-        };
+        let (s, loss) = r_one_call(&cfg, &x, &t, None);
         assert_eq!(s, GHM_OK);
         assert!(loss.is_finite(), "{b:?}: loss {loss}");
         let w = *want.get_or_insert(loss);
@@ -388,22 +403,7 @@ fn ghm_r_tiny_differences_weigh_alike_on_every_backend() {
         let mut want: Option<Vec<f32>> = None;
         on_every_backend(|b| {
             let mut le = vec![f32::NAN; n];
-            let mut loss = 0.0f32;
-            // SAFETY: `n` elements each.
-            let s = unsafe {
-                ghm_r_loss_grad(
-                    &cfg,
-                    null_mut(),
-                    x.as_ptr(),
-                    t.as_ptr(),
-                    null(),
-                    n,
-                    null_mut(),
-                    &mut loss,
-                    le.as_mut_ptr(),
-                    null_mut(),
-                )
-            };
+            let (s, _) = r_one_call(&cfg, &x, &t, Some(&mut le));
             assert_eq!(s, GHM_OK, "{b:?}");
             let w = want.get_or_insert_with(|| le.clone());
             for (i, (a, e)) in le.iter().zip(w.iter()).enumerate() {

@@ -22,6 +22,11 @@ fn f32s(v: &Value) -> Vec<f32> {
         .collect()
 }
 
+fn u64s(v: &Value) -> Vec<u64> {
+    let a = v.as_array().expect("array");
+    a.iter().map(|x| x.as_u64().expect("integer")).collect()
+}
+
 /// A GHM-C call's statistics (30 bins, a skewed batch), the loss and the line.
 fn call(n: usize, bins: u32) -> (Stats, f32) {
     let mut r = Rng(5);
@@ -57,12 +62,7 @@ fn the_line_is_the_statistics() {
         assert_eq!(v["bins"], bins);
         assert_eq!(v["g_max"].as_f64(), Some(1.0));
         let m = bins as usize;
-        let counts: Vec<u64> = v["counts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_u64().unwrap())
-            .collect();
+        let counts = u64s(&v["counts"]);
         assert_eq!(counts, stats.counts[..m]);
         assert_eq!(f32s(&v["weights"]), stats.weights[..m]);
         let edges = f32s(&v["edges"]);
@@ -100,12 +100,7 @@ fn the_phased_line_is_the_histogram_and_weights() {
     let v = parse(&buf, n);
     assert!(!std::str::from_utf8(&buf[..n]).unwrap().contains(' '));
     assert_eq!(v["tag"], "cls");
-    let counts: Vec<u64> = v["counts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_u64().unwrap())
-        .collect();
+    let counts = u64s(&v["counts"]);
     assert_eq!(counts, h.counts[..12]);
     assert_eq!(counts.iter().sum::<u64>(), 777);
     assert_eq!(f32s(&v["weights"]), w.weight[..12]);

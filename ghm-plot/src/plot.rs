@@ -10,6 +10,7 @@
 //!   (gamma 2: its modulating factor `(1 - p_t)^gamma` is `g^gamma`), and `count x w_k x g`
 //!   under GHM-C, with `g` taken at the bin's centre.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -115,28 +116,23 @@ fn density<DB: DrawingBackend>(
         .iter()
         .flat_map(|&p| run[p].counts.iter())
         .fold(1u64, |m, &c| m.max(c)) as f64;
-    let mut ch = ChartBuilder::on(area)
-        .caption("Density of g: elements per bin", (FONT, 20))
-        .margin(12)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0f64..g_max, (COUNT_FLOOR..decade_above(top)).log_scale())
-        .map_err(err)?;
-    ch.configure_mesh()
-        .disable_x_mesh()
-        .x_desc("gradient norm g (|p - t| for GHM-C)")
-        .y_desc("elements per bin (log scale)")
-        .y_label_formatter(&|v| {
+    let mut ch = log_chart(
+        area,
+        "Density of g: elements per bin",
+        g_max,
+        (COUNT_FLOOR, decade_above(top)),
+        (
+            "gradient norm g (|p - t| for GHM-C)",
+            "elements per bin (log scale)",
+        ),
+        &|v| {
             if decade(*v) {
                 count_label(*v)
             } else {
                 String::new()
             }
-        })
-        .label_style((FONT, 15))
-        .axis_desc_style((FONT, 16))
-        .draw()
-        .map_err(err)?;
+        },
+    )?;
     let groups = picks.len() as f64;
     for (j, &p) in picks.iter().enumerate() {
         let r = run[p];
@@ -156,7 +152,7 @@ fn density<DB: DrawingBackend>(
             .label(format!("iteration {}", r.iter))
             .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
     }
-    legend(&mut ch)
+    legend(&mut ch, SeriesLabelPosition::UpperRight)
 }
 
 fn weights<DB: DrawingBackend>(
@@ -175,37 +171,28 @@ fn weights<DB: DrawingBackend>(
     } else {
         (0.1, 10.0)
     };
-    let mut ch = ChartBuilder::on(area)
-        .caption("Harmonizing weight w_k per bin", (FONT, 20))
-        .margin(12)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0f64..g_max, (lo..hi).log_scale())
-        .map_err(err)?;
-    ch.configure_mesh()
-        .disable_x_mesh()
-        .x_desc("gradient norm g (bin centre)")
-        .y_desc("w_k (log scale; 1 = unweighted)")
-        .y_label_formatter(&|v| format!("{v:.3}"))
-        .label_style((FONT, 15))
-        .axis_desc_style((FONT, 16))
-        .draw()
-        .map_err(err)?;
+    let mut ch = log_chart(
+        area,
+        "Harmonizing weight w_k per bin",
+        g_max,
+        (lo, hi),
+        (
+            "gradient norm g (bin centre)",
+            "w_k (log scale; 1 = unweighted)",
+        ),
+        &|v| format!("{v:.3}"),
+    )?;
     for (j, &p) in picks.iter().enumerate() {
         let r = run[p];
-        let color = ITER_COLORS[j % ITER_COLORS.len()];
         let pts: Vec<(f64, f64)> = (0..r.bins())
             .filter(|&k| r.weights[k] > 0.0)
             .map(|k| (r.centre(k).min(g_max), r.weights[k]))
             .collect();
-        ch.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(format!("iteration {}", r.iter))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
-        ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-            .map_err(err)?;
+        let color = ITER_COLORS[j % ITER_COLORS.len()];
+        line_with_points(&mut ch, pts, color, format!("iteration {}", r.iter))?;
     }
-    legend(&mut ch)
+    // The weights rise with g: the lower right is free.
+    legend(&mut ch, SeriesLabelPosition::LowerRight)
 }
 
 fn heatmap<DB: DrawingBackend>(
@@ -236,6 +223,7 @@ fn heatmap<DB: DrawingBackend>(
         .disable_mesh()
         .x_desc("iteration")
         .y_desc("gradient norm g")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 16))
         .draw()
@@ -316,41 +304,72 @@ fn contribution<DB: DrawingBackend>(
     } else {
         (0.1, 10.0)
     };
-    let mut ch = ChartBuilder::on(area)
-        .caption(
-            format!("Gradient contribution per bin, iteration {}", r.iter),
-            (FONT, 20),
-        )
-        .margin(12)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0f64..r.g_max, (lo..hi).log_scale())
-        .map_err(err)?;
-    ch.configure_mesh()
-        .disable_x_mesh()
-        .x_desc("gradient norm g (bin centre)")
-        .y_desc("sum of gradient norms in the bin (log scale)")
-        .y_label_formatter(&|v| {
+    let mut ch = log_chart(
+        area,
+        &format!("Gradient contribution per bin, iteration {}", r.iter),
+        r.g_max,
+        (lo, hi),
+        (
+            "gradient norm g (bin centre)",
+            "sum of gradient norms in the bin (log scale)",
+        ),
+        &|v| {
             if decade(*v) {
                 format!("{v:e}")
             } else {
                 String::new()
             }
-        })
+        },
+    )?;
+    for (i, (name, pts)) in series.into_iter().enumerate() {
+        line_with_points(&mut ch, pts, LOSS_COLORS[i], name.to_string())?;
+    }
+    legend(&mut ch, SeriesLabelPosition::UpperRight)
+}
+
+/// A chart of `g` in `[0, g_max]` (x) against a log-scale y axis over `y`, its mesh drawn
+/// with the axes' descriptions `desc` and the y labels of `y_label`.
+fn log_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    g_max: f64,
+    y: (f64, f64),
+    desc: (&str, &str),
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>, String> {
+    let mut ch = ChartBuilder::on(area)
+        .caption(caption, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0f64..g_max, (y.0..y.1).log_scale())
+        .map_err(err)?;
+    ch.configure_mesh()
+        .disable_x_mesh()
+        .x_desc(desc.0)
+        .y_desc(desc.1)
+        .y_label_formatter(y_label)
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 16))
         .draw()
         .map_err(err)?;
-    for (i, (name, pts)) in series.into_iter().enumerate() {
-        let color = LOSS_COLORS[i];
-        ch.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
-        ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-            .map_err(err)?;
-    }
-    legend(&mut ch)
+    Ok(ch)
+}
+
+/// A line through `pts` with a dot on each, in the legend as `label`.
+fn line_with_points<'a, DB: DrawingBackend + 'a>(
+    ch: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>,
+    pts: Vec<(f64, f64)>,
+    color: RGBColor,
+    label: String,
+) -> Result<(), String> {
+    ch.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+    ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+        .map_err(err)?;
+    Ok(())
 }
 
 /// `(centre, count x f(k, centre))` of every non-empty bin with a positive value.
@@ -365,15 +384,17 @@ fn per_bin(r: &Record, f: impl Fn(usize, f64) -> f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The chart's legend, at `at`.
 fn legend<'a, DB: DrawingBackend + 'a, X, Y>(
     ch: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    at: SeriesLabelPosition,
 ) -> Result<(), String>
 where
     X: plotters::coord::ranged1d::Ranged,
     Y: plotters::coord::ranged1d::Ranged,
 {
     ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(at)
         .label_font((FONT, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)

@@ -11,13 +11,14 @@ use crate::log::{LogLine, LOG_TAG_MAX};
 use crate::state::{Hist, Stats, Weights};
 
 /// The tag: `""` for NULL, else the bytes up to its NUL (read no further, and at most
-/// `GHM_LOG_TAG_MAX + 1` bytes), which must be UTF-8. Returns the tag and the bytes read.
+/// `GHM_LOG_TAG_MAX + 1` bytes), which must be UTF-8; with the bytes it covers, NUL included
+/// (for the overlap checks).
 ///
 /// # Safety
 /// `tag` is NULL or a NUL-terminated string (or one of more than `GHM_LOG_TAG_MAX` bytes).
-unsafe fn read_tag<'a>(tag: *const c_char) -> Result<(&'a str, usize), Fault> {
+unsafe fn read_tag<'a>(tag: *const c_char) -> Result<(&'a str, Named), Fault> {
     if tag.is_null() {
-        return Ok(("", 0));
+        return Ok(("", (c"tag", None)));
     }
     let mut n = 0;
     // SAFETY: each byte read is before the string's NUL (the loop stops at it), within the
@@ -37,7 +38,8 @@ unsafe fn read_tag<'a>(tag: *const c_char) -> Result<(&'a str, usize), Fault> {
     let bytes = unsafe { core::slice::from_raw_parts(tag as *const u8, n) };
     let s = core::str::from_utf8(bytes)
         .map_err(|_| Fault::new(Error::Config, c"tag", c"is not UTF-8"))?;
-    Ok((s, n + 1))
+    let region = Buf::required(tag as *const u8, n + 1, c"tag")?.region();
+    Ok((s, (c"tag", Some(region))))
 }
 
 /// Checks `line`, its overlaps with `buf` and `len`, and writes it with its NUL.
@@ -126,12 +128,11 @@ pub unsafe extern "C" fn ghm_log_stats(
     status((|| {
         let s = one_required(stats, c"stats")?;
         // SAFETY: NULL or NUL-terminated (the C contract).
-        let (t, tag_bytes) = unsafe { read_tag(tag) }?;
+        let (t, tag_region) = unsafe { read_tag(tag) }?;
         // SAFETY: a valid `ghm_stats` (the C contract), read unaligned.
         let st = unsafe { super::read(s) };
         let line = LogLine::from_stats(&st, loss, iteration, t).g_max(g_max);
-        let tag_region = Buf::required(tag as *const u8, tag_bytes, c"tag")?.region();
-        let inputs = [(c"stats", Some(s.region())), (c"tag", Some(tag_region))];
+        let inputs = [(c"stats", Some(s.region())), tag_region];
         // SAFETY: per this function's contract.
         unsafe { write_line(line, c"stats", &inputs, buf, buf_len, len) }
     })())
@@ -157,7 +158,7 @@ pub unsafe extern "C" fn ghm_log_weights(
         let h = one_required(hist, c"hist")?;
         let wb = one_required(w, c"w")?;
         // SAFETY: NULL or NUL-terminated (the C contract).
-        let (t, tag_bytes) = unsafe { read_tag(tag) }?;
+        let (t, tag_region) = unsafe { read_tag(tag) }?;
         // SAFETY: a valid `ghm_hist` and `ghm_weights` (the C contract), read unaligned.
         let (hs, ws) = unsafe { (super::read(h), super::read(wb)) };
         if hs.bins != ws.bins {
@@ -167,11 +168,10 @@ pub unsafe extern "C" fn ghm_log_weights(
                 .value(hs.bins as f64));
         }
         let line = LogLine::from_weights(&hs, &ws, iteration, t).g_max(g_max);
-        let tag_region = Buf::required(tag as *const u8, tag_bytes, c"tag")?.region();
         let inputs = [
             (c"hist", Some(h.region())),
             (c"w", Some(wb.region())),
-            (c"tag", Some(tag_region)),
+            tag_region,
         ];
         // SAFETY: per this function's contract.
         unsafe { write_line(line, c"w", &inputs, buf, buf_len, len) }
