@@ -9,7 +9,7 @@ fuzz/: `python3 seeds.py`. (Inputs the fuzzer found, `regress-*`, sit beside the
 import os
 import random
 
-TARGETS = ["c_dense", "c_labels", "r_dense", "phased", "blocks", "generic", "softmax", "setup"]
+TARGETS = ["c_dense", "c_labels", "r_dense", "phased", "blocks", "generic", "softmax", "setup", "log"]
 LENGTHS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
 
 for t in TARGETS:

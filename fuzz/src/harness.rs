@@ -317,13 +317,13 @@ pub struct World {
     pub loss: f32,
 }
 
-fn raw<T>(t: &T) -> &[u8] {
+pub fn raw<T>(t: &T) -> &[u8] {
     // SAFETY: the structures here are plain old data of integers and floats (repr(C), no
     // padding): every byte is initialised.
     unsafe { core::slice::from_raw_parts(t as *const T as *const u8, size_of::<T>()) }
 }
 
-fn zeroed<T>() -> T {
+pub fn zeroed<T>() -> T {
     // SAFETY: only used for the crate's repr(C) structures of integers and floats, for which
     // all-zero bytes are a valid value.
     unsafe { core::mem::MaybeUninit::zeroed().assume_init() }

@@ -13,7 +13,7 @@ use harness::*;
 pub type Target = fn(&[u8]);
 
 /// The targets, by name (as in `fuzz_targets/` and `corpus/`).
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("c_dense", c_dense),
     ("c_labels", c_labels),
     ("r_dense", r_dense),
@@ -22,6 +22,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("generic", generic),
     ("softmax", softmax),
     ("setup", setup),
+    ("log", log),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1719,4 +1720,255 @@ fn active() -> String {
     unsafe { core::ffi::CStr::from_ptr(ghm_backend()) }
         .to_string_lossy()
         .into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The training log line
+
+/// Where each argument of a log call lies in the arena (`None`: NULL).
+struct LogPlace {
+    src: Option<usize>,
+    w: Option<usize>,
+    tag: Option<usize>,
+    buf: Option<usize>,
+    buf_len: usize,
+    len: Option<usize>,
+}
+
+/// `ghm_log_stats` and `ghm_log_weights`: statistics of any content (bin counts out of range,
+/// NaN weights and totals), tags of any bytes (long, not UTF-8, quotes and control bytes), any
+/// `g_max`, and the buffer, its length and `len` anywhere in one arena, overlapping the inputs
+/// or not. Oracles: a call succeeds exactly when none of its refusals applies; a refusal
+/// changes no byte of the arena; a success writes exactly `LogLine::write`'s line, its NUL and
+/// `*len`, and nothing else.
+pub fn log(data: &[u8]) {
+    let mut g = Gen::new(data);
+    let phased = g.chance(96);
+    let bins = if g.chance(32) {
+        g.bins()
+    } else {
+        1 + g.below(ghm::MAX_BINS) as u32
+    };
+    // The statistics (or the histogram and weights), filled with anything.
+    let mut stats: ghm::Stats = zeroed();
+    stats.bins = bins;
+    stats.nonempty_bins = if g.chance(16) {
+        g.u32()
+    } else {
+        g.below(bins as usize + 1) as u32
+    };
+    stats.tot = if g.chance(16) {
+        g.special() as f64
+    } else {
+        g.u32() as f64
+    };
+    stats.skipped = if g.chance(16) {
+        u64::MAX
+    } else {
+        g.below(5) as u64
+    };
+    for k in 0..ghm::MAX_BINS {
+        stats.counts[k] = match g.u8() % 8 {
+            0 => u64::MAX,
+            1..=3 => 0,
+            _ => g.u32() as u64,
+        };
+        stats.weights[k] = if g.chance(32) {
+            g.special()
+        } else {
+            g.u8() as f32 / 7.0
+        };
+    }
+    let mut hist = hist(&mut g, bins);
+    hist.counts = stats.counts;
+    hist.skipped = stats.skipped;
+    let mut w = weights(&mut g, bins);
+    w.nonempty_bins = stats.nonempty_bins;
+    w.tot = stats.tot;
+    w.loss = if g.chance(16) {
+        g.special() as f64
+    } else {
+        g.u32() as f64 / 64.0
+    };
+    w.weight = stats.weights;
+    if g.chance(16) {
+        w.bins = g.bins();
+    }
+    // The tag and its NUL: mostly up to 32 bytes of printable ASCII, quotes, backslashes,
+    // control bytes and UTF-8; sometimes up to 70 bytes, or any bytes.
+    let wild = g.chance(24);
+    let n = if g.chance(16) {
+        g.below(71)
+    } else {
+        g.below(33)
+    };
+    let mut tag: Vec<u8> = Vec::with_capacity(n + 1);
+    while tag.len() < n {
+        match g.u8() % 8 {
+            _ if wild => tag.push(g.u8().max(1)),
+            0 => tag.push(g.pick(&[b'"', b'\\', 0x7f, 1, b'\n', b'\t'])),
+            1 => tag.extend_from_slice("é".as_bytes()),
+            _ => tag.push(b' ' + g.u8() % 95),
+        }
+    }
+    let g_max = if g.chance(32) { g.special() } else { 1.0 };
+    let (loss, iteration) = (g.special() as f64, g.u64());
+    // The arena: the inputs, then the buffer (sometimes over an input), then `len`.
+    let (src_size, w_size) = if phased {
+        (size_of::<ghm::Hist>(), size_of::<ghm::Weights>())
+    } else {
+        (size_of::<ghm::Stats>(), 0)
+    };
+    let buf_len = match g.u8() % 8 {
+        0 => g.below(64),
+        1 => g.below(1200),
+        2 => ghm::log::LOG_LINE_MAX,
+        _ => 200 + 8 * (bins.min(128) as usize) * 8 + g.below(64),
+    };
+    let mut at = g.below(8);
+    let src = at;
+    at += src_size + g.below(8);
+    let wpos = at;
+    at += w_size + g.below(8);
+    let tpos = at;
+    at += tag.len() + 1 + g.below(8);
+    let mut p = LogPlace {
+        src: Some(src),
+        w: phased.then_some(wpos),
+        tag: Some(tpos),
+        buf: Some(at + g.below(8)),
+        buf_len,
+        len: None,
+    };
+    at = p.buf.unwrap() + buf_len + g.below(8);
+    p.len = Some(at);
+    at += size_of::<usize>();
+    let total = at + g.below(8);
+    match g.u8() % 32 {
+        0 => p.src = None,
+        1 => p.w = p.w.and(None),
+        2 => p.tag = None,
+        3 => p.buf = None,
+        4 => p.len = None,
+        5 => p.buf = Some(src + g.below(src_size)), // over the statistics
+        6 => p.buf = Some(tpos.saturating_sub(g.below(4))), // over the tag
+        7 => p.len = p.buf.map(|b| b + g.below(buf_len.max(1))), // inside the buffer
+        _ => {}
+    }
+    if let Some(b) = p.buf {
+        if b + buf_len > total {
+            p.buf_len = total - b; // stays inside the arena
+        }
+    }
+    let mut arena = vec![0u8; total];
+    for (i, v) in arena.iter_mut().enumerate() {
+        *v = (i as u8).wrapping_mul(37) ^ 0x5a;
+    }
+    let put = |arena: &mut [u8], at: usize, bytes: &[u8]| {
+        arena[at..at + bytes.len()].copy_from_slice(bytes)
+    };
+    if phased {
+        put(&mut arena, src, raw(&hist));
+        put(&mut arena, wpos, raw(&w));
+    } else {
+        put(&mut arena, src, raw(&stats));
+    }
+    let mut t = tag.clone();
+    t.push(0);
+    put(&mut arena, tpos, &t);
+    let before = arena.clone();
+    let base = arena.as_mut_ptr();
+    // SAFETY: every offset is inside the arena (the buffer clipped to it).
+    let ptr = |o: Option<usize>| o.map_or(core::ptr::null_mut(), |o| unsafe { base.add(o) });
+    let (sp, wp, tp, bp, lp) = (ptr(p.src), ptr(p.w), ptr(p.tag), ptr(p.buf), ptr(p.len));
+    // SAFETY: every pointer is NULL or inside the arena, sized as the call reads it (the tag
+    // NUL-terminated within it); the overlaps are the library's to refuse.
+    let s = unsafe {
+        if phased {
+            ghm_log_weights(
+                sp as *const ghm::Hist,
+                wp as *const ghm::Weights,
+                iteration,
+                tp as *const core::ffi::c_char,
+                g_max,
+                bp as *mut core::ffi::c_char,
+                p.buf_len,
+                lp as *mut usize,
+            )
+        } else {
+            ghm_log_stats(
+                sp as *const ghm::Stats,
+                loss,
+                iteration,
+                tp as *const core::ffi::c_char,
+                g_max,
+                bp as *mut core::ffi::c_char,
+                p.buf_len,
+                lp as *mut usize,
+            )
+        }
+    };
+    // What the call had to refuse, in the harness's own terms.
+    let text = core::str::from_utf8(&tag).ok();
+    let tag_str = if p.tag.is_some() {
+        text.unwrap_or("")
+    } else {
+        ""
+    };
+    let l = if phased {
+        ghm::log::LogLine::from_weights(&hist, &w, iteration, tag_str).g_max(g_max)
+    } else {
+        ghm::log::LogLine::from_stats(&stats, loss, iteration, tag_str).g_max(g_max)
+    };
+    let overlaps =
+        |a: usize, an: usize, b: usize, bn: usize| an > 0 && bn > 0 && a < b + bn && b < a + an;
+    let tag_span = p.tag.map(|t| (t, tag.len() + 1));
+    let must_fail = p.src.is_none()
+        || (phased && p.w.is_none())
+        || p.buf.is_none()
+        || (p.tag.is_some() && (tag.len() > 64 || text.is_none()))
+        || !(g_max > 0.0 && g_max.is_finite())
+        || (phased && hist.bins != w.bins)
+        || p.buf.is_some_and(|b| {
+            let n = p.buf_len;
+            overlaps(b, n, src, src_size)
+                || (phased && overlaps(b, n, wpos, w_size))
+                || tag_span.is_some_and(|(t, tn)| overlaps(b, n, t, tn))
+                || p.len.is_some_and(|l| overlaps(b, n, l, size_of::<usize>()))
+        })
+        || p.len.is_some_and(|l| {
+            let n = size_of::<usize>();
+            overlaps(l, n, src, src_size)
+                || (phased && overlaps(l, n, wpos, w_size))
+                || tag_span.is_some_and(|(t, tn)| overlaps(l, n, t, tn))
+        })
+        || l.check().is_err()
+        || l.len() >= p.buf_len;
+    if let Some(c) = OUTCOMES.get(s.unsigned_abs() as usize) {
+        c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+    if must_fail {
+        assert_ne!(
+            s, GHM_OK,
+            "the log call succeeded although it had to refuse"
+        );
+        assert!(arena == before, "a refused log call wrote (status {s})");
+        return;
+    }
+    assert_eq!(s, GHM_OK, "the log call refused a good line");
+    let mut want = vec![0u8; l.len()];
+    assert_eq!(l.write(&mut want), Ok(want.len()));
+    let b = p.buf.unwrap();
+    assert_eq!(&arena[b..b + want.len()], &want[..], "the line");
+    assert_eq!(arena[b + want.len()], 0, "its NUL");
+    let mut expect = before.clone();
+    expect[b..b + want.len()].copy_from_slice(&want);
+    expect[b + want.len()] = 0;
+    if let Some(lp) = p.len {
+        expect[lp..lp + size_of::<usize>()].copy_from_slice(&want.len().to_ne_bytes());
+    }
+    assert!(
+        arena == expect,
+        "the log call wrote outside its line, NUL and len"
+    );
 }
