@@ -387,7 +387,7 @@ fn per_element_losses_with_a_huge_loss_weight_are_never_nan() {
 /// of the scalar path's on every backend.
 #[test]
 fn ghm_r_tiny_differences_weigh_alike_on_every_backend() {
-    for (mu, step) in [(0.02f32, 3.7e-22f32), (2f32.powi(-63), 1.3e-23)] {
+    for (mu, step) in [(0.02f32, 3.7e-22f32), (ghm::GhmR::MU_MIN, 1.3e-23)] {
         // 70 tiny differences (one bin) among 30 ordinary ones.
         let n = 100;
         let x: Vec<f32> = (0..n)
