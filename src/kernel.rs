@@ -982,7 +982,7 @@ pub(crate) struct Outputs<'a> {
 }
 
 /// The weighted loss `loss_weight * (w * l)` of a loss `l >= 0` with weight `w` (finite,
-/// `>= 0`), and 0 when `loss_weight` is, whatever `w * l`.
+/// `>= 0`), and `+0` when `loss_weight` is 0 (either sign), whatever `w * l`.
 ///
 /// In this order, never `0 * inf`: `w * l` is finite or `+inf`, and is only multiplied by a
 /// non-zero `loss_weight`. `(loss_weight * w) * l` overflowed for a huge `loss_weight` (say
@@ -990,16 +990,17 @@ pub(crate) struct Outputs<'a> {
 /// (and one that rounds to a subnormal on another backend `+inf` there).
 #[inline(always)]
 pub(crate) fn weighted_loss(loss_weight: f32, w: f32, l: f32) -> f32 {
-    let w = if loss_weight == 0.0 { 0.0 } else { w };
-    loss_weight * (w * l)
+    if loss_weight == 0.0 {
+        0.0
+    } else {
+        loss_weight * (w * l)
+    }
 }
 
 /// Per-bin lookup tables of pass 2, padded to 256 entries; index `M` (trash) and beyond hold 0.
 pub(crate) struct Tables {
     scale: [f32; 256],
     weight: [f32; 256],
-    /// `weight`, or all zeros when `loss_weight` is 0: the factor of [`Tables::weighted`].
-    loss_w: [f32; 256],
     loss_weight: f32,
 }
 
@@ -1013,13 +1014,16 @@ impl Tables {
     /// [`weighted_loss`] of a loss `l` in bin `k` (0 past the bins).
     #[inline(always)]
     pub(crate) fn weighted_of(&self, k: usize, l: f32) -> f32 {
-        weighted_loss(self.loss_weight, self.loss_w[k & 255], l)
+        weighted_loss(self.loss_weight, self.weight[k & 255], l)
     }
 
     /// [`weighted_loss`] per lane, of the lanes' losses in their bins `k`.
     #[inline(always)]
     pub(crate) fn weighted<V: Vector>(&self, k: V::I, m: usize, l: V) -> V {
-        V::splat(self.loss_weight).mul(V::lut(&self.loss_w, k, m).mul(l))
+        if self.loss_weight == 0.0 {
+            return V::splat(0.0);
+        }
+        V::splat(self.loss_weight).mul(V::lut(&self.weight, k, m).mul(l))
     }
 
     /// `scale[k]` and the weights of the bins of `w`.
@@ -1028,15 +1032,11 @@ impl Tables {
         let mut t = Tables {
             scale: [0.0; 256],
             weight: [0.0; 256],
-            loss_w: [0.0; 256],
             loss_weight,
         };
         for k in 0..m {
             t.scale[k] = w.scale[k];
             t.weight[k] = w.weight[k];
-            if loss_weight != 0.0 {
-                t.loss_w[k] = w.weight[k];
-            }
         }
         t
     }

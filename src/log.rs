@@ -99,17 +99,26 @@ impl<'a> LogLine<'a> {
         LogLine { g_max, ..self }
     }
 
+    /// What is wrong with the line's fields, if anything.
+    pub(crate) fn problem(&self) -> Option<Problem> {
+        if self.tag.len() > LOG_TAG_MAX {
+            Some(Problem::LongTag)
+        } else if !(self.g_max > 0.0 && self.g_max.is_finite()) {
+            Some(Problem::GMax)
+        } else if self.bins == 0 || self.bins as usize > MAX_BINS {
+            Some(Problem::Bins)
+        } else if self.nonempty > self.bins {
+            Some(Problem::Nonempty)
+        } else {
+            None
+        }
+    }
+
     /// [`Error::Config`] for a tag longer than [`LOG_TAG_MAX`] bytes or a `g_max` that is
     /// not finite and positive, [`Error::State`] for a bin count outside `1..=MAX_BINS` or
     /// more non-empty bins than bins.
     pub fn check(&self) -> Result<(), Error> {
-        if self.tag.len() > LOG_TAG_MAX || !(self.g_max > 0.0 && self.g_max.is_finite()) {
-            return Err(Error::Config);
-        }
-        if self.bins == 0 || self.bins as usize > MAX_BINS || self.nonempty > self.bins {
-            return Err(Error::State);
-        }
-        Ok(())
+        self.problem().map_or(Ok(()), |p| Err(p.error()))
     }
 
     /// The line's length in bytes (no newline, no NUL); the line must [`check`](Self::check).
@@ -131,13 +140,17 @@ impl<'a> LogLine<'a> {
     pub fn write(&self, buf: &mut [u8]) -> Result<usize, Error> {
         self.check()?;
         let n = self.len();
-        if n > buf.len() {
-            return Err(Error::Shape);
-        }
-        let mut w = Fill { buf, at: 0 };
-        self.emit(&mut w).map_err(|_| Error::Shape)?;
-        debug_assert_eq!(w.at, n);
+        let dst = buf.get_mut(..n).ok_or(Error::Shape)?;
+        self.write_exact(dst);
         Ok(n)
+    }
+
+    /// Writes the line, known to [`check`](Self::check), into `dst`, which is exactly
+    /// [`len`](Self::len) bytes long.
+    pub(crate) fn write_exact(&self, dst: &mut [u8]) {
+        let mut w = Fill { buf: dst, at: 0 };
+        let done = self.emit(&mut w);
+        debug_assert!(done.is_ok() && w.at == w.buf.len());
     }
 
     fn emit(&self, w: &mut impl Write) -> fmt::Result {
@@ -157,28 +170,13 @@ impl<'a> LogLine<'a> {
         }
         write!(w, "\",\"bins\":{m},\"g_max\":")?;
         num32(w, self.g_max)?;
-        w.write_str(",\"edges\":[")?;
-        for k in 0..=m {
-            if k > 0 {
-                w.write_char(',')?;
-            }
-            num32(w, edge(k, m, self.g_max))?;
-        }
-        w.write_str("],\"counts\":[")?;
-        for (k, c) in self.counts[..m].iter().enumerate() {
-            if k > 0 {
-                w.write_char(',')?;
-            }
-            write!(w, "{c}")?;
-        }
-        w.write_str("],\"weights\":[")?;
-        for (k, &x) in self.weights[..m].iter().enumerate() {
-            if k > 0 {
-                w.write_char(',')?;
-            }
-            num32(w, x)?;
-        }
-        write!(w, "],\"nonempty\":{},\"tot\":", self.nonempty)?;
+        w.write_str(",\"edges\":")?;
+        list(w, (0..=m).map(|k| edge(k, m, self.g_max)), num32)?;
+        w.write_str(",\"counts\":")?;
+        list(w, self.counts[..m].iter(), |w, c| write!(w, "{c}"))?;
+        w.write_str(",\"weights\":")?;
+        list(w, self.weights[..m].iter().copied(), num32)?;
+        write!(w, ",\"nonempty\":{},\"tot\":", self.nonempty)?;
         num64(w, self.tot)?;
         write!(w, ",\"skipped\":{},\"loss\":", self.skipped)?;
         num64(w, self.loss)?;
@@ -186,8 +184,44 @@ impl<'a> LogLine<'a> {
     }
 }
 
+/// What [`LogLine::check`] refuses, for the C layer's reports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Problem {
+    LongTag,
+    GMax,
+    Bins,
+    Nonempty,
+}
+
+impl Problem {
+    /// The error it is: a bad argument ([`Error::Config`]) or bad statistics
+    /// ([`Error::State`]).
+    pub(crate) fn error(self) -> Error {
+        match self {
+            Problem::LongTag | Problem::GMax => Error::Config,
+            Problem::Bins | Problem::Nonempty => Error::State,
+        }
+    }
+}
+
+/// `[a,b,...]`: each item written by `each`.
+fn list<W: Write, T>(
+    w: &mut W,
+    items: impl Iterator<Item = T>,
+    each: impl Fn(&mut W, T) -> fmt::Result,
+) -> fmt::Result {
+    w.write_char('[')?;
+    for (k, x) in items.enumerate() {
+        if k > 0 {
+            w.write_char(',')?;
+        }
+        each(w, x)?;
+    }
+    w.write_char(']')
+}
+
 /// Edge `k` of `m` bins over `[0, g_max]`: `k / m * g_max`, and `g_max` itself for `k = m`.
-pub(crate) fn edge(k: usize, m: usize, g_max: f32) -> f32 {
+fn edge(k: usize, m: usize, g_max: f32) -> f32 {
     if k >= m {
         g_max
     } else {

@@ -224,9 +224,7 @@ impl R {
             tiny: tiny_d(mu),
         }
     }
-}
 
-impl R {
     /// `l`, with the lanes of `m` replaced by the scalar path's loss of their `x` and `t`.
     #[inline(always)]
     fn scalar_lanes<V: Vector>(&self, x: V, t: V, l: V, m: V::M) -> V {

@@ -7,7 +7,7 @@ use core::ffi::{c_char, CStr};
 use super::{disjoint, ghm_status, one_required, status, Buf, Named};
 use crate::error::Error;
 use crate::fault::Fault;
-use crate::log::{LogLine, LOG_TAG_MAX};
+use crate::log::{LogLine, Problem, LOG_TAG_MAX};
 use crate::state::{Hist, Stats, Weights};
 
 /// The tag: `""` for NULL, else the bytes up to its NUL (read no further, and at most
@@ -67,22 +67,21 @@ unsafe fn write_line(
             (c"len", len_out.map(|b| b.region())),
         ],
     )?;
-    line.check().map_err(|e| match e {
-        Error::Config if line.tag.len() > LOG_TAG_MAX => {
-            Fault::new(e, c"tag", c"is longer than GHM_LOG_TAG_MAX bytes")
-        }
-        Error::Config => {
-            Fault::new(e, c"g_max", c"is not finite and positive").value(line.g_max as f64)
-        }
-        _ if line.bins == 0 || line.bins as usize > crate::MAX_BINS => {
-            Fault::new(e, src, c"is not in 1..=128")
+    if let Some(p) = line.problem() {
+        let e = p.error();
+        return Err(match p {
+            Problem::LongTag => Fault::new(e, c"tag", c"is longer than GHM_LOG_TAG_MAX bytes"),
+            Problem::GMax => {
+                Fault::new(e, c"g_max", c"is not finite and positive").value(line.g_max as f64)
+            }
+            Problem::Bins => Fault::new(e, src, c"is not in 1..=128")
                 .field(c"bins")
-                .value(line.bins as f64)
-        }
-        _ => Fault::new(e, src, c"is more than bins")
-            .field(c"nonempty_bins")
-            .value(line.nonempty as f64),
-    })?;
+                .value(line.bins as f64),
+            Problem::Nonempty => Fault::new(e, src, c"is more than bins")
+                .field(c"nonempty_bins")
+                .value(line.nonempty as f64),
+        });
+    }
     let n = line.len();
     if n >= buf_len {
         let why = c"is too small: the line and its NUL need this many bytes";
@@ -91,13 +90,11 @@ unsafe fn write_line(
     // SAFETY: valid for `buf_len` writes (the C contract), disjoint from the inputs (checked),
     // aligned (bytes).
     let dst = unsafe { out.slice_mut() };
-    let written = line
-        .write(dst)
-        .map_err(|e| Fault::new(e, c"buf", c"is too small"))?;
-    dst[written] = 0;
+    line.write_exact(&mut dst[..n]);
+    dst[n] = 0;
     if let Some(l) = len_out {
         // SAFETY: valid for one write (the C contract), disjoint from `buf` (checked).
-        unsafe { l.set(0, written) };
+        unsafe { l.set(0, n) };
     }
     Ok(())
 }
