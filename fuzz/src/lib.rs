@@ -1923,26 +1923,37 @@ pub fn log(data: &[u8]) {
     let overlaps =
         |a: usize, an: usize, b: usize, bn: usize| an > 0 && bn > 0 && a < b + bn && b < a + an;
     let tag_span = p.tag.map(|t| (t, tag.len() + 1));
+    // The spans the call reads and writes, each pair of an output and anything else refused.
+    let mut inputs = vec![(src, src_size)];
+    if phased {
+        inputs.push((wpos, w_size));
+    }
+    inputs.extend(tag_span);
+    let outputs: Vec<(usize, usize)> = [
+        p.buf.map(|b| (b, p.buf_len)),
+        p.len.map(|l| (l, size_of::<usize>())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let aliased = outputs.iter().enumerate().any(|(i, &(o, on))| {
+        let others = inputs.iter().chain(&outputs[i + 1..]);
+        others.into_iter().any(|&(a, an)| overlaps(o, on, a, an))
+    });
+    let (bins_of_line, nonempty) = if phased {
+        (w.bins, w.nonempty_bins)
+    } else {
+        (stats.bins, stats.nonempty_bins)
+    };
     let must_fail = p.src.is_none()
         || (phased && p.w.is_none())
         || p.buf.is_none()
         || (p.tag.is_some() && (tag.len() > 64 || text.is_none()))
         || !(g_max > 0.0 && g_max.is_finite())
         || (phased && hist.bins != w.bins)
-        || p.buf.is_some_and(|b| {
-            let n = p.buf_len;
-            overlaps(b, n, src, src_size)
-                || (phased && overlaps(b, n, wpos, w_size))
-                || tag_span.is_some_and(|(t, tn)| overlaps(b, n, t, tn))
-                || p.len.is_some_and(|l| overlaps(b, n, l, size_of::<usize>()))
-        })
-        || p.len.is_some_and(|l| {
-            let n = size_of::<usize>();
-            overlaps(l, n, src, src_size)
-                || (phased && overlaps(l, n, wpos, w_size))
-                || tag_span.is_some_and(|(t, tn)| overlaps(l, n, t, tn))
-        })
-        || l.check().is_err()
+        || aliased
+        || !(1..=128).contains(&bins_of_line)
+        || nonempty > bins_of_line
         || l.len() >= p.buf_len;
     if let Some(c) = OUTCOMES.get(s.unsigned_abs() as usize) {
         c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
