@@ -141,7 +141,6 @@ fn run(a: Args) -> Result<(), String> {
     let run: Vec<&log::Record> = records.iter().filter(|r| r.tag == tag).collect();
     if run.is_empty() {
         let mut tags: Vec<&str> = records.iter().map(|r| r.tag.as_str()).collect();
-        tags.dedup();
         tags.sort_unstable();
         tags.dedup();
         return Err(format!(

@@ -211,7 +211,8 @@ fn heatmap<DB: DrawingBackend>(
         .iter()
         .flat_map(|r| r.counts.iter())
         .fold(1u64, |m, &c| m.max(c)) as f64;
-    let scale = |c: u64| ((c as f64).log10() / top.log10().max(1e-9)).clamp(0.0, 1.0);
+    // A count's place on the colour scale: log10(count) / log10(largest), in [0, 1].
+    let scale = |c: f64| (c.log10() / top.log10().max(1e-9)).clamp(0.0, 1.0);
     let mut ch = ChartBuilder::on(&map)
         .caption("The whole run: elements per bin", (FONT, 20))
         .margin(12)
@@ -236,7 +237,7 @@ fn heatmap<DB: DrawingBackend>(
             let color = if c == 0 {
                 RGBColor(245, 245, 245)
             } else {
-                viridis(scale(c))
+                viridis(scale(c as f64))
             };
             let y1 = r.edges[k + 1].min(g_max);
             Rectangle::new([(x0, r.edges[k]), (x1, y1)], color.filled())
@@ -271,10 +272,7 @@ fn heatmap<DB: DrawingBackend>(
     cb.draw_series((0..n).map(|i| {
         let (a, b) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
         let (ya, yb) = (ratio.powf(a), ratio.powf(b));
-        Rectangle::new(
-            [(0.0, ya), (1.0, yb)],
-            viridis(a * ratio.log10() / top.log10().max(1e-9)).filled(),
-        )
+        Rectangle::new([(0.0, ya), (1.0, yb)], viridis(scale(ya)).filled())
     }))
     .map_err(err)?;
     Ok(())
