@@ -127,6 +127,7 @@ fn the_longest_line_fits_line_max() {
     let line = LogLine::from_stats(&stats, -1.234_567_890_123_456_7e15, u64::MAX, &tag)
         .g_max(1.234_567_8e15);
     let n = line.len();
+    println!("the longest line: {n} bytes (LOG_LINE_MAX {LOG_LINE_MAX})");
     assert!(n < LOG_LINE_MAX, "{n}");
     let mut buf = vec![0u8; n];
     assert_eq!(line.write(&mut buf), Ok(n));
