@@ -269,6 +269,8 @@ pub enum Probe {
     Ln,
     /// `ln(1 + e)`.
     Ln1p,
+    /// `log1p(x)` for `x >= 0` as softmax GHM computes it (`libm::log1pf`'s bits).
+    Log1p,
     /// `1 / x` as [`Vector::recip`](crate::simd::Vector::recip) computes it (GHM-R's loss).
     Recip,
     /// `sigmoid(x)` as the GHM-C kernel computes it.
@@ -293,6 +295,7 @@ fn probe_with<V: crate::simd::Vector>(f: Probe, input: &[f32], out: &mut [f32]) 
             Probe::ExpNeg => vmath::exp_neg(x),
             Probe::Ln => vmath::ln(x),
             Probe::Ln1p => vmath::ln_1p(x),
+            Probe::Log1p => vmath::log1p(x),
             Probe::Recip => x.recip(),
             Probe::Sigmoid => {
                 let e = vmath::exp_neg(x.abs());

@@ -21,8 +21,9 @@
 //! whatever the vector width: class `c` goes to partial sum `c % 16` (a vector's lanes, or the
 //! lanes of two, four or sixteen narrower vectors), each partial sum adds its classes in
 //! increasing order, and the 16 partial sums are added pairwise (`s[i] += s[i + 8]`, then 4,
-//! 2, 1). What follows per sample (`1 / S`, `p_y`, `g`, `log1p`, the bin) is scalar code and
-//! `exp_neg`, the same on every backend.
+//! 2, 1). What follows per sample (`1 / S`, `p_y`, `g`, `log1p`, the bin) is computed for
+//! `LANES` samples at once ([`classify`]) with lane-wise correctly rounded operations,
+//! `exp_neg` and [`log1p`] (`libm::log1pf`'s bits), the same on every backend.
 //!
 //! Pass 1 ([`accumulate`]) bins every valid sample and sums its loss per bin. Pass 2
 //! ([`apply`]) writes each sample's gradient row, `factor * (p - onehot)` with the factor of
@@ -37,7 +38,8 @@ use crate::config::{Layout, MAX_BINS};
 use crate::error::Error;
 use crate::kernel::Tables;
 use crate::simd::{Vector, MAX_LANES};
-use crate::vmath::exp_neg;
+use crate::source::{prefetch, PREFETCH_MIN};
+use crate::vmath::{exp_neg, log1p};
 
 /// Partial sums of `S`: class `c` is added into sum `c % SUMS`.
 const SUMS: usize = 16;
@@ -106,22 +108,6 @@ struct Stat {
     finite: bool,
 }
 
-/// What a sample is, once its statistics are known.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// Valid: its bin, `g`, `1 / S` and its loss.
-    Valid {
-        bin: usize,
-        g: f32,
-        inv: f32,
-        ce: f32,
-    },
-    /// Ignored (its label outside `0..C`, or its weight 0): counts nowhere.
-    Ignored,
-    /// A logit not finite, or its weight not in `[0, f32::MAX]`.
-    Bad,
-}
-
 /// The 16 partial sums added pairwise: `S`.
 #[inline(always)]
 fn tree(mut s: [f32; SUMS]) -> f32 {
@@ -148,44 +134,102 @@ fn weight_of(rows: &Rows<'_>, a: usize) -> f32 {
     rows.weight.map_or(1.0, |w| w[a])
 }
 
-/// Classifies sample `a` from its statistics (scalar arithmetic and `exp_neg`: the same on
-/// every backend); its loss only if `want_ce` (0 otherwise: pass 2 without per-sample losses
-/// needs none, and `logf` was a tenth of its time).
+/// What up to `LANES` samples are, once their statistics are known: per lane, whether it is
+/// valid or bad (neither: ignored, or a padding lane), and a valid sample's bin, `g`, `1 / S`
+/// and loss.
+struct Kinds {
+    /// Bit `i`: sample `i` is valid (its label in `0..C`, its weight > 0, finite).
+    valid: u32,
+    /// Bit `i`: a logit is not finite, or the weight not in `[0, f32::MAX]`.
+    bad: u32,
+    bin: [i32; MAX_LANES],
+    g: [f32; MAX_LANES],
+    inv: [f32; MAX_LANES],
+    ce: [f32; MAX_LANES],
+}
+
+impl Kinds {
+    /// Sample `i`'s factor, `1 / S`, `g` and weighted loss (all 0 unless it is valid).
+    #[inline(always)]
+    fn factor(&self, t: &Tables, i: usize) -> (f32, f32, f32, f32) {
+        if self.valid >> i & 1 == 0 {
+            return (0.0, 0.0, 0.0, 0.0);
+        }
+        let bin = self.bin[i] as usize;
+        let l = t.weighted_of(bin, self.ce[i]);
+        (t.scale_of(bin), self.inv[i], self.g[i], l)
+    }
+}
+
+/// Classifies the `n` (`1..=LANES`) samples from anchor `a` from their statistics, a vector
+/// for all of them; their losses only if `want_ce` (0 otherwise: pass 2 without per-sample
+/// losses needs none).
+///
+/// Per sample, with `d = x_y - m` and `S - 1 = (maxima - 1) + T`: `1 / S`; `g = (S - 1) / S`
+/// when the label is a maximum (`d = 0`: without cancelling 1 against `p_y`), `1 - e^d / S`
+/// otherwise (then `p_y <= 1/2`: no cancellation); `CE = log1p(S - 1) - d`; the bin of `g` by
+/// [`Bins::vector_any`] (the scalar rule's bins, see `exact_bin_rule`). Lane-wise correctly
+/// rounded operations, [`exp_neg`] and [`log1p`] (`libm::log1pf`'s bits): the same bits on
+/// every backend, whatever the width. (One sample at a time, with `libm::log1pf`, the bin's
+/// search and `exp` in lane 0 of a vector, this was a fifth of softmax GHM's time on
+/// AVX-512.)
 #[inline(always)]
 fn classify<V: Vector>(
     rows: &Rows<'_>,
     bins: &Bins,
     a: usize,
-    st: Stat,
-    x_y: f32,
+    n: usize,
+    st: &Lanes,
     want_ce: bool,
-) -> Kind {
-    let w = weight_of(rows, a);
-    if !st.finite || !(0.0..=f32::MAX).contains(&w) {
-        return Kind::Bad;
+) -> Kinds {
+    // Padding lanes: weight 0 and no label (neither valid nor bad).
+    let mut w = [0.0f32; MAX_LANES];
+    let mut y = [-1i32; MAX_LANES];
+    let mut x_y = [0.0f32; MAX_LANES];
+    let mut finite = [0i32; MAX_LANES];
+    let mut maxima = [1.0f32; MAX_LANES];
+    for i in 0..n {
+        w[i] = weight_of(rows, a + i);
+        y[i] = rows.labels[a + i];
+        x_y[i] = label_logit(rows, a + i);
+        finite[i] = if st.finite[i] { -1 } else { 0 };
+        maxima[i] = st.maxima[i] as f32;
     }
-    let y = rows.labels[a];
-    if !((y as u32 as usize) < rows.classes && w > 0.0) {
-        return Kind::Ignored;
-    }
-    let d = x_y - st.m;
+    let zero = V::splat(0.0);
+    let one = V::splat(1.0);
+    let w = V::from_array(&w);
+    let y = V::i_load(&y);
+    let ok = V::m_and(
+        V::i_eq(V::i_load(&finite), V::i_splat(-1)),
+        w.in_range(0.0, f32::MAX),
+    );
+    let bad = V::m_andnot(V::first_lanes(n), ok);
+    // A label in 0..C: unsigned, y <= C - 1.
+    let top = V::i_splat(rows.classes as i32 - 1);
+    let labelled = V::i_eq(V::i_min_u(y, top), y);
+    let valid = V::m_andnot(V::m_and(labelled, w.gt(zero)), bad);
+    // Bad lanes compute a harmless sample (their statistics may be NaN or infinite).
+    let m = V::select(bad, zero, V::from_array(&st.m));
+    let t = V::select(bad, zero, V::from_array(&st.t));
+    let maxima = V::select(bad, one, V::from_array(&maxima));
+    let d = V::select(bad, zero, V::from_array(&x_y)).sub(m);
     // S - 1: the other maxima (each exactly 1) and the rest.
-    let s_1 = (st.maxima - 1) as f32 + st.t;
-    let inv = 1.0 / (st.maxima as f32 + st.t);
-    let g = if d == 0.0 {
-        // The label is a maximum: 1 - p_y = (S - 1) / S, without cancelling 1 against p_y.
-        s_1 * inv
-    } else {
-        // exp(d) in lane 0 of a vector: the same bits as the scalar path's (see `exp_neg`),
-        // with the backend's own fused multiply-adds rather than calls to `fmaf`. Here
-        // p_y <= 1/2 (a larger probability is a maximum's): no cancellation.
-        1.0 - exp_neg(V::splat(d)).to_array()[0] * inv
-    };
+    let s_1 = maxima.sub(one).add(t);
+    let inv = one.div(maxima.add(t));
+    // A valid sample's d is at most 0: d >= 0 is d == 0, the label a maximum.
+    let g = V::select(d.ge(zero), s_1.mul(inv), one.sub(exp_neg(d).mul(inv)));
     // -log p_y = log(S) - d = log1p(S - 1) - d.
-    let ce = if want_ce { libm::log1pf(s_1) - d } else { 0.0 };
-    // g is in [0, 1].
-    let bin = bins.scalar(g.max(0.0)).unwrap_or(bins.m - 1);
-    Kind::Valid { bin, g, inv, ce }
+    let ce = if want_ce { log1p(s_1).sub(d) } else { zero };
+    // g is in [0, 1] (below the last edge); the bin of anything else is clamped.
+    let bin = V::i_min_u(bins.vector_any(g.max(zero)), V::i_splat(bins.m as i32 - 1));
+    Kinds {
+        valid: V::m_bits(valid),
+        bad: V::m_bits(bad),
+        bin: V::i_to_array(bin),
+        g: g.to_array(),
+        inv: inv.to_array(),
+        ce: ce.to_array(),
+    }
 }
 
 /// The logit of sample `a`'s label (any finite value when the label is not a class).
@@ -377,7 +421,7 @@ fn load_n<V: Vector>(s: &[f32], at: usize, n: usize) -> V {
     }
 }
 
-/// The statistics of up to `LANES` samples, one per lane.
+/// The statistics of up to `LANES` samples, one per lane ([`Stat`]'s fields).
 struct Lanes {
     m: [f32; MAX_LANES],
     t: [f32; MAX_LANES],
@@ -386,16 +430,29 @@ struct Lanes {
 }
 
 impl Lanes {
+    /// No samples yet (each lane a finite row with one maximum).
     #[inline(always)]
-    fn stat(&self, i: usize) -> Stat {
-        Stat {
-            m: self.m[i],
-            t: self.t[i],
-            maxima: self.maxima[i] as u32,
-            finite: self.finite[i],
+    fn new() -> Lanes {
+        Lanes {
+            m: [0.0; MAX_LANES],
+            t: [0.0; MAX_LANES],
+            maxima: [1; MAX_LANES],
+            finite: [true; MAX_LANES],
         }
     }
+
+    /// Lane `i` holds sample `st`.
+    #[inline(always)]
+    fn set(&mut self, i: usize, st: Stat) {
+        self.m[i] = st.m;
+        self.t[i] = st.t;
+        self.maxima[i] = st.maxima as i32;
+        self.finite[i] = st.finite;
+    }
 }
+
+/// How far ahead of its samples [`plane_stat`] prefetches each plane: 256 bytes.
+const PLANE_AHEAD: usize = 64;
 
 /// The statistics of the `n` (`1..=LANES`) samples from anchor `a` (see [`Stat`]); with
 /// `store`, each `e` written to the gradient planes.
@@ -410,7 +467,18 @@ fn plane_stat<V: Vector>(
     let tail = n < V::LANES;
     let mut mx = V::splat(f32::NEG_INFINITY);
     let mut keys = V::i_splat(0);
+    // Far outside the caches, the planes are C streams at once, more than the hardware
+    // prefetchers follow: each plane's line PLANE_AHEAD samples on is asked for (and the
+    // gradient's, to be written).
+    let far = len.saturating_mul(c) >= PREFETCH_MIN;
     for k in 0..c {
+        if far {
+            let ahead = k * len + a + PLANE_AHEAD;
+            prefetch(rows.x, ahead, 1);
+            if let Some(g) = store.as_deref() {
+                prefetch(g, ahead, 1);
+            }
+        }
         let x = load_n::<V>(rows.x, k * len + a, n);
         mx = mx.max(x);
         keys = V::i_max_u(keys, x.abs().to_bits());
@@ -516,30 +584,45 @@ fn plane_write<V: Vector>(
 // ---------------------------------------------------------------------------------------------
 // The passes
 
-/// Pass 1's work per sample. (A function, not a closure, so that it is compiled with the
-/// backend's target features: as a closure it was not inlined, and its `exp` called `fmaf`.)
+/// Pass 1's work for the `n` samples from anchor `a`: classifies them and adds the valid ones
+/// to `sums` in order. (A function, not a closure, so that it is compiled with the backend's
+/// target features: as a closure it was not inlined, and its `exp` called `fmaf`.)
 #[inline(always)]
 fn add<V: Vector>(
     rows: &Rows<'_>,
     bins: &Bins,
     skip_bad: bool,
     sums: &mut Sums,
-    a: usize,
-    st: Stat,
+    (a, n): (usize, usize),
+    st: &Lanes,
 ) -> Result<(), Error> {
-    match classify::<V>(rows, bins, a, st, label_logit(rows, a), true) {
-        Kind::Valid { bin, g, ce, .. } => {
+    let k = classify::<V>(rows, bins, a, n, st, true);
+    for i in 0..n {
+        if k.valid >> i & 1 != 0 {
+            let bin = k.bin[i] as usize;
             sums.counts[bin] += 1;
-            sums.loss[bin] += ce as f64;
+            sums.loss[bin] += k.ce[i] as f64;
             // Rounded to a multiple of 2^-23, as GHM-C's (exact sums in any order).
-            sums.g[bin] += ((g + 1.0) - 1.0) as f64;
+            sums.g[bin] += ((k.g[i] + 1.0) - 1.0) as f64;
             sums.valid += 1;
+        } else if k.bad >> i & 1 != 0 {
+            if !skip_bad {
+                return Err(Error::Input);
+            }
+            sums.skipped += 1;
         }
-        Kind::Ignored => {}
-        Kind::Bad if skip_bad => sums.skipped += 1,
-        Kind::Bad => return Err(Error::Input),
     }
     Ok(())
+}
+
+/// Rows of anchor-major logits classified together in pass 2: up to `LANES`, and up to this
+/// many floats (their `e` wait in the gradient rows meanwhile, which should stay in L1).
+const GROUP_FLOATS: usize = 2048;
+
+/// Samples of anchor-major rows taken together: `LANES`, fewer for long rows.
+#[inline(always)]
+fn row_group<V: Vector>(classes: usize) -> usize {
+    V::LANES.min(GROUP_FLOATS / classes.max(1)).max(1)
 }
 
 /// Pass 1 over a block's anchors: adds each valid sample to `sums` (its bin's count, loss and
@@ -552,25 +635,23 @@ pub(crate) fn accumulate<V: Vector>(
     skip_bad: bool,
     sums: &mut Sums,
 ) -> Result<(), Error> {
-    match rows.layout {
-        Layout::AnchorMajor => {
-            let c = rows.classes;
-            for a in rows.anchors.clone() {
-                let st = row_stat::<V>(&rows.x[a * c..(a + 1) * c], None);
-                add::<V>(rows, bins, skip_bad, sums, a, st)?;
-            }
-        }
-        Layout::ClassMajor => {
-            let mut a = rows.anchors.start;
-            while a < rows.anchors.end {
-                let n = (rows.anchors.end - a).min(V::LANES);
-                let lanes = plane_stat::<V>(rows, a, n, None);
+    let mut a = rows.anchors.start;
+    while a < rows.anchors.end {
+        let n = (rows.anchors.end - a).min(V::LANES);
+        let lanes = match rows.layout {
+            Layout::AnchorMajor => {
+                let c = rows.classes;
+                let mut lanes = Lanes::new();
                 for i in 0..n {
-                    add::<V>(rows, bins, skip_bad, sums, a + i, lanes.stat(i))?;
+                    let row = &rows.x[(a + i) * c..(a + i + 1) * c];
+                    lanes.set(i, row_stat::<V>(row, None));
                 }
-                a += n;
+                lanes
             }
-        }
+            Layout::ClassMajor => plane_stat::<V>(rows, a, n, None),
+        };
+        add::<V>(rows, bins, skip_bad, sums, (a, n), &lanes)?;
+        a += n;
     }
     Ok(())
 }
@@ -585,31 +666,37 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
     let want_ce = dest.loss.is_some();
     // `e` can wait in the gradient buffer only when it is being overwritten.
     let keep = !accumulate;
-    // A sample's factor, 1 / S, g and weighted loss (all 0 for invalid and bad samples).
-    let factor = |kind: Kind| match kind {
-        Kind::Valid { bin, g, inv, ce } => (t.scale_of(bin), inv, g, t.weighted_of(bin, ce)),
-        Kind::Ignored | Kind::Bad => (0.0, 0.0, 0.0, 0.0),
-    };
     match rows.layout {
         Layout::AnchorMajor => {
             let c = rows.classes;
-            for a in rows.anchors.clone() {
-                let x = &rows.x[a * c..(a + 1) * c];
-                let mut out = dest.grad.as_deref_mut().map(|g| &mut g[a * c..(a + 1) * c]);
-                let st = row_stat::<V>(x, out.as_deref_mut().filter(|_| keep));
-                let kind = classify::<V>(rows, bins, a, st, label_logit(rows, a), want_ce);
-                let (f, inv, g, l) = factor(kind);
-                if let Some(out) = out {
-                    if f == 0.0 && !accumulate {
-                        out.fill(0.0);
-                    } else if f != 0.0 {
-                        let y = rows.labels[a];
-                        row_write::<V>(x, out, st.m, inv, f, y, g, !keep, accumulate);
+            let group = row_group::<V>(c);
+            let mut a = rows.anchors.start;
+            while a < rows.anchors.end {
+                let n = (rows.anchors.end - a).min(group);
+                let mut lanes = Lanes::new();
+                for i in 0..n {
+                    let (x, at) = (&rows.x[(a + i) * c..(a + i + 1) * c], (a + i) * c);
+                    let out = dest.grad.as_deref_mut().filter(|_| keep);
+                    lanes.set(i, row_stat::<V>(x, out.map(|g| &mut g[at..at + c])));
+                }
+                let kinds = classify::<V>(rows, bins, a, n, &lanes, want_ce);
+                for i in 0..n {
+                    let (f, inv, g, l) = kinds.factor(t, i);
+                    let (x, at) = (&rows.x[(a + i) * c..(a + i + 1) * c], (a + i) * c);
+                    if let Some(out) = dest.grad.as_deref_mut().map(|g| &mut g[at..at + c]) {
+                        if f == 0.0 && !accumulate {
+                            out.fill(0.0);
+                        } else if f != 0.0 {
+                            let y = rows.labels[a + i];
+                            let m = lanes.m[i];
+                            row_write::<V>(x, out, m, inv, f, y, g, !keep, accumulate);
+                        }
+                    }
+                    if let Some(le) = dest.loss.as_deref_mut() {
+                        le[a + i] = l;
                     }
                 }
-                if let Some(le) = dest.loss.as_deref_mut() {
-                    le[a] = l;
-                }
+                a += n;
             }
         }
         Layout::ClassMajor => {
@@ -617,13 +704,12 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
             while a < rows.anchors.end {
                 let n = (rows.anchors.end - a).min(V::LANES);
                 let lanes = plane_stat::<V>(rows, a, n, dest.grad.as_deref_mut().filter(|_| keep));
+                let kinds = classify::<V>(rows, bins, a, n, &lanes, want_ce);
                 let mut f = [0.0f32; MAX_LANES];
                 let (mut inv, mut g) = (f, f);
                 for i in 0..n {
-                    let (st, x_y) = (lanes.stat(i), label_logit(rows, a + i));
-                    let kind = classify::<V>(rows, bins, a + i, st, x_y, want_ce);
                     let l;
-                    (f[i], inv[i], g[i], l) = factor(kind);
+                    (f[i], inv[i], g[i], l) = kinds.factor(t, i);
                     if let Some(le) = dest.loss.as_deref_mut() {
                         le[a + i] = l;
                     }

@@ -6,9 +6,11 @@
 
 mod exp;
 mod ln;
+mod log1p;
 
 pub(crate) use exp::exp_neg;
 pub(crate) use ln::{ln, ln_1m, ln_1p};
+pub(crate) use log1p::log1p;
 
 /// Correctly rounded square roots, scalar: `libm`'s (one `sqrtss` / `sqrtsd` on x86_64), or
 /// under Miri, which cannot run that inline assembly, std's (the same correctly rounded
