@@ -204,8 +204,8 @@ fn classify<V: Vector>(
         w.in_range(0.0, f32::MAX),
     );
     let bad = V::m_andnot(V::first_lanes(n), ok);
-    // A label in 0..C: unsigned, y <= C - 1.
-    let top = V::i_splat(rows.classes as i32 - 1);
+    // A label in 0..C: unsigned, y <= C - 1 (every y >= 0 when C > i32::MAX).
+    let top = V::i_splat((rows.classes.clamp(1, 1 << 31) - 1) as i32);
     let labelled = V::i_eq(V::i_min_u(y, top), y);
     let valid = V::m_andnot(V::m_and(labelled, w.gt(zero)), bad);
     // Bad lanes compute a harmless sample (their statistics may be NaN or infinite).
