@@ -20,6 +20,15 @@ INSTALL ?= install
 # Debug info (the Rust standard library's, in libghm.a: 27 MB -> 18 MB) and unneeded symbols
 # are stripped from the installed libraries; `make install STRIP=` keeps them.
 STRIP ?= strip
+# The archive cargo builds holds the whole Rust standard library, with the LLVM bitcode of
+# every object (for link-time optimisation). Where the tools can (GNU ld or lld, objcopy: ELF
+# systems), `make install` installs instead one relocatable object of what the `ghm_`
+# functions reach (`ld -r --gc-sections`), without bitcode or debug info and with only the
+# `ghm_` symbols global (so it cannot clash with another Rust static library in the same
+# program): 5.3 MB instead of 18 MB, measured on x86_64. `make install SLIM=` installs the
+# archive as built (stripped of its debug info). A failing slim step falls back to that, saying so.
+SLIM ?= yes
+OBJCOPY ?= objcopy
 
 # Where cargo puts the release build (it honours CARGO_TARGET_DIR; so do we).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
@@ -43,7 +52,7 @@ EXAMPLE_SRC := ffi-tests/examples/train_head.c
 EXAMPLE_BIN := $(TARGET_DIR)/c-examples/train_head
 EXAMPLE_CFLAGS ?= -std=c99 -pedantic -Wall -Wextra -Werror -O2
 
-.PHONY: all build install uninstall example
+.PHONY: all build install uninstall example slim-archive
 
 all: build
 
@@ -59,6 +68,8 @@ install:
 	$(INSTALL) -d '$(DESTDIR)$(PREFIX)/include' '$(DESTDIR)$(PREFIX)/lib/pkgconfig'
 	$(INSTALL) -m 644 include/ghm.h '$(DESTDIR)$(PREFIX)/include/ghm.h'
 	$(INSTALL) -m 644 '$(LIBDIR)/libghm.a' '$(DESTDIR)$(PREFIX)/lib/libghm.a'
+	$(if $(SLIM),$(MAKE) --no-print-directory slim-archive \
+	    ARCHIVE='$(DESTDIR)$(PREFIX)/lib/libghm.a' || echo 'note: libghm.a installed as built (no slim step)')
 	$(INSTALL) -m 755 '$(LIBDIR)/libghm.so' '$(DESTDIR)$(PREFIX)/lib/$(REALNAME)'
 	$(if $(STRIP),$(STRIP) --strip-debug '$(DESTDIR)$(PREFIX)/lib/libghm.a')
 	$(if $(STRIP),$(STRIP) --strip-unneeded '$(DESTDIR)$(PREFIX)/lib/$(REALNAME)')
@@ -76,6 +87,23 @@ install:
 	  $(INSTALL) -m 644 "$$tmp" '$(DESTDIR)$(PREFIX)/'"$$dest"; \
 	  status=$$?; rm -f "$$tmp"; [ $$status -eq 0 ] || exit $$status; \
 	done
+
+# Replaces $(ARCHIVE) by an archive of one object: the ghm_ functions and what they reach.
+# Nothing is replaced unless every step succeeds and the result still defines every ghm_
+# function the archive did.
+slim-archive:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	nm -g --defined-only '$(ARCHIVE)' 2>/dev/null | awk '$$2 == "T" && $$3 ~ /^ghm_/ { print $$3 }' \
+	    | sort -u > "$$tmp/keep" && [ -s "$$tmp/keep" ] && \
+	$(LD) -r --gc-sections $$(sed 's/^/-u /' "$$tmp/keep") -o "$$tmp/all.o" \
+	    --whole-archive '$(ARCHIVE)' --no-whole-archive && \
+	$(OBJCOPY) --remove-section=.llvmbc --remove-section=.llvmcmd --strip-debug \
+	    --keep-global-symbols="$$tmp/keep" "$$tmp/all.o" "$$tmp/ghm.o" && \
+	$(if $(STRIP),$(STRIP) --strip-unneeded "$$tmp/ghm.o" &&) \
+	nm -g --defined-only "$$tmp/ghm.o" | awk '$$2 == "T" && $$3 ~ /^ghm_/ { print $$3 }' \
+	    | sort -u | cmp -s - "$$tmp/keep" && \
+	rm -f "$$tmp/libghm.a" && $(AR) rcs "$$tmp/libghm.a" "$$tmp/ghm.o" && \
+	cp "$$tmp/libghm.a" '$(ARCHIVE)'
 
 uninstall:
 	rm -f '$(DESTDIR)$(PREFIX)/include/ghm.h' \

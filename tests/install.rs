@@ -259,6 +259,43 @@ fn make_install_then_pkg_config() {
             !sections.contains(".debug_"),
             "the installed libghm.a still has debug sections"
         );
+        // On Linux (GNU binutils), the slim archive: one object, no LLVM bitcode, and no
+        // global symbol but the ghm_ functions (the standard library's are local to it).
+        if cfg!(target_os = "linux") && have("nm") {
+            assert!(
+                !sections.contains(".llvmbc"),
+                "the installed libghm.a still carries LLVM bitcode (no slim step?)"
+            );
+            let globals = run(Command::new("nm")
+                .args(["-g", "--defined-only"])
+                .arg(prefix.join("lib/libghm.a")));
+            let names: Vec<&str> = globals
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(2))
+                .collect();
+            let built = run(Command::new("nm")
+                .args(["-g", "--defined-only"])
+                .arg(libdir.join("libghm.a")));
+            let exported = built.lines().filter(|l| l.contains(" T ghm_")).count();
+            assert!(
+                !names.is_empty() && names.iter().all(|n| n.starts_with("ghm_")),
+                "the installed libghm.a has other global symbols: {:?}",
+                names
+                    .iter()
+                    .filter(|n| !n.starts_with("ghm_"))
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(
+                names.len(),
+                exported,
+                "every ghm_ function of the built archive"
+            );
+            let size = std::fs::metadata(prefix.join("lib/libghm.a"))
+                .unwrap()
+                .len();
+            println!("installed libghm.a: {:.2} MB", size as f64 / 1e6);
+        }
     }
     assert_eq!(
         std::fs::read(prefix.join("include/ghm.h")).unwrap(),
