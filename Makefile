@@ -21,7 +21,7 @@ INSTALL ?= install
 # are stripped from the installed libraries; `make install STRIP=` keeps them.
 STRIP ?= strip
 # The archive cargo builds holds the whole Rust standard library, with the LLVM bitcode of
-# every object (for link-time optimisation). Where the tools can (GNU ld or lld, objcopy: ELF
+# every object (for link-time optimisation). Where the tools can (GNU ld and objcopy: ELF
 # systems), `make install` installs instead one relocatable object of what the `ghm_`
 # functions reach (`ld -r --gc-sections`), without bitcode or debug info and with only the
 # `ghm_` symbols global (so it cannot clash with another Rust static library in the same
