@@ -1306,11 +1306,12 @@ struct Rescale<'a, V> {
     _v: PhantomData<V>,
 }
 
-impl<V: Vector> Visitor<V> for Rescale<'_, V> {
+impl<V: Vector> Rescale<'_, V> {
+    /// Rescales `grad[range]`.
     #[inline(always)]
-    fn segment(&mut self, seg: Seg, _: Src<'_>, _: &mut Scratch) -> Result<(), Error> {
+    fn run(&mut self, range: core::ops::Range<usize>) {
         let (bins, scale) = (self.bins, &self.tables.scale);
-        let mut chunks = self.grad[seg.out(self.grad_view)].chunks_exact_mut(V::LANES);
+        let mut chunks = self.grad[range].chunks_exact_mut(V::LANES);
         for g in &mut chunks {
             rescaled(bins, scale, V::load(g)).store(g);
         }
@@ -1318,6 +1319,13 @@ impl<V: Vector> Visitor<V> for Rescale<'_, V> {
         if !rest.is_empty() {
             rescaled(bins, scale, V::load_partial(rest)).store_partial(rest);
         }
+    }
+}
+
+impl<V: Vector> Visitor<V> for Rescale<'_, V> {
+    #[inline(always)]
+    fn segment(&mut self, seg: Seg, _: Src<'_>, _: &mut Scratch) -> Result<(), Error> {
+        self.run(seg.out(self.grad_view));
         Ok(())
     }
 }
@@ -1350,11 +1358,21 @@ pub(crate) fn rescale<V: Vector>(
     batch: &Batch<'_>,
     grad: &mut [f32],
 ) -> Result<(), Error> {
-    batch.visit::<V, _>(&mut Rescale::<V> {
+    let g = batch.geometry();
+    let mut r = Rescale::<V> {
         bins,
         tables,
         grad,
-        grad_view: batch.geometry().grad,
+        grad_view: g.grad,
         _v: PhantomData,
-    })
+    };
+    if let Batch::Dense { .. } = batch {
+        // A dense batch's segments are its whole blocks: walked straight through the
+        // gradient's view (no targets to stage: rescale reads nothing else).
+        for b in 0..g.count {
+            r.run(g.grad.block(b, g.len));
+        }
+        return Ok(());
+    }
+    batch.visit::<V, _>(&mut r)
 }
