@@ -267,7 +267,8 @@ impl Cells {
     /// Once per pass, after it: a function of its own, compiled once (inlined, it was copied
     /// into every kernel). The steps a flush may take (`settle`, `drain_hot`, picking the hot
     /// bin) stay inlined, although as rare: as calls inside the per-vector loop, they made
-    /// GHM-C's one call 5-7% slower on AVX-512 (the loop's vector state spilled around them).
+    /// GHM-C's one call 5-7% slower on AVX-512 (whole-process pairs; likely the loop's vector
+    /// state kept in memory around the calls, not confirmed in the disassembly).
     #[inline(never)]
     fn lane_sums(&self, m: usize, sums: &mut [f64]) {
         for (k, sum) in sums[..m].iter_mut().enumerate() {

@@ -673,17 +673,21 @@ pub(crate) fn apply<V: Vector>(rows: &Rows<'_>, bins: &Bins, t: &Tables, mut des
             let mut a = rows.anchors.start;
             while a < rows.anchors.end {
                 let n = (rows.anchors.end - a).min(group);
+                // Sample i's row of logits and of the gradient.
+                let row = |i: usize| (a + i) * c..(a + i + 1) * c;
                 let mut lanes = Lanes::new();
                 for i in 0..n {
-                    let (x, at) = (&rows.x[(a + i) * c..(a + i + 1) * c], (a + i) * c);
                     let out = dest.grad.as_deref_mut().filter(|_| keep);
-                    lanes.set(i, row_stat::<V>(x, out.map(|g| &mut g[at..at + c])));
+                    lanes.set(
+                        i,
+                        row_stat::<V>(&rows.x[row(i)], out.map(|g| &mut g[row(i)])),
+                    );
                 }
                 let kinds = classify::<V>(rows, bins, a, n, &lanes, want_ce);
                 for i in 0..n {
                     let (f, inv, g, l) = kinds.factor(t, i);
-                    let (x, at) = (&rows.x[(a + i) * c..(a + i + 1) * c], (a + i) * c);
-                    if let Some(out) = dest.grad.as_deref_mut().map(|g| &mut g[at..at + c]) {
+                    let x = &rows.x[row(i)];
+                    if let Some(out) = dest.grad.as_deref_mut().map(|g| &mut g[row(i)]) {
                         if f == 0.0 && !accumulate {
                             out.fill(0.0);
                         } else if f != 0.0 {

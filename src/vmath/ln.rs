@@ -1,5 +1,6 @@
 //! Natural logarithm of normal positive numbers, and `log1p` on `[0, 1]`.
 
+use super::i_to_f;
 use crate::simd::Vector;
 
 const SQRT_HALF: f32 = core::f32::consts::FRAC_1_SQRT_2;
@@ -107,11 +108,4 @@ pub(crate) fn ln_1m<V: Vector>(p: V, r: V) -> V {
     let u = one.sub(p);
     let lost = V::splat(0.0).sub(p).sub(u.sub(one));
     lost.mul_add(r, ln(u))
-}
-
-/// Small integers (|i| < 2^23) to f32, exactly: `from_bits(i + bits(2^23 * 1.5)) - 1.5 * 2^23`.
-#[inline(always)]
-fn i_to_f<V: Vector>(i: V::I) -> V {
-    let magic = V::splat(12_582_912.0);
-    V::from_bits(V::i_add(i, magic.to_bits())).sub(magic)
 }

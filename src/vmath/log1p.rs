@@ -1,5 +1,6 @@
 //! `log1p(x)` for `x >= 0`, bit for bit as `libm::log1pf`: softmax's cross-entropy.
 
+use super::i_to_f;
 use crate::simd::Vector;
 
 const LN2_HI: f32 = 6.931_381_225_6e-01; // 0x3f317180
@@ -43,9 +44,7 @@ pub(crate) fn log1p<V: Vector>(x: V) -> V {
     let f = V::select(reduce, f_red, x);
     let c = V::select(reduce, c, V::splat(0.0));
     let k = V::i_select(reduce, k, V::i_splat(0));
-    // k as f32 (|k| < 2^22): the float 1.5 * 2^23 + k, minus 1.5 * 2^23.
-    let magic = V::splat(12_582_912.0);
-    let dk = V::from_bits(V::i_add(k, magic.to_bits())).sub(magic);
+    let dk = i_to_f::<V>(k);
 
     let s = f.div(V::splat(2.0).add(f));
     let z = s.mul(s);

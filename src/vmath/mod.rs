@@ -12,6 +12,15 @@ pub(crate) use exp::exp_neg;
 pub(crate) use ln::{ln, ln_1m, ln_1p};
 pub(crate) use log1p::log1p;
 
+use crate::simd::Vector;
+
+/// Small integers (|i| < 2^22) to f32, exactly: `from_bits(i + bits(1.5 * 2^23)) - 1.5 * 2^23`.
+#[inline(always)]
+fn i_to_f<V: Vector>(i: V::I) -> V {
+    let magic = V::splat(12_582_912.0);
+    V::from_bits(V::i_add(i, magic.to_bits())).sub(magic)
+}
+
 /// Correctly rounded square roots, scalar: `libm`'s (one `sqrtss` / `sqrtsd` on x86_64), or
 /// under Miri, which cannot run that inline assembly, std's (the same correctly rounded
 /// result).
