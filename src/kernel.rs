@@ -382,31 +382,19 @@ pub(crate) trait Mode {
     /// With `STORE`: check every lane and skip the bad ones (`skip_bad`); without it the batch
     /// has passed [`check`]. (Without `STORE`, `skip_bad` is read at run time.)
     const SKIP: bool;
-    /// With `LOSS`: sum the gradient norms `g` (rounded to multiples of `2^-23`: exact sums)
-    /// per bin instead of the loss, for [`Normalize::GradMass`](crate::Normalize::GradMass).
-    const GSUM: bool = false;
 }
 
 /// Counts only, in the per-lane cells.
 struct Counts;
 /// Counts only, packed.
 struct Packed;
-/// Counts and per-bin loss sums (the phased API).
+/// Counts and per-bin sums of the loss (the phased API), or of the gradient norms `g`
+/// ([`Pass1Opts::g`], read at run time: one copy of pass 1 for both).
 struct LossSums;
 /// The stored path of a batch that has passed [`check`].
 struct Stored;
 /// The stored path with `skip_bad`.
 struct StoredSkip;
-/// Counts and per-bin sums of `g`.
-struct GSums;
-
-impl Mode for GSums {
-    const LOSS: bool = true;
-    const PACKED: bool = false;
-    const STORE: bool = false;
-    const SKIP: bool = false;
-    const GSUM: bool = true;
-}
 
 macro_rules! modes {
     ($($name:ident: $loss:expr, $packed:expr, $store:expr, $skip:expr;)*) => {$(
@@ -484,6 +472,8 @@ struct Pass1<'a, V: Vector, M, P> {
     /// Whether every valid label weight so far was 1.
     unit: bool,
     skipped: u64,
+    /// With `P::LOSS` (not `P::STORE`): sum `g` per bin instead of the loss.
+    g_sums: bool,
     _v: PhantomData<(V, P)>,
 }
 
@@ -512,14 +502,14 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
             // bad element meanwhile lands in some bin; the pass then fails).
             self.keys.add(&self.model, x, t, w, tail);
         }
-        let e = if P::LOSS && !P::GSUM {
+        let e = if P::LOSS {
             self.model.eval_pre::<V, true>(x, t, pre)
         } else {
             self.model.eval_pre::<V, false>(x, t, pre)
         };
         // What pass 1 sums per bin: the loss, or `g` rounded to a multiple of 2^-23 (g is in
         // [0, 1], so `g + 1` has that ulp), whose f64 sums are exact in any order.
-        let summed = if P::GSUM {
+        let summed = if P::LOSS && !P::STORE && self.g_sums {
             e.g.add(V::splat(1.0)).sub(V::splat(1.0))
         } else {
             e.loss
@@ -716,9 +706,7 @@ pub(crate) fn accumulate<V: Vector, M: Model, S: Passes<V>>(
         return passes.pass1::<M, Stored>(model, bins, batch, opts, grad);
     }
     let none = &mut [][..];
-    if opts.g {
-        passes.pass1::<M, GSums>(model, bins, batch, opts, none)
-    } else if opts.loss {
+    if opts.g || opts.loss {
         passes.pass1::<M, LossSums>(model, bins, batch, opts, none)
     } else if bins.m <= PACKED_MAX_BINS && V::LANES >= 4 {
         passes.pass1::<M, Packed>(model, bins, batch, opts, none)
@@ -821,6 +809,7 @@ pub(crate) fn pass1<V: Vector, M: Model, P: Mode>(
         unit_weights: 0,
         unit: true,
         skipped: 0,
+        g_sums: opts.g,
         _v: PhantomData,
     };
     batch.visit::<V, _>(&mut acc)?;
@@ -836,7 +825,7 @@ pub(crate) fn pass1<V: Vector, M: Model, P: Mode>(
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;
     hist.counts[..m].copy_from_slice(&acc.cells.totals[..m]);
-    let sums = if P::GSUM {
+    let sums = if P::LOSS && opts.g {
         &mut hist.g_sums
     } else {
         &mut hist.loss_sums
