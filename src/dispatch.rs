@@ -67,7 +67,7 @@ impl<V: Vector> kernel::Passes<V> for Plain {
         batch: &Batch<'_>,
         opts: Pass1Opts,
         grad: &mut [f32],
-    ) -> Result<Hist, Error> {
+    ) -> Result<kernel::Pass1Out, Error> {
         kernel::pass1::<V, M, P>(model, bins, batch, opts, grad)
     }
     #[inline(never)]
@@ -437,7 +437,7 @@ mod x86 {
                     batch: &Batch<'_>,
                     opts: Pass1Opts,
                     grad: &mut [f32],
-                ) -> Result<Hist, Error> {
+                ) -> Result<kernel::Pass1Out, Error> {
                     // SAFETY: `self` exists, so the CPU has the features (see the type).
                     unsafe { $pass1::<M, P>(model, bins, batch, opts, grad) }
                 }
@@ -480,7 +480,7 @@ mod x86 {
                 batch: &Batch<'_>,
                 opts: Pass1Opts,
                 grad: &mut [f32],
-            ) -> Result<Hist, Error> {
+            ) -> Result<kernel::Pass1Out, Error> {
                 kernel::pass1::<$v, M, P>(model, bins, batch, opts, grad)
             }
 
