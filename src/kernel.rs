@@ -373,7 +373,7 @@ impl<V: Vector> Hot<V> {
 
 /// What a pass 1 is compiled for: its per-vector loop tests no flags for these.
 pub(crate) trait Mode {
-    /// Per-bin sums of the loss.
+    /// Per-bin sums of the loss (or of `g`, when [`Pass1Opts::g`] asks).
     const LOSS: bool;
     /// Counts in packed byte counters (see [`Pass1::count_packed`]; not with `LOSS`).
     const PACKED: bool;
@@ -717,7 +717,7 @@ pub(crate) fn accumulate<V: Vector, M: Model, S: Passes<V>>(
 
 /// Pass 1 in mode `P`; where its screen flagged an element, [`check`] decides (screening
 /// again, then element by element), out of line: one copy of the exact check per model and
-/// backend, not one in every mode of pass 1 (they were 4% of the library's code).
+/// backend, not one in every mode of pass 1 (they were 8% of the shared library's code).
 #[inline(always)]
 fn screened<V: Vector, M: Model, P: Mode, S: Passes<V>>(
     passes: S,
