@@ -111,9 +111,9 @@ fn walk<V: Vector, M: Model, S: Step<V>>(
     // and in a segment no longer than the distance, which has nothing of its own ahead (the
     // batch prefetches such short blocks whole, a few blocks ahead: `Batch::segments`). It is
     // tested per line, not compiled apart: a prefetching copy of every whole block was 30% of
-    // the crate's build time (37-38 s -> 24-26 s without it, Intel Xeon, 2 cores). The test
-    // measured the same as that copy at 64Ki elements on AVX-512 (0.998-1.001); prefetching
-    // the lines about to be read instead of testing was 4-6% slower there.
+    // the crate's build time (36.9-38.1 s -> 26.0 s without it, Intel Xeon, 2 cores). The
+    // test measured the same as that copy at 64Ki elements on AVX-512 (0.998 and 1.001);
+    // prefetching the lines about to be read instead of testing was 5.5% slower there.
     let ahead = if far && n > PREFETCH_AHEAD {
         PREFETCH_AHEAD
     } else {
@@ -472,7 +472,7 @@ struct Pass1<'a, V: Vector, M, P> {
     /// Whether every valid label weight so far was 1.
     unit: bool,
     skipped: u64,
-    /// With `P::LOSS` (not `P::STORE`): sum `g` per bin instead of the loss.
+    /// [`Pass1Opts::g`]: sum `g` per bin instead of the loss (see [`Pass1::sums_g`]).
     g_sums: bool,
     _v: PhantomData<(V, P)>,
 }
@@ -509,7 +509,7 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
         };
         // What pass 1 sums per bin: the loss, or `g` rounded to a multiple of 2^-23 (g is in
         // [0, 1], so `g + 1` has that ulp), whose f64 sums are exact in any order.
-        let summed = if P::LOSS && !P::STORE && self.g_sums {
+        let summed = if self.sums_g() {
             e.g.add(V::splat(1.0)).sub(V::splat(1.0))
         } else {
             e.loss
@@ -562,6 +562,13 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
 }
 
 impl<V: Vector, M: Model, P: Mode> Pass1<'_, V, M, P> {
+    /// Whether the per-bin sums are of `g` rather than of the loss (the loss-sums mode asked
+    /// for `g`; fixed per mode where it cannot be).
+    #[inline(always)]
+    fn sums_g(&self) -> bool {
+        P::LOSS && !P::STORE && self.g_sums
+    }
+
     /// Counts the bins `k` of one vector (`M <= PACKED_MAX_BINS`, no loss sums): lane `j` in
     /// bin `k` adds 1 to byte `k % 4` of lane `j` of word `k / 4`. That is a handful of vector
     /// operations whatever the spread of the bins, where the hot bin plus buffer costs a
@@ -845,7 +852,7 @@ pub(crate) fn pass1<V: Vector, M: Model, P: Mode>(
     let m = bins.m;
     let mut hist = Hist::new(m as u32)?;
     hist.counts[..m].copy_from_slice(&acc.cells.totals[..m]);
-    let sums = if P::LOSS && opts.g {
+    let sums = if acc.sums_g() {
         &mut hist.g_sums
     } else {
         &mut hist.loss_sums

@@ -46,23 +46,15 @@ fn stage<T>(s: &[T], at: usize) -> &[T; STAGE] {
 /// chains keep few loads in flight, so the hardware prefetchers alone fall behind.
 #[inline(always)]
 pub(crate) fn prefetch<T>(s: &[T], at: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let line = 64 / core::mem::size_of::<T>().max(1);
-        // A plain loop over the lines: the iterator chain it replaces (`skip`, `take`,
-        // `step_by`), inlined into every kernel, was 114 KB of the library's 3.7 MB of code.
-        let end = s.len().min(at.saturating_add(len));
-        let mut i = at;
-        while i < end {
-            // SAFETY: SSE is part of the x86_64 baseline; a prefetch never faults and reads
-            // nothing (the address is inside `s` anyway: i < s.len()).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().wrapping_add(i).cast()) };
-            i += line;
-        }
+    let line = 64 / core::mem::size_of::<T>().max(1);
+    // A plain loop over the lines: the iterator chain it replaces (`skip`, `take`,
+    // `step_by`), inlined into every kernel, was 114 KB of the library's 3.7 MB of code.
+    let end = s.len().min(at.saturating_add(len));
+    let mut i = at;
+    while i < end {
+        touch(s, i);
+        i += line;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (s, at, len);
 }
 
 /// Asks the CPU to start loading the cache line of `s[at]`, without a bounds check: `at` may
