@@ -75,13 +75,13 @@ impl<V: Vector> kernel::Passes<V> for Plain {
         kernel::check::<V, M>(model, batch)
     }
     #[inline(never)]
-    fn apply<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+    fn apply<M: Model, const LOSS: bool, const ONE: bool>(
         self,
         args: ApplyArgs<'_, '_, M>,
         out: Outputs<'_>,
         skip_bad: bool,
     ) -> Result<[f64; MAX_LANES], Error> {
-        kernel::apply_kind::<V, M, LOSS, ONE, SKIP>(args, out, skip_bad)
+        kernel::apply_kind::<V, M, LOSS, ONE>(args, out, skip_bad)
     }
 }
 
@@ -447,14 +447,14 @@ mod x86 {
                     unsafe { $check::<M>(model, batch) }
                 }
                 #[inline(always)]
-                fn apply<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+                fn apply<M: Model, const LOSS: bool, const ONE: bool>(
                     self,
                     args: ApplyArgs<'_, '_, M>,
                     out: Outputs<'_>,
                     skip_bad: bool,
                 ) -> Result<[f64; MAX_LANES], Error> {
                     // SAFETY: as above.
-                    unsafe { $apply_in::<M, LOSS, ONE, SKIP>(args, out, skip_bad) }
+                    unsafe { $apply_in::<M, LOSS, ONE>(args, out, skip_bad) }
                 }
             }
 
@@ -462,12 +462,12 @@ mod x86 {
             /// The CPU has the target features.
             #[target_feature(enable = $features)]
             #[inline(never)]
-            unsafe fn $apply_in<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+            unsafe fn $apply_in<M: Model, const LOSS: bool, const ONE: bool>(
                 args: ApplyArgs<'_, '_, M>,
                 out: Outputs<'_>,
                 skip_bad: bool,
             ) -> Result<[f64; MAX_LANES], Error> {
-                kernel::apply_kind::<$v, M, LOSS, ONE, SKIP>(args, out, skip_bad)
+                kernel::apply_kind::<$v, M, LOSS, ONE>(args, out, skip_bad)
             }
 
             /// # Safety

@@ -377,11 +377,9 @@ pub(crate) trait Mode {
     const LOSS: bool;
     /// Counts in packed byte counters (see [`Pass1::count_packed`]; not with `LOSS`).
     const PACKED: bool;
-    /// The one call's stored path (`LOSS` too): also stores each element's `dl/dx`.
+    /// The one call's stored path (`LOSS` too): also stores each element's `dl/dx`. Without
+    /// `skip_bad` (read at run time) the batch has passed [`check`] first.
     const STORE: bool;
-    /// With `STORE`: check every lane and skip the bad ones (`skip_bad`); without it the batch
-    /// has passed [`check`]. (Without `STORE`, `skip_bad` is read at run time.)
-    const SKIP: bool;
 }
 
 /// Counts only, in the per-lane cells.
@@ -391,37 +389,36 @@ struct Packed;
 /// Counts and per-bin sums of the loss (the phased API), or of the gradient norms `g`
 /// ([`Pass1Opts::g`], read at run time: one copy of pass 1 for both).
 struct LossSums;
-/// The stored path of a batch that has passed [`check`].
+/// The stored path: of a batch that has passed [`check`], or with `skip_bad`.
 struct Stored;
-/// The stored path with `skip_bad`.
-struct StoredSkip;
 
 macro_rules! modes {
-    ($($name:ident: $loss:expr, $packed:expr, $store:expr, $skip:expr;)*) => {$(
+    ($($name:ident: $loss:expr, $packed:expr, $store:expr;)*) => {$(
         impl Mode for $name {
             const LOSS: bool = $loss;
             const PACKED: bool = $packed;
             const STORE: bool = $store;
-            const SKIP: bool = $skip;
         }
     )*};
 }
 
 modes! {
-    Counts: false, false, false, false;
-    Packed: false, true, false, false;
-    LossSums: true, false, false, false;
-    Stored: true, false, true, false;
-    StoredSkip: true, false, true, true;
+    Counts: false, false, false;
+    Packed: false, true, false;
+    LossSums: true, false, false;
+    Stored: true, false, true;
 }
 
 /// Pass 1: counts per bin and, if `P::LOSS`, per-bin sums of the loss.
 ///
 /// The mode `P` (see [`Mode`]) is fixed at compile time, so that the per-vector loop of the
-/// path the one call takes on small batches (`Stored`, `StoredSkip`) tests no flags: GHM-C's
-/// one call 9% faster at 64Ki elements, 8% with `skip_bad` (medians of 12 and 8 alternating
-/// in-process runs). The other modes read `skip_bad` at run time: they are compiled once for
-/// both.
+/// path the one call takes on small batches (`Stored`) tests no output flags: GHM-C's one call
+/// 9% faster at 64Ki elements than with every choice read at run time (medians of 12
+/// alternating in-process runs). `skip_bad` is read at run time in every mode, one
+/// predictable test per vector: a stored mode of its own (`StoredSkip`) cost two copies of
+/// pass 1 per backend, and reading it at run time measured GHM-C's one call at 64Ki 1.009
+/// (AVX2) and 1.015 (SSE2) of that copy's time, with `skip_bad` 0.952 and 0.989 (AMD EPYC
+/// Zen 3, medians of 7 alternating processes).
 ///
 /// The most common bin ("hot": bin 0 until the first flush, then the most common so far) is
 /// counted from comparison masks and its losses summed in f64 lanes, in registers; the other
@@ -490,8 +487,7 @@ impl<V: Vector, M: Model, P: Mode> Step<V> for Pass1<'_, V, M, P> {
     ) -> Result<V, Error> {
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
-        let skip_bad = if P::STORE { P::SKIP } else { self.skip_bad };
-        if skip_bad {
+        if self.skip_bad {
             let bad = bad_lanes(&self.model, x, t, w, live);
             if V::m_any(bad) {
                 self.skipped += V::m_count(bad) as u64;
@@ -706,10 +702,9 @@ pub(crate) fn accumulate<V: Vector, M: Model, S: Passes<V>>(
 ) -> Result<Hist, Error> {
     debug_assert!(grad.is_none() || M::STORED_PASS);
     if let Some(grad) = grad.filter(|_| M::STORED_PASS) {
-        if opts.skip_bad {
-            return screened::<V, M, StoredSkip, S>(passes, model, bins, batch, opts, grad);
+        if !opts.skip_bad {
+            passes.check::<M>(model, batch)?;
         }
-        passes.check::<M>(model, batch)?;
         return screened::<V, M, Stored, S>(passes, model, bins, batch, opts, grad);
     }
     let none = &mut [][..];
@@ -768,9 +763,7 @@ pub(crate) fn apply_grad<V: Vector, M: Model, S: Passes<V>>(
     args: ApplyArgs<'_, '_, M>,
     out: Outputs<'_>,
 ) -> Result<(), Error> {
-    passes
-        .apply::<M, false, false, false>(args, out, true)
-        .map(|_| ())
+    passes.apply::<M, false, false>(args, out, true).map(|_| ())
 }
 
 /// How a backend runs each mode of pass 1, the check and each kind of pass 2: as a function of
@@ -793,7 +786,7 @@ pub(crate) trait Passes<V: Vector>: Copy {
     /// [`check`].
     fn check<M: Model>(self, model: M, batch: &Batch<'_>) -> Result<(), Error>;
     /// [`apply_kind`].
-    fn apply<M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool>(
+    fn apply<M: Model, const LOSS: bool, const ONE: bool>(
         self,
         args: ApplyArgs<'_, '_, M>,
         out: Outputs<'_>,
@@ -1092,9 +1085,8 @@ struct ApplyCtx<'a, V, M> {
 }
 
 /// Pass 2 over a batch: what it reads, and the full output buffers. `LOSS`: the loss of
-/// each element is needed (for `loss_elems` or the loss sum); `ONE` and `SKIP`: see
-/// [`ApplySegment`].
-struct Apply<'a, V, M, const LOSS: bool, const ONE: bool, const SKIP: bool> {
+/// each element is needed (for `loss_elems` or the loss sum); `ONE`: see [`ApplySegment`].
+struct Apply<'a, V, M, const LOSS: bool, const ONE: bool> {
     ctx: ApplyCtx<'a, V, M>,
     grad: Option<&'a mut [f32]>,
     loss_elems: Option<&'a mut [f32]>,
@@ -1107,19 +1099,20 @@ struct Apply<'a, V, M, const LOSS: bool, const ONE: bool, const SKIP: bool> {
 /// Pass 2 over one segment: its part of the output buffers.
 ///
 /// `ONE`: the one call's pass 2, fixed at compile time (gradients overwritten, no per-element
-/// losses, the loss summed; `walk` stores the gradients), with `skip_bad` as `SKIP`; the loop
-/// then tests no flags and checks no bounds per vector: GHM-R's one call 1.7% faster at 64Ki
-/// elements (median of 10 alternating in-process runs, all ten faster). Without `ONE` the
-/// outputs and `skip_bad` are read at run time (`SKIP` unused).
-struct ApplySegment<'s, 'a, V, M, const LOSS: bool, const ONE: bool, const SKIP: bool> {
+/// losses, the loss summed; `walk` stores the gradients); the loop then tests no output flags
+/// and checks no bounds per vector: GHM-R's one call 1.7% faster at 64Ki elements (median of
+/// 10 alternating in-process runs, all ten faster). Without `ONE` the outputs are read at run
+/// time. `skip_bad` is read at run time in both (a `ONE` kind of its own for it was three
+/// copies of pass 2 per backend; GHM-R's one call at 64Ki without it: 1.005 on AVX2).
+struct ApplySegment<'s, 'a, V, M, const LOSS: bool, const ONE: bool> {
     ctx: &'s ApplyCtx<'a, V, M>,
     grad: Option<&'s mut [f32]>,
     loss_elems: Option<&'s mut [f32]>,
     sums: &'s mut [f64; MAX_LANES],
 }
 
-impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> Step<V>
-    for ApplySegment<'_, '_, V, M, LOSS, ONE, SKIP>
+impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool> Step<V>
+    for ApplySegment<'_, '_, V, M, LOSS, ONE>
 {
     const OUT: bool = ONE;
     #[inline(always)]
@@ -1134,7 +1127,7 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> S
         let c = self.ctx;
         let live = live::<V>(tail);
         let mut valid = V::m_and(live, w.gt(V::splat(0.0)));
-        if (ONE && SKIP) || (!ONE && c.skip_bad) {
+        if c.skip_bad {
             valid = V::m_andnot(valid, bad_lanes(&c.model, x, t, w, live));
         }
         let e = c.model.eval_pre::<V, LOSS>(x, t, pre);
@@ -1182,8 +1175,8 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> S
     }
 }
 
-impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> Visitor<V>
-    for Apply<'_, V, M, LOSS, ONE, SKIP>
+impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool> Visitor<V>
+    for Apply<'_, V, M, LOSS, ONE>
 {
     #[inline(always)]
     fn segment(&mut self, seg: Seg, mut src: Src<'_>, scratch: &mut Scratch) -> Result<(), Error> {
@@ -1195,7 +1188,7 @@ impl<V: Vector, M: Model, const LOSS: bool, const ONE: bool, const SKIP: bool> V
         } else {
             (grad, &mut [][..])
         };
-        let mut part = ApplySegment::<V, M, LOSS, ONE, SKIP> {
+        let mut part = ApplySegment::<V, M, LOSS, ONE> {
             ctx: &self.ctx,
             grad,
             loss_elems: self.loss_elems.as_deref_mut().map(|l| &mut l[seg.out(lv)]),
@@ -1268,30 +1261,19 @@ pub(crate) fn apply<V: Vector, M: Model, S: Passes<V>>(
     let one = out.grad.is_some() && out.loss_elems.is_none() && !out.accumulate && out.sum_loss;
     let a = (model, bins, tables, batch);
     let sums = if one {
-        if skip_bad {
-            passes.apply::<M, true, true, true>(a, out, skip_bad)?
-        } else {
-            passes.apply::<M, true, true, false>(a, out, skip_bad)?
-        }
+        passes.apply::<M, true, true>(a, out, skip_bad)?
     } else if out.loss_elems.is_some() || out.sum_loss {
-        passes.apply::<M, true, false, false>(a, out, skip_bad)?
+        passes.apply::<M, true, false>(a, out, skip_bad)?
     } else {
-        passes.apply::<M, false, false, false>(a, out, skip_bad)?
+        passes.apply::<M, false, false>(a, out, skip_bad)?
     };
     Ok(sums.iter().sum())
 }
 
 /// One kind of [`apply`]: `LOSS` (sum the loss, write per-element losses if asked), `ONE` (the
-/// one call: gradients only, overwritten, and the loss sum) and, with `ONE`, `SKIP`
-/// (`skip_bad`). Returns the per-lane loss sums.
+/// one call: gradients only, overwritten, and the loss sum). Returns the per-lane loss sums.
 #[inline(always)]
-pub(crate) fn apply_kind<
-    V: Vector,
-    M: Model,
-    const LOSS: bool,
-    const ONE: bool,
-    const SKIP: bool,
->(
+pub(crate) fn apply_kind<V: Vector, M: Model, const LOSS: bool, const ONE: bool>(
     (model, bins, tables, batch): ApplyArgs<'_, '_, M>,
     out: Outputs<'_>,
     skip_bad: bool,
@@ -1306,7 +1288,7 @@ pub(crate) fn apply_kind<
         sum_loss: out.sum_loss,
         _v: PhantomData,
     };
-    let mut a = Apply::<V, M, LOSS, ONE, SKIP> {
+    let mut a = Apply::<V, M, LOSS, ONE> {
         ctx,
         grad: out.grad,
         loss_elems: if LOSS && !ONE { out.loss_elems } else { None },
