@@ -412,13 +412,14 @@ modes! {
 /// Pass 1: counts per bin and, if `P::LOSS`, per-bin sums of the loss.
 ///
 /// The mode `P` (see [`Mode`]) is fixed at compile time, so that the per-vector loop of the
-/// path the one call takes on small batches (`Stored`) tests no output flags: GHM-C's one call
-/// 9% faster at 64Ki elements than with every choice read at run time (medians of 12
-/// alternating in-process runs). `skip_bad` is read at run time in every mode, one
-/// predictable test per vector: a stored mode of its own (`StoredSkip`) cost two copies of
-/// pass 1 per backend, and reading it at run time measured GHM-C's one call at 64Ki 1.009
-/// (AVX2) and 1.015 (SSE2) of that copy's time, with `skip_bad` 0.952 and 0.989 (AMD EPYC
-/// Zen 3, medians of 7 alternating processes).
+/// path the one call takes on small batches (`Stored`) tests no output flags. (When the
+/// stored path was first compiled per mode, `skip_bad` and GHM-R's `tot` kind included,
+/// GHM-C's one call was 9% faster at 64Ki elements, median of 12 alternating in-process
+/// runs.) `skip_bad` is now read at run time in every mode, one predictable test per vector:
+/// a stored mode of its own (`StoredSkip`) cost two copies of pass 1 per backend, and reading
+/// it at run time measured GHM-C's one call at 64Ki 1.009 (AVX2) and 1.015 (SSE2) of that
+/// copy's time, with `skip_bad` 0.952 and 0.989 (AMD EPYC Zen 3, medians of 7 alternating
+/// processes).
 ///
 /// The most common bin ("hot": bin 0 until the first flush, then the most common so far) is
 /// counted from comparison masks and its losses summed in f64 lanes, in registers; the other
