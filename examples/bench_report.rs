@@ -632,8 +632,8 @@ impl Spread {
     /// per block (one image and anchor), objectness (169 elements from 4 * 169) and the class
     /// block right after it (80 * 169), two calls with an EMA each, timed together. Per
     /// element of both, against the contiguous row: what GHM costs a trainer's layer in place.
-    /// (Its batches are whole blocks of 81 * 169 elements: 55,404 at 64Ki, 1,038,609 at 1Mi,
-    /// 16,773,069 at 16Mi; none at 4Ki.)
+    /// (Its batches are whole blocks of 81 * 169 elements: 54,756 at 64Ki, 1,040,364 at 1Mi,
+    /// 16,769,025 at 16Mi; none at 4Ki.)
     const LAYER: SpreadKind = SpreadKind {
         name: "GHM-C Darknet layer, in place",
         len: 81 * 169,
